@@ -1,0 +1,117 @@
+"""One exception hierarchy for the whole product, each error with a stable code."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class StellaError(Exception):
+    """Root of every error the product raises on purpose; `code` is stable and UPPER_SNAKE."""
+
+    code = "INTERNAL"
+    retryable = False
+
+    def __init__(self, message: str, *, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details or {}
+
+    def to_dict(self) -> dict[str, Any]:
+        """Render the error as the JSON body of the error envelope."""
+        body: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.details:
+            body["details"] = self.details
+        return body
+
+
+class ValidationError(StellaError):
+    """Input that can never succeed as given (exit code 2, HTTP 400)."""
+
+    code = "VALIDATION_FAILED"
+
+
+class SpecInvalid(ValidationError):
+    """A DAG spec that breaks a rule; `details['errors']` lists every problem with its path."""
+
+    code = "DAG_SPEC_INVALID"
+
+
+class InputsInvalid(ValidationError):
+    """Run inputs that are not a JSON object or cannot be read."""
+
+    code = "INPUTS_INVALID"
+
+
+class NotFound(StellaError):
+    """Something addressed by id does not exist for this tenant (exit code 4, HTTP 404)."""
+
+    code = "NOT_FOUND"
+
+
+class DagNotFound(NotFound):
+    """No such DAG, or no such version of it, for this tenant."""
+
+    code = "DAG_NOT_FOUND"
+
+
+class RunNotFound(NotFound):
+    """No such run for this tenant."""
+
+    code = "RUN_NOT_FOUND"
+
+
+class Conflict(StellaError):
+    """The request contradicts state that already exists (HTTP 409)."""
+
+    code = "CONFLICT"
+
+
+class RunTokenConflict(Conflict):
+    """Same runToken reused with different inputs."""
+
+    code = "RUN_TOKEN_CONFLICT"
+
+
+class DagVersionConflict(Conflict):
+    """A published version may never change: same dagId+version with another spec."""
+
+    code = "DAG_VERSION_CONFLICT"
+
+
+class DagDisabled(Conflict):
+    """The DAG version is disabled and takes no new runs."""
+
+    code = "DAG_VERSION_DISABLED"
+
+
+class LeaseNotCurrent(Conflict):
+    """A completion or heartbeat for a lease that expired or was revoked."""
+
+    code = "LEASE_NOT_CURRENT"
+
+
+class InvalidTransition(StellaError):
+    """A status change the status machine forbids (a programming error, never user input)."""
+
+    code = "INVALID_TRANSITION"
+
+
+class StoreUnavailable(StellaError):
+    """The store cannot be reached or is locked beyond the busy timeout; retry later."""
+
+    code = "STORE_UNAVAILABLE"
+    retryable = True
+
+
+class StepFailed(StellaError):
+    """Raised by a plugin: the attempt failed with a typed, recorded error."""
+
+    code = "STEP_FAILED"
+
+    def __init__(
+        self, code: str, message: str, *, retryable: bool = False, logs: str = ""
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.retryable = retryable
+        self.logs = logs

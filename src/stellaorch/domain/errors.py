@@ -108,9 +108,7 @@ class StepFailed(StellaError):
 
     code = "STEP_FAILED"
 
-    def __init__(
-        self, code: str, message: str, *, retryable: bool = False, logs: str = ""
-    ) -> None:
+    def __init__(self, code: str, message: str, *, retryable: bool = False, logs: str = "") -> None:
         super().__init__(message)
         self.code = code
         self.retryable = retryable

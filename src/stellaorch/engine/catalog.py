@@ -1,0 +1,117 @@
+"""DAG versions: publish (immutable), enable/disable, resolve, and a cache of compiled DAGs."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import Connection
+
+from stellaorch.domain.canonical import canonical_json
+from stellaorch.domain.errors import DagDisabled, DagNotFound, DagVersionConflict
+from stellaorch.domain.providers import Clock
+from stellaorch.domain.spec import CompiledDag, DagSpec, compile_dag, load_spec_file, parse_spec
+from stellaorch.store import dags
+from stellaorch.store.dags import DagVersionRow
+from stellaorch.store.database import Database
+
+SPEC_SUFFIXES = (".yaml", ".yml", ".json")
+
+
+@dataclass(frozen=True)
+class Published:
+    """Outcome of a publish: the stored version and whether this call created it."""
+
+    version: DagVersionRow
+    created: bool
+
+
+def load_directory(directory: Path) -> list[DagSpec]:
+    """Parse every spec file directly inside `directory`, sorted by file name."""
+    files = sorted(p for p in directory.iterdir() if p.suffix in SPEC_SUFFIXES)
+    return [load_spec_file(p) for p in files]
+
+
+class DagCatalog:
+    """The tenant's DAG versions; compiled specs are cached since versions never change."""
+
+    def __init__(self, db: Database, clock: Clock) -> None:
+        self._db = db
+        self._clock = clock
+        self._compiled: dict[tuple[str, str, str], CompiledDag] = {}
+
+    def compiled(self, conn: Connection, tenant: str, dag_id: str, version: str) -> CompiledDag:
+        """The compiled DAG of a stored version (cached)."""
+        key = (tenant, dag_id, version)
+        hit = self._compiled.get(key)
+        if hit is None:
+            row = dags.get_version(conn, tenant, dag_id, version)
+            if row is None:
+                raise DagNotFound(f"DAG {dag_id} version {version} not found")
+            hit = compile_dag(parse_spec(json.loads(row.spec_json)))
+            self._compiled[key] = hit
+        return hit
+
+    def resolve(
+        self, conn: Connection, tenant: str, dag_id: str, version: str | None
+    ) -> CompiledDag:
+        """The version a new run should use: the one named, or the latest enabled one."""
+        if version is None:
+            row = dags.latest_enabled(conn, tenant, dag_id)
+            if row is None:
+                raise DagNotFound(f"DAG {dag_id} has no enabled version")
+        else:
+            row = dags.get_version(conn, tenant, dag_id, str(version))
+            if row is None:
+                raise DagNotFound(f"DAG {dag_id} version {version} not found")
+            if not row.enabled:
+                raise DagDisabled(f"DAG {dag_id} version {version} is disabled")
+        return self.compiled(conn, tenant, dag_id, row.version)
+
+    def publish_tx(self, conn: Connection, tenant: str, spec: DagSpec) -> Published:
+        """Store a version; the same content again is a no-op, other content is a conflict."""
+        compiled = compile_dag(spec)
+        existing = dags.get_version(conn, tenant, spec.dag_id, spec.version)
+        if existing is not None:
+            if existing.spec_hash != compiled.spec_hash:
+                raise DagVersionConflict(
+                    f"DAG {spec.dag_id} version {spec.version} already exists with other "
+                    "content; publish a new version instead"
+                )
+            return Published(existing, created=False)
+        row = dags.insert_version(
+            conn,
+            tenant,
+            spec.dag_id,
+            spec.version,
+            canonical_json(spec.to_document()),
+            compiled.spec_hash,
+            self._clock.now_us(),
+        )
+        self._compiled[(tenant, spec.dag_id, spec.version)] = compiled
+        return Published(row, created=True)
+
+    async def publish(self, tenant: str, spec: DagSpec) -> Published:
+        """Publish one version in its own transaction."""
+        return await self._db.transact(lambda conn: self.publish_tx(conn, tenant, spec))
+
+    async def publish_directory(self, tenant: str, directory: Path) -> list[Published]:
+        """Publish every spec file of a directory (sorted by name) in one transaction."""
+        specs = load_directory(directory)
+        return await self._db.transact(
+            lambda conn: [self.publish_tx(conn, tenant, s) for s in specs]
+        )
+
+    async def set_enabled(self, tenant: str, dag_id: str, version: str, enabled: bool) -> None:
+        """Enable or disable a version (never edits it)."""
+
+        def work(conn: Connection) -> None:
+            if not dags.set_enabled(conn, tenant, dag_id, version, enabled):
+                raise DagNotFound(f"DAG {dag_id} version {version} not found")
+
+        await self._db.transact(work)
+
+    async def list_versions(self, tenant: str, dag_id: str | None = None) -> list[DagVersionRow]:
+        """Versions of the tenant's DAGs."""
+        return await self._db.transact(lambda conn: dags.list_versions(conn, tenant, dag_id))

@@ -1,0 +1,47 @@
+"""What every engine service shares: store, clock, ids, randomness, catalog, settings."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+from stellaorch.domain.providers import Clock, IdProvider, SystemClock
+from stellaorch.engine.catalog import DagCatalog
+from stellaorch.engine.events import EventBus
+from stellaorch.settings import Settings
+from stellaorch.store.database import Database
+
+
+@dataclass
+class EngineEnv:
+    """The engine's dependencies, injected so tests can swap clock, ids and randomness."""
+
+    db: Database
+    settings: Settings
+    catalog: DagCatalog
+    bus: EventBus
+    clock: Clock = field(default_factory=SystemClock)
+    ids: IdProvider = field(default_factory=IdProvider)
+    rng: random.Random = field(default_factory=random.Random)
+
+    @classmethod
+    def build(
+        cls,
+        db: Database,
+        settings: Settings,
+        *,
+        clock: Clock | None = None,
+        ids: IdProvider | None = None,
+        rng: random.Random | None = None,
+    ) -> EngineEnv:
+        """Wire an environment with defaults for whatever is not given."""
+        clock = clock or SystemClock()
+        return cls(
+            db=db,
+            settings=settings,
+            catalog=DagCatalog(db, clock),
+            bus=EventBus(),
+            clock=clock,
+            ids=ids or IdProvider(clock),
+            rng=rng or random.Random(),
+        )

@@ -1,0 +1,88 @@
+"""JSON views of runs, steps and attempts exactly as SPEC §1 names their fields."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from typing import Any
+
+from stellaorch.domain.providers import format_utc
+from stellaorch.store.runs import RunState
+
+
+def _duration_ms(start: int | None, end: int | None) -> int | None:
+    return (end - start) // 1000 if start is not None and end is not None else None
+
+
+def _error(text: str | None) -> dict[str, Any] | None:
+    return dict(json.loads(text)) if text else None
+
+
+def run_summary(run: RunState) -> dict[str, Any]:
+    """The run without its steps (list views)."""
+    return {
+        "runId": run.run_id,
+        "tenant": run.tenant,
+        "dagId": run.dag_id,
+        "dagVersion": run.dag_version,
+        "runToken": run.run_token,
+        "inputsHash": run.inputs_hash,
+        "status": run.status,
+        "traceId": run.trace_id,
+        "trigger": run.trigger,
+        "replayOf": run.replay_of,
+        "createdUtc": format_utc(run.created_us),
+        "startedUtc": format_utc(run.started_us),
+        "endedUtc": format_utc(run.ended_us),
+        "durationMs": _duration_ms(run.started_us, run.ended_us),
+        "outputsHash": run.outputs_hash,
+        "error": _error(run.error_json),
+    }
+
+
+def attempt_view(row: dict[str, Any]) -> dict[str, Any]:
+    """One attempt of a step."""
+    return {
+        "attempt": row["attempt"],
+        "status": row["status"],
+        "workerId": row["worker_id"],
+        "startedUtc": format_utc(row["started_us"]),
+        "endedUtc": format_utc(row["ended_us"]),
+        "durationMs": _duration_ms(row["started_us"], row["ended_us"]),
+        "inputsHash": row["inputs_hash"],
+        "outputsHash": row["outputs_hash"],
+        "logsRef": row["logs_ref"],
+        "error": _error(row["error_json"]),
+    }
+
+
+def step_view(row: dict[str, Any], attempts: list[dict[str, Any]]) -> dict[str, Any]:
+    """One step execution with its attempts."""
+    return {
+        "stepId": row["step_id"],
+        "status": row["status"],
+        "attempt": row["attempt"],
+        "startedUtc": format_utc(row["started_us"]),
+        "endedUtc": format_utc(row["ended_us"]),
+        "durationMs": _duration_ms(row["started_us"], row["ended_us"]),
+        "inputsHash": row["inputs_hash"],
+        "outputsHash": row["outputs_hash"],
+        "outputs": json.loads(row["outputs_json"]) if row["outputs_json"] else None,
+        "logsRef": row["logs_ref"],
+        "metricsRef": None,
+        "error": _error(row["error_json"]),
+        "attempts": [attempt_view(a) for a in attempts],
+    }
+
+
+def run_view(
+    run: RunState, steps: list[dict[str, Any]], attempts: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """The run with inputs, step states, attempts and hashes."""
+    by_step: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for row in attempts:
+        by_step[row["step_id"]].append(row)
+    view = run_summary(run)
+    view["inputs"] = json.loads(run.inputs_json)
+    view["steps"] = [step_view(s, by_step[s["step_id"]]) for s in steps]
+    return view

@@ -1,0 +1,237 @@
+"""The worker: lease due steps, run their plugins under a timeout, heartbeat, report outcomes.
+
+Claims and completions are batched: one claim transaction leases as many steps as there are
+free slots, and every outcome that arrives while a completion transaction is in flight is
+written by the next one. Tasks of a run that was cancelled or failed are cancelled at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+from functools import partial
+
+from stellaorch.domain.errors import StellaError, StepFailed
+from stellaorch.domain.ledger import LedgerEntry
+from stellaorch.domain.providers import worker_identity
+from stellaorch.domain.status import AttemptStatus
+from stellaorch.engine import execution
+from stellaorch.engine.env import EngineEnv
+from stellaorch.engine.execution import Lease, Outcome
+from stellaorch.plugins.base import PluginRegistry, StepContext, check_outputs
+
+log = logging.getLogger("stellaorch.worker")
+
+_STOPS_RUN = frozenset({"run.cancelled", "run.failed"})
+_WAKES = frozenset({"step.queued", "step.retrying"})
+
+
+@dataclass
+class _Slot:
+    lease: Lease
+    task: asyncio.Task[None]
+
+
+class Worker:
+    """Executes leased steps with bounded concurrency until `stop` is called."""
+
+    def __init__(
+        self,
+        env: EngineEnv,
+        plugins: PluginRegistry,
+        *,
+        worker_id: str | None = None,
+        concurrency: int | None = None,
+    ) -> None:
+        self.env = env
+        self.plugins = plugins
+        self.worker_id = worker_id or worker_identity()
+        self.concurrency = concurrency or env.settings.worker_concurrency
+        self._slots: dict[str, _Slot] = {}
+        self._outcomes: list[Outcome] = []
+        self._wake = asyncio.Event()
+        self._outcome_ready = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._rotation = 0
+
+    # -- lifecycle -----------------------------------------------------------------------
+    async def run(self) -> None:
+        """Work until `stop()`; then finish or release in-flight attempts and return."""
+        unsubscribe = self.env.bus.subscribe(self._on_entry)
+        loops = [self._claim_loop(), self._complete_loop(), self._maintenance_loop()]
+        tasks = [asyncio.create_task(c) for c in loops]
+        stopping = asyncio.create_task(self._stopping.wait())
+        try:
+            await asyncio.wait([stopping, *tasks], return_when=asyncio.FIRST_COMPLETED)
+            crashed = [t for t in tasks if t.done() and t.exception() is not None]
+            if crashed:
+                self.stop()
+                for task in tasks:
+                    task.cancel()
+                raise crashed[0].exception()  # type: ignore[misc]
+            await self._drain(tasks)
+        finally:
+            stopping.cancel()
+            unsubscribe()
+
+    def stop(self) -> None:
+        """Ask the worker to stop taking work."""
+        self._stopping.set()
+        self._wake.set()
+
+    async def _drain(self, tasks: list[asyncio.Task[None]]) -> None:
+        claim_loop, complete_loop, maintenance = tasks
+        await claim_loop
+        maintenance.cancel()
+        leftover = [s.lease.lease_id for s in self._slots.values()]
+        for slot in list(self._slots.values()):
+            slot.task.cancel()
+        await asyncio.gather(*(s.task for s in list(self._slots.values())), return_exceptions=True)
+        self._outcome_ready.set()
+        await complete_loop
+        with contextlib.suppress(asyncio.CancelledError):
+            await maintenance
+        if leftover:
+            entries = await self.env.db.transact(lambda c: execution.recover(c, self.env, leftover))
+            self.env.bus.publish(entries)
+
+    def _on_entry(self, entry: LedgerEntry) -> None:
+        if entry.entry_type in _WAKES:
+            self._wake.set()
+        elif entry.entry_type in _STOPS_RUN:
+            for slot in list(self._slots.values()):
+                if slot.lease.run_id == entry.run_id:
+                    slot.task.cancel()
+
+    # -- claiming ------------------------------------------------------------------------
+    async def _claim_loop(self) -> None:
+        while not self._stopping.is_set():
+            free = self.concurrency - len(self._slots)
+            if free <= 0:
+                await self._wait_for_wake(None)
+                continue
+            limit = min(free, self.env.settings.claim_batch)
+            self._wake.clear()
+            claimed = await self.env.db.transact(
+                partial(
+                    execution.claim,
+                    env=self.env,
+                    worker_id=self.worker_id,
+                    limit=limit,
+                    rotation=self._rotation,
+                )
+            )
+            self._rotation += 1
+            self.env.bus.publish(claimed.entries)
+            for lease in claimed.leases:
+                self._start(lease)
+            if len(claimed.leases) < limit:
+                await self._wait_for_wake(claimed.next_due_us)
+
+    async def _wait_for_wake(self, next_due_us: int | None) -> None:
+        timeout = self.env.settings.poll_interval_seconds
+        if next_due_us is not None:
+            due_in = (next_due_us - self.env.clock.now_us()) / 1_000_000
+            timeout = max(0.0, min(timeout, due_in))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout)
+
+    def _start(self, lease: Lease) -> None:
+        task = asyncio.create_task(self._execute(lease))
+        self._slots[lease.lease_id] = _Slot(lease, task)
+
+    # -- executing -----------------------------------------------------------------------
+    async def _execute(self, lease: Lease) -> None:
+        try:
+            outcome = await self._attempt(lease)
+        except asyncio.CancelledError:
+            return  # run cancelled, lease revoked, or shutdown: the store already knows
+        finally:
+            self._slots.pop(lease.lease_id, None)
+            self._wake.set()
+        self._outcomes.append(outcome)
+        self._outcome_ready.set()
+
+    async def _attempt(self, lease: Lease) -> Outcome:
+        if lease.problem is not None:
+            return _failure(lease, lease.problem.code, lease.problem.message, False)
+        try:
+            plugin = self.plugins.resolve(lease.step.plugin)
+            async with asyncio.timeout(lease.step.timeout_seconds):
+                result = await plugin.run(self._context(lease))
+            outputs = check_outputs(result.outputs)
+        except TimeoutError:
+            message = f"step exceeded its timeout of {lease.step.timeout_seconds:g}s"
+            return _failure(lease, "STEP_TIMED_OUT", message, True, AttemptStatus.TIMED_OUT)
+        except StepFailed as exc:
+            return _failure(lease, exc.code, exc.message, exc.retryable, logs=exc.logs)
+        except StellaError as exc:
+            return _failure(lease, exc.code, exc.message, exc.retryable)
+        except Exception as exc:  # a plugin bug must fail the attempt, not the worker
+            log.exception("plugin crashed", extra={"run_id": lease.run_id})
+            return _failure(lease, "PLUGIN_CRASHED", f"{type(exc).__name__}: {exc}", True)
+        return Outcome(lease, AttemptStatus.SUCCEEDED, outputs, result.logs)
+
+    def _context(self, lease: Lease) -> StepContext:
+        return StepContext(
+            tenant=lease.tenant,
+            run_id=lease.run_id,
+            dag_id=lease.dag_id,
+            step_id=lease.step_id,
+            attempt=lease.attempt,
+            params=lease.params,
+            timeout_seconds=lease.step.timeout_seconds,
+            trace_id=lease.trace_id,
+        )
+
+    # -- completing ----------------------------------------------------------------------
+    async def _complete_loop(self) -> None:
+        while True:
+            await self._outcome_ready.wait()
+            self._outcome_ready.clear()
+            batch, self._outcomes = self._outcomes, []
+            if batch:
+                done = await self.env.db.transact(
+                    partial(execution.complete, env=self.env, outcomes=batch)
+                )
+                self.env.bus.publish(done.entries)
+                self._wake.set()
+            elif self._stopping.is_set() and not self._slots:
+                return
+
+    # -- heartbeats and recovery ---------------------------------------------------------
+    async def _maintenance_loop(self) -> None:
+        while True:
+            await self._recover_expired()
+            await asyncio.sleep(self.env.settings.heartbeat_seconds)
+            await self._heartbeat()
+
+    async def _heartbeat(self) -> None:
+        held = list(self._slots)
+        if not held:
+            return
+        alive = await self.env.db.transact(lambda c: execution.heartbeat(c, self.env, held))
+        for lease_id in set(held) - alive:
+            slot = self._slots.get(lease_id)
+            if slot is not None:
+                slot.task.cancel()  # revoked elsewhere (cancel, expiry): stop the attempt
+
+    async def _recover_expired(self) -> None:
+        entries = await self.env.db.transact(lambda c: execution.recover(c, self.env))
+        if entries:
+            self.env.bus.publish(entries)
+            self._wake.set()
+
+
+def _failure(
+    lease: Lease,
+    code: str,
+    message: str,
+    retryable: bool,
+    status: AttemptStatus = AttemptStatus.FAILED,
+    logs: str = "",
+) -> Outcome:
+    error = {"code": code, "message": message, "retryable": retryable}
+    return Outcome(lease, status, None, logs, error)

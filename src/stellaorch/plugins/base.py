@@ -1,0 +1,147 @@
+"""The plugin contract: what a step receives, what it returns, and how plugins are found."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from stellaorch.domain.errors import Conflict, NotFound, StepFailed
+
+MAX_OUTPUT_BYTES = 1024 * 1024
+
+_COMPACT_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+@dataclass(frozen=True)
+class StepContext:
+    """Everything one attempt of one step may know about itself."""
+
+    tenant: str
+    run_id: str
+    dag_id: str
+    step_id: str
+    attempt: int
+    params: Mapping[str, Any]
+    timeout_seconds: float
+    trace_id: str
+    # Kept out of repr so a logged context never leaks a secret value.
+    secrets: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+    @property
+    def span_id(self) -> str:
+        """16 hex digits naming this attempt's span, stable across processes and restarts."""
+        seed = f"{self.run_id}/{self.step_id}/{self.attempt}".encode()
+        return hashlib.sha256(seed).hexdigest()[:16]
+
+    @property
+    def traceparent(self) -> str:
+        """W3C `traceparent` header value for this attempt (sampled)."""
+        return f"00-{self.trace_id}-{self.span_id}-01"
+
+
+@dataclass(frozen=True)
+class PluginResult:
+    """What a successful attempt produced: a JSON object of outputs and its log text."""
+
+    outputs: dict[str, Any] = field(default_factory=dict)
+    logs: str = ""
+
+
+class Plugin(Protocol):
+    """A step implementation; `run` is called once per attempt.
+
+    Contract: raise `StepFailed` for a typed failure (its `retryable` decides retries); any
+    other exception is treated by the worker as a crash. The worker enforces timeouts and run
+    cancellation by cancelling the task, so `run` must release every resource (processes,
+    connections, files) on `asyncio.CancelledError` and then re-raise it.
+    """
+
+    name: str
+    version: str
+
+    async def run(self, ctx: StepContext) -> PluginResult:
+        """Execute one attempt of a step."""
+        ...
+
+
+class PluginNotFound(NotFound):
+    """No registered plugin matches a step's `plugin` reference."""
+
+    code = "PLUGIN_NOT_FOUND"
+
+
+class PluginConflict(Conflict):
+    """A plugin with the same `name@version` is already registered."""
+
+    code = "PLUGIN_CONFLICT"
+
+
+class PluginRegistry:
+    """Plugins by name and version; steps address them as `name` or `name@version`."""
+
+    def __init__(self) -> None:
+        self._plugins: dict[str, dict[str, Plugin]] = {}
+
+    def register(self, plugin: Plugin) -> None:
+        """Add a plugin; registering the same `name@version` twice is a conflict."""
+        versions = self._plugins.setdefault(plugin.name, {})
+        if plugin.version in versions:
+            raise PluginConflict(f"plugin {plugin.name}@{plugin.version} is already registered")
+        versions[plugin.version] = plugin
+
+    def resolve(self, ref: str) -> Plugin:
+        """Find the plugin for `name` or `name@version`; a bare name must be unambiguous."""
+        name, sep, version = ref.partition("@")
+        versions = self._plugins.get(name, {})
+        if sep:
+            plugin = versions.get(version)
+            if plugin is not None:
+                return plugin
+            raise self._not_found(ref, "no such plugin")
+        if len(versions) == 1:
+            return next(iter(versions.values()))
+        reason = "ambiguous, give a version" if versions else "no such plugin"
+        raise self._not_found(ref, reason)
+
+    def names(self) -> list[str]:
+        """Every registered plugin as `name@version`, sorted."""
+        return sorted(f"{name}@{v}" for name, versions in self._plugins.items() for v in versions)
+
+    def _not_found(self, ref: str, reason: str) -> PluginNotFound:
+        known = self.names()
+        message = f"plugin {ref!r}: {reason}; known plugins: {', '.join(known) or 'none'}"
+        return PluginNotFound(message, details={"ref": ref, "known": known})
+
+
+def check_outputs(outputs: object) -> dict[str, Any]:
+    """Return `outputs` as a plain JSON object, or raise a non-retryable `StepFailed`."""
+    if not isinstance(outputs, dict):
+        raise _invalid(f"outputs must be a JSON object, got {type(outputs).__name__}")
+    if not all(isinstance(key, str) for key in outputs):
+        raise _invalid("outputs keys must be strings")
+    try:
+        text = _COMPACT_JSON.encode(outputs)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise _invalid(f"outputs are not JSON-serialisable: {exc}") from exc
+    size = len(text.encode("utf-8"))
+    if size > MAX_OUTPUT_BYTES:
+        raise StepFailed(
+            "OUTPUT_TOO_LARGE",
+            f"outputs are {size} bytes, more than {MAX_OUTPUT_BYTES}; use an artifact",
+        )
+    # Parsing back yields exactly what a reader of the stored JSON will see.
+    parsed: dict[str, Any] = json.loads(text)
+    return parsed
+
+
+def params_invalid(message: str) -> StepFailed:
+    """The error for step parameters that can never work; retrying would not help."""
+    return StepFailed("PARAMS_INVALID", message, retryable=False)
+
+
+def _invalid(message: str) -> StepFailed:
+    """Build the error for outputs that are not a JSON object."""
+    return StepFailed("OUTPUT_INVALID", message)

@@ -1,0 +1,290 @@
+"""The `script` plugin: run a command in its own process group with a minimal environment.
+
+Parameters: `command` (list of strings, executed directly, or a string run by `/bin/sh -c`),
+optional `env` (object of strings), `stdin` (string written then closed) and `cwd` (absolute
+path; default is a fresh temporary directory, removed afterwards, which is also `HOME`).
+Outputs are the last stdout line that is a JSON object; logs are described in `capture`.
+When the leader process ends, or the attempt is cancelled, the whole process group is sent
+SIGTERM and, after a grace period, SIGKILL, so no process of the step outlives it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+import shutil
+import signal
+import tempfile
+from asyncio import SubprocessTransport
+from asyncio.subprocess import DEVNULL, PIPE
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from stellaorch.domain.errors import StepFailed
+from stellaorch.plugins.base import PluginResult, StepContext, check_outputs, params_invalid
+from stellaorch.plugins.capture import OutputCapture
+from stellaorch.plugins.procgroup import terminate_group
+
+DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
+SHELL = "/bin/sh"
+# Exit codes by which POSIX shells report "command not found" and "found but not executable".
+_SHELL_NOT_FOUND_CODES = (126, 127)
+_NOT_FOUND_ERRNOS = frozenset({errno.ENOENT, errno.EACCES, errno.ENOTDIR, errno.ENOEXEC})
+_STDIN, _STDERR = 0, 2
+# Bounded wait for the pipes to close once the group is gone; only a process that left the
+# group (setsid) while holding them could keep them open.
+_DRAIN_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class ScriptParams:
+    """Validated parameters of a script step."""
+
+    argv: tuple[str, ...]
+    via_shell: bool
+    env: dict[str, str]
+    stdin: bytes | None
+    cwd: str | None
+
+    @classmethod
+    def parse(cls, params: Mapping[str, Any]) -> ScriptParams:
+        """Validate raw step parameters; anything unusable is `PARAMS_INVALID`."""
+        argv, via_shell = _argv(params.get("command"))
+        return cls(
+            argv=argv,
+            via_shell=via_shell,
+            env=_env(params.get("env", {})),
+            stdin=_stdin(params.get("stdin")),
+            cwd=_cwd(params.get("cwd")),
+        )
+
+    @property
+    def program(self) -> str:
+        """How error messages name the command."""
+        return "shell command" if self.via_shell else f"command {self.argv[0]!r}"
+
+
+class ScriptPlugin:
+    """Runs `params.command` as a subprocess; see the module docstring for the contract."""
+
+    name = "script"
+    version = "1"
+
+    def __init__(
+        self, *, max_log_bytes: int = 1024 * 1024, kill_grace_seconds: float = 2.0
+    ) -> None:
+        self._max_log_bytes = max_log_bytes
+        self._kill_grace_seconds = kill_grace_seconds
+
+    async def run(self, ctx: StepContext) -> PluginResult:
+        """Run the command to completion and turn its exit status into a result or error."""
+        params = ScriptParams.parse(ctx.params)
+        # One mkdir, done inline: in a thread, a cancellation could lose the path and leak it.
+        workdir = tempfile.mkdtemp(prefix="stella-step-")
+        try:
+            return await self._run_in(ctx, params, workdir)
+        finally:
+            await asyncio.to_thread(shutil.rmtree, workdir, ignore_errors=True)
+
+    async def _run_in(self, ctx: StepContext, params: ScriptParams, home: str) -> PluginResult:
+        """Spawn, supervise and judge the command with `home` as its HOME (and default cwd)."""
+        capture = OutputCapture(self._max_log_bytes)
+        env = child_env(ctx, home, params.env)
+        transport, protocol = await _spawn(params, env, params.cwd or home, capture)
+        try:
+            await self._supervise(transport, protocol, params.stdin)
+        finally:
+            transport.close()
+        returncode = transport.get_returncode()
+        assert returncode is not None  # _supervise returns only once the leader has exited
+        return _result(params, returncode, capture)
+
+    async def _supervise(
+        self, transport: SubprocessTransport, protocol: _StepProtocol, stdin: bytes | None
+    ) -> None:
+        """Wait for the leader to exit; then (or on cancellation) end the group and drain."""
+        if stdin is not None:
+            _feed(transport, stdin)
+        try:
+            await protocol.exited.wait()
+        finally:
+            # On exit and on cancellation alike: nothing the step started may outlive it.
+            await self._stop_group(transport.get_pid(), protocol)
+            await _drain(protocol)
+
+    async def _stop_group(self, pgid: int, protocol: _StepProtocol) -> None:
+        """SIGTERM the process group, SIGKILL what is left after the grace, await the leader."""
+        try:
+            await terminate_group(pgid, self._kill_grace_seconds)
+        finally:
+            await protocol.exited.wait()
+
+
+class _StepProtocol(asyncio.SubprocessProtocol):
+    """Feeds the child's pipes into an `OutputCapture` as data arrives; flags exit and close.
+
+    A protocol rather than `asyncio.subprocess.Process`: on Python 3.11 `Process.wait()` also
+    waits for the pipes to close, which a leftover background process can delay forever, and
+    data arriving in callbacks is consumed at once, so a full log never stalls the child.
+    """
+
+    def __init__(self, capture: OutputCapture) -> None:
+        self.capture = capture
+        self.exited = asyncio.Event()
+        self.closed = asyncio.Event()
+
+    def pipe_data_received(self, fd: int, data: bytes) -> None:
+        """Bytes from stdout or stderr."""
+        self.capture.feed(data, stderr=fd == _STDERR)
+
+    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
+        """EOF on a pipe; stdin closing is of no interest."""
+        if fd != _STDIN:
+            self.capture.end(stderr=fd == _STDERR)
+
+    def process_exited(self) -> None:
+        """The leader exited (other group members and the pipes may live on)."""
+        self.exited.set()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """The leader exited and every pipe is closed."""
+        self.closed.set()
+
+
+def child_env(ctx: StepContext, home: str, extra: Mapping[str, str]) -> dict[str, str]:
+    """The child's whole environment; the step's `env` cannot override Stella's identity vars."""
+    return {
+        "PATH": DEFAULT_PATH,
+        "HOME": home,
+        "LANG": "C.UTF-8",
+        **extra,
+        "TRACEPARENT": ctx.traceparent,
+        "STELLA_RUN_ID": ctx.run_id,
+        "STELLA_STEP_ID": ctx.step_id,
+        "STELLA_ATTEMPT": str(ctx.attempt),
+    }
+
+
+async def _spawn(
+    params: ScriptParams, env: dict[str, str], cwd: str, capture: OutputCapture
+) -> tuple[SubprocessTransport, _StepProtocol]:
+    """Start the command as leader of a new session, so its whole group can be signalled."""
+    loop = asyncio.get_running_loop()
+    try:
+        return await loop.subprocess_exec(
+            lambda: _StepProtocol(capture),
+            *params.argv,
+            stdin=DEVNULL if params.stdin is None else PIPE,
+            stdout=PIPE,
+            stderr=PIPE,
+            env=env,
+            cwd=cwd,
+            start_new_session=True,
+        )
+    except OSError as exc:
+        # subprocess names the directory when chdir failed and the program when exec failed.
+        if exc.filename == cwd:
+            raise params_invalid(f"script: cannot use cwd {cwd!r}: {exc.strerror}") from exc
+        if exc.errno in _NOT_FOUND_ERRNOS:
+            message = f"{params.program} cannot be executed: {exc.strerror}"
+            raise StepFailed("SCRIPT_NOT_FOUND", message) from exc
+        raise
+
+
+def _feed(transport: SubprocessTransport, data: bytes) -> None:
+    """Queue `data` for the child's stdin and close it once written (a child may not read)."""
+    pipe = transport.get_pipe_transport(_STDIN)
+    assert isinstance(pipe, asyncio.WriteTransport)
+    pipe.write(data)
+    pipe.close()
+
+
+async def _drain(protocol: _StepProtocol) -> None:
+    """Wait until every pipe is closed so the log is complete; bounded, see `_DRAIN_SECONDS`."""
+    try:
+        async with asyncio.timeout(_DRAIN_SECONDS):
+            await protocol.closed.wait()
+    except TimeoutError:
+        protocol.capture.note("output capture stopped: a pipe stayed open after the group ended")
+
+
+def _result(params: ScriptParams, returncode: int, capture: OutputCapture) -> PluginResult:
+    """Success with the outputs for exit code 0; a typed `StepFailed` otherwise."""
+    logs = capture.logs()
+    if returncode != 0:
+        raise _exit_failure(params, returncode, logs)
+    try:
+        outputs = check_outputs(capture.outputs)
+    except StepFailed as exc:
+        raise StepFailed(exc.code, exc.message, retryable=exc.retryable, logs=logs) from exc
+    return PluginResult(outputs=outputs, logs=logs)
+
+
+def _exit_failure(params: ScriptParams, returncode: int, logs: str) -> StepFailed:
+    """The error for a non-zero exit status (negative means killed by that signal)."""
+    if returncode < 0:
+        message = f"{params.program} was killed by {_signal_name(-returncode)}"
+        return StepFailed("SCRIPT_KILLED", message, retryable=True, logs=logs)
+    if params.via_shell and returncode in _SHELL_NOT_FOUND_CODES:
+        message = f"{params.program} exited with code {returncode}: command not found"
+        return StepFailed("SCRIPT_NOT_FOUND", message, logs=logs)
+    message = f"{params.program} exited with code {returncode}"
+    return StepFailed("SCRIPT_EXIT_NONZERO", message, retryable=True, logs=logs)
+
+
+def _signal_name(number: int) -> str:
+    """`SIGKILL` for 9; a plain description for numbers Python does not name."""
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+def _argv(command: object) -> tuple[tuple[str, ...], bool]:
+    """The argv to execute and whether it goes through the shell."""
+    if isinstance(command, str) and command.strip():
+        return (SHELL, "-c", _no_nul(command, "command")), True
+    if isinstance(command, list | tuple) and command and all(isinstance(a, str) for a in command):
+        if not command[0]:
+            raise params_invalid("script: 'command' must start with a program name")
+        return tuple(_no_nul(arg, "command") for arg in command), False
+    raise params_invalid("script: 'command' must be a non-empty string or list of strings")
+
+
+def _env(value: object) -> dict[str, str]:
+    """The step's extra environment variables, checked so exec cannot reject them."""
+    if not isinstance(value, Mapping):
+        raise params_invalid("script: 'env' must be an object of strings")
+    env: dict[str, str] = {}
+    for key, item in value.items():
+        if not isinstance(key, str) or not key or "=" in key or not isinstance(item, str):
+            raise params_invalid(f"script: 'env' entry {key!r} must be a NAME: string pair")
+        env[_no_nul(key, "env")] = _no_nul(item, "env")
+    return env
+
+
+def _stdin(value: object) -> bytes | None:
+    """The optional stdin text, as UTF-8 bytes."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise params_invalid("script: 'stdin' must be a string")
+    return value.encode("utf-8")
+
+
+def _cwd(value: object) -> str | None:
+    """The optional working directory; relative paths would depend on the worker's cwd."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not os.path.isabs(value):
+        raise params_invalid("script: 'cwd' must be an absolute path")
+    return _no_nul(value, "cwd")
+
+
+def _no_nul(text: str, field: str) -> str:
+    """Reject NUL characters, which no argv, environment or path can carry."""
+    if "\0" in text:
+        raise params_invalid(f"script: {field!r} must not contain NUL characters")
+    return text

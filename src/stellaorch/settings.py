@@ -1,0 +1,58 @@
+"""The one typed settings object, from STELLA_ORCH_* variables and an optional TOML file."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+
+def _config_file() -> Path | None:
+    """The TOML file named by STELLA_ORCH_CONFIG, if any (the only env read outside Settings)."""
+    name = os.environ.get("STELLA_ORCH_CONFIG")
+    return Path(name) if name else None
+
+
+class Settings(BaseSettings):
+    """Everything an operator can tune; defaults suit the embedded single-process setup."""
+
+    model_config = SettingsConfigDict(env_prefix="STELLA_ORCH_", extra="ignore")
+
+    database_url: str = "sqlite:///.stella/orchestrator.db"
+    default_tenant: str = "default"
+    lease_ttl_seconds: float = Field(default=30.0, gt=0)
+    heartbeat_interval_seconds: float | None = Field(default=None, gt=0)
+    worker_concurrency: int = Field(default=64, ge=1, le=10_000)
+    claim_batch: int = Field(default=256, ge=1, le=5_000)
+    poll_interval_seconds: float = Field(default=0.5, gt=0)
+    max_log_bytes: int = Field(default=1024 * 1024, ge=1024)
+    lost_attempt_limit: int = Field(default=3, ge=0, le=100)
+    sqlite_busy_timeout_ms: int = Field(default=10_000, ge=0)
+
+    @property
+    def heartbeat_seconds(self) -> float:
+        """Heartbeat period: explicit, or a third of the lease so two beats can be missed."""
+        return self.heartbeat_interval_seconds or self.lease_ttl_seconds / 3
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Precedence: explicit arguments, then env vars, then the TOML file."""
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        path = _config_file()
+        if path is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        return tuple(sources)

@@ -1,0 +1,188 @@
+"""The ready queue: per-tenant FIFO of queued steps, leases, heartbeats and expiry."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+
+from sqlalchemy import Connection, bindparam, delete, func, select, update
+
+from stellaorch.store.dialect import claim_lock, insert_ignore
+from stellaorch.store.runs import chunks
+from stellaorch.store.schema import queue_items, tenant_queues
+
+LeaseRow = tuple[int, str, str, str, str, int]  # id, lease_id, tenant, run_id, step_id, attempt
+
+
+@dataclass(frozen=True)
+class QueueItem:
+    """A queued step as the claim sees it."""
+
+    id: int
+    tenant: str
+    run_id: str
+    step_id: str
+    attempt: int
+    concurrency_key: str | None
+    concurrency_limit: int | None
+
+
+def ensure_tenant(conn: Connection, tenant: str, now_us: int) -> None:
+    """Make sure the tenant has a queue row (the claim walks these)."""
+    stmt = insert_ignore(conn, tenant_queues, ["tenant"])
+    conn.execute(stmt, [{"tenant": tenant, "paused": False, "created_us": now_us}])
+
+
+def enqueue(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    """Append items to their tenants' queues."""
+    if rows:
+        conn.execute(queue_items.insert(), rows)
+
+
+def claimable_tenants(conn: Connection) -> list[str]:
+    """Maintenance query across tenants: every tenant whose queue is not paused."""
+    query = select(tenant_queues.c.tenant).where(tenant_queues.c.paused.is_(False))
+    return [t for (t,) in conn.execute(query.order_by(tenant_queues.c.tenant))]
+
+
+def ready_items(
+    conn: Connection, tenant: str, now_us: int, limit: int, after_id: int = 0
+) -> list[QueueItem]:
+    """The tenant's oldest unleased items that are due, FIFO, after queue position `after_id`."""
+    q = queue_items.c
+    query = (
+        select(
+            q.id, q.tenant, q.run_id, q.step_id, q.attempt, q.concurrency_key, q.concurrency_limit
+        )
+        .where(q.tenant == tenant, q.lease_id.is_(None), q.available_us <= now_us, q.id > after_id)
+        .order_by(q.id)
+        .limit(limit)
+    )
+    rows = conn.execute(claim_lock(conn, query)).all()
+    return [
+        QueueItem(*cast(tuple[int, str, str, str, int, str | None, int | None], r)) for r in rows
+    ]
+
+
+def inflight_counts(conn: Connection, keys: Iterable[str]) -> dict[str, int]:
+    """Leased items per concurrency key."""
+    wanted = sorted(set(keys))
+    q = queue_items.c
+    query = (
+        select(q.concurrency_key, func.count())
+        .where(q.concurrency_key.in_(wanted), q.lease_id.isnot(None))
+        .group_by(q.concurrency_key)
+    )
+    return {str(k): int(n) for k, n in conn.execute(query)}
+
+
+_grant = (
+    update(queue_items)
+    .where(queue_items.c.id == bindparam("b_id"))
+    .values(
+        lease_id=bindparam("b_lease_id"),
+        lease_expires_us=bindparam("b_expires"),
+        worker_id=bindparam("b_worker"),
+    )
+)
+
+
+def grant_leases(conn: Connection, params: list[dict[str, Any]]) -> None:
+    """Give each claimed item its lease (b_id, b_lease_id, b_expires, b_worker)."""
+    if params:
+        conn.execute(_grant, params)
+
+
+def current_leases(conn: Connection, ids: Sequence[int]) -> dict[int, str | None]:
+    """The lease now held on each item that still exists."""
+    out: dict[int, str | None] = {}
+    for start in range(0, len(ids), 500):
+        part = list(ids[start : start + 500])
+        query = select(queue_items.c.id, queue_items.c.lease_id).where(queue_items.c.id.in_(part))
+        out.update({int(i): lease for i, lease in conn.execute(query)})
+    return out
+
+
+def delete_items(conn: Connection, ids: Sequence[int]) -> None:
+    """Remove finished items from the queue."""
+    for start in range(0, len(ids), 500):
+        conn.execute(
+            delete(queue_items).where(queue_items.c.id.in_(list(ids[start : start + 500])))
+        )
+
+
+_requeue = (
+    update(queue_items)
+    .where(queue_items.c.id == bindparam("b_id"))
+    .values(
+        attempt=bindparam("b_attempt"),
+        available_us=bindparam("b_available"),
+        lease_id=None,
+        lease_expires_us=None,
+        worker_id=None,
+    )
+)
+
+
+def requeue(conn: Connection, params: list[dict[str, Any]]) -> None:
+    """Put items back for another attempt (b_id, b_attempt, b_available); keeps FIFO place."""
+    if params:
+        conn.execute(_requeue, params)
+
+
+def expired_leases(
+    conn: Connection, now_us: int, limit: int
+) -> list[tuple[int, str, str, str, str, int]]:
+    """Maintenance query across tenants: (id, lease_id, tenant, run_id, step_id, attempt)."""
+    q = queue_items.c
+    query = (
+        select(q.id, q.lease_id, q.tenant, q.run_id, q.step_id, q.attempt)
+        .where(q.lease_id.isnot(None), q.lease_expires_us < now_us)
+        .order_by(q.lease_expires_us)
+        .limit(limit)
+    )
+    return [cast(LeaseRow, tuple(r)) for r in conn.execute(claim_lock(conn, query))]
+
+
+def leases_by_id(conn: Connection, lease_ids: Sequence[str]) -> list[LeaseRow]:
+    """(id, lease_id, tenant, run_id, step_id, attempt) of the items holding these leases."""
+    q = queue_items.c
+    out: list[LeaseRow] = []
+    for part in chunks(list(lease_ids)):
+        query = select(q.id, q.lease_id, q.tenant, q.run_id, q.step_id, q.attempt).where(
+            q.lease_id.in_(part)
+        )
+        out.extend(cast(LeaseRow, tuple(r)) for r in conn.execute(query))
+    return out
+
+
+def extend_leases(conn: Connection, lease_ids: Sequence[str], expires_us: int) -> set[str]:
+    """Heartbeat: push expiry of the given leases; returns the ones that are still current."""
+    alive: set[str] = set()
+    for part in chunks(list(lease_ids)):
+        conn.execute(
+            update(queue_items)
+            .where(queue_items.c.lease_id.in_(part))
+            .values(lease_expires_us=expires_us)
+        )
+        query = select(queue_items.c.lease_id).where(queue_items.c.lease_id.in_(part))
+        alive.update(str(lease) for (lease,) in conn.execute(query))
+    return alive
+
+
+def delete_run_items(conn: Connection, run_id: str) -> list[tuple[str, str | None]]:
+    """Drop every queued item of a run; returns (step_id, lease_id) of what was removed."""
+    q = queue_items.c
+    rows = [
+        (s, lease)
+        for s, lease in conn.execute(select(q.step_id, q.lease_id).where(q.run_id == run_id))
+    ]
+    conn.execute(delete(queue_items).where(q.run_id == run_id))
+    return rows
+
+
+def next_due_us(conn: Connection) -> int | None:
+    """Maintenance query: the earliest time an unleased item becomes due, across tenants."""
+    q = queue_items.c
+    return conn.execute(select(func.min(q.available_us)).where(q.lease_id.is_(None))).scalar()

@@ -12,22 +12,27 @@ _ENCODER = json.JSONEncoder(
 )
 
 
-def _normalise(value: Any) -> Any:
+def normalise(value: Any) -> Any:
     """Turn integral floats into ints so 1.0 and 1 hash alike (shortest number form)."""
     if isinstance(value, float):
         if math.isfinite(value) and value.is_integer() and abs(value) < 2**53:
             return int(value)
         return value
     if isinstance(value, dict):
-        return {str(k): _normalise(v) for k, v in value.items()}
+        return {str(k): normalise(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_normalise(v) for v in value]
+        return [normalise(v) for v in value]
     return value
 
 
 def canonical_json(value: Any) -> str:
     """Serialise `value` in canonical form; raises ValueError for NaN/Infinity."""
-    return _ENCODER.encode(_normalise(value))
+    return _ENCODER.encode(normalise(value))
+
+
+def encode_prepared(value: Any) -> str:
+    """Canonical form of a value whose numbers are already normalised (hot paths only)."""
+    return _ENCODER.encode(value)
 
 
 def sha256_hex(data: bytes | str) -> str:

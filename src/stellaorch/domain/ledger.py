@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from stellaorch.domain.canonical import canonical_json, sha256_hex
+from stellaorch.domain.canonical import encode_prepared, normalise, sha256_hex
 from stellaorch.domain.providers import format_utc
 
 GENESIS_HASH = "sha256:" + "0" * 64
@@ -68,10 +68,11 @@ def seal(draft: EntryDraft, seq: int, prev_hash: str) -> LedgerEntry:
         "stepId": draft.step_id,
         "attempt": draft.attempt,
         "timestamp": format_utc(draft.ts_us),
-        "data": dict(draft.data),
+        "data": normalise(draft.data),
         "prevHash": prev_hash,
     }
-    body = canonical_json(body_doc)
+    # Every other field is a str, int or None: only `data` needs number normalisation.
+    body = encode_prepared(body_doc)
     return LedgerEntry(
         run_id=draft.run_id,
         seq=seq,

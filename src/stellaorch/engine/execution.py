@@ -18,7 +18,7 @@ from stellaorch.domain.errors import InputsInvalid, RunNotFound, RunTokenConflic
 from stellaorch.domain.ledger import GENESIS_HASH, LedgerEntry
 from stellaorch.domain.providers import format_utc
 from stellaorch.domain.retry import backoff_delay_ms
-from stellaorch.domain.spec import StepSpec
+from stellaorch.domain.spec import CompiledDag, StepSpec
 from stellaorch.domain.status import TERMINAL_RUN, AttemptStatus, RunStatus, StepStatus
 from stellaorch.domain.templating import substitute
 from stellaorch.engine.env import EngineEnv
@@ -88,60 +88,59 @@ class Completed:
 
 # -- create -------------------------------------------------------------------------------
 def create_run(conn: Connection, env: EngineEnv, req: RunRequest) -> Created:
-    """Create a run idempotently on (tenant, dagId, runToken) and queue its ready steps."""
+    """Create one run (see `create_runs`); errors are raised."""
+    result = create_runs(conn, env, [req])[0]
+    if isinstance(result, StellaError):
+        raise result
+    return result
+
+
+def create_runs(
+    conn: Connection, env: EngineEnv, requests: Sequence[RunRequest]
+) -> list[Created | StellaError]:
+    """Create runs idempotently on (tenant, dagId, runToken), queueing their ready steps.
+
+    Each request is checked before anything of it is written, so one bad request in a batch
+    yields its error and leaves the others intact; all are committed in one transaction.
+    """
+    unit = RunUnit(conn, env)
+    tokens = [r.run_token or env.ids.uuid7() for r in requests]
+    known = runs.find_by_tokens(
+        conn, [(r.tenant, r.dag_id, t) for r, t in zip(requests, tokens, strict=True)]
+    )
+    results: list[Created | StellaError] = []
+    for req, token in zip(requests, tokens, strict=True):
+        try:
+            results.append(_create_one(unit, req, token, known))
+        except StellaError as exc:
+            results.append(exc)
+    entries = unit.flush()
+    by_run: dict[str, list[LedgerEntry]] = {}
+    for entry in entries:
+        by_run.setdefault(entry.run_id, []).append(entry)
+    return [
+        Created(r.run, r.created, by_run.get(r.run.run_id, [])) if isinstance(r, Created) else r
+        for r in results
+    ]
+
+
+def _create_one(
+    unit: RunUnit, req: RunRequest, token: str, known: dict[tuple[str, str, str], RunState]
+) -> Created:
+    """Create one run of a batch; `known` holds the runs already behind each token."""
     inputs_hash = _inputs_hash(req.inputs)
-    token = req.run_token or env.ids.uuid7()
-    existing = runs.find_by_token(conn, req.tenant, req.dag_id, token)
+    key = (req.tenant, req.dag_id, token)
+    existing = known.get(key)
     if existing is not None:
         if existing.inputs_hash != inputs_hash:
             raise RunTokenConflict(
                 f"runToken {token} was already used for DAG {req.dag_id} with other inputs"
             )
         return Created(existing, created=False)
-    dag = env.catalog.resolve(conn, req.tenant, req.dag_id, req.version)
-    now = env.clock.now_us()
-    run = RunState(
-        run_id=env.ids.uuid7(),
-        tenant=req.tenant,
-        dag_id=req.dag_id,
-        dag_version=dag.spec.version,
-        run_token=token,
-        inputs_json=canonical_json(req.inputs),
-        inputs_hash=inputs_hash,
-        status=RunStatus.QUEUED.value,
-        trace_id=env.ids.trace_id(),
-        trigger=req.trigger,
-        replay_of=req.replay_of,
-        created_us=now,
-        started_us=None,
-        ended_us=None,
-        outputs_hash=None,
-        error_json=None,
-        open_steps=len(dag.order),
-        ledger_seq=0,
-        ledger_head=GENESIS_HASH,
-    )
-    runs.insert_run(conn, run)
-    queue.ensure_tenant(conn, req.tenant, now)
-    deps = {s: len(dag.predecessors[s]) for s in dag.order}
-    runs.insert_steps(
-        conn,
-        [
-            {
-                "run_id": run.run_id,
-                "step_id": s,
-                "tenant": req.tenant,
-                "position": i,
-                "status": StepStatus.PENDING.value,
-                "attempt": 0,
-                "deps_remaining": deps[s],
-            }
-            for i, s in enumerate(dag.order)
-        ],
-    )
-    unit = RunUnit(conn, env)
-    unit.adopt(run)
-    unit.know_new_steps(run.run_id, deps)
+    dag = unit.resolve(req.tenant, req.dag_id, req.version)
+    run = _new_run(unit, req, dag, token, inputs_hash)
+    known[key] = run
+    unit.ensure_tenant(req.tenant)
     unit.record(
         run,
         "run.created",
@@ -156,8 +155,50 @@ def create_run(conn: Connection, env: EngineEnv, req: RunRequest) -> Created:
         },
     )
     unit.start_steps(run, dag.roots)
-    unit.finish_if_done(run)
-    return Created(run, created=True, entries=unit.flush())
+    return Created(run, created=True)
+
+
+def _new_run(
+    unit: RunUnit, req: RunRequest, dag: CompiledDag, token: str, inputs_hash: str
+) -> RunState:
+    """A queued run with all its steps pending, tracked by the unit for insertion."""
+    run = RunState(
+        run_id=unit.env.ids.uuid7(),
+        tenant=req.tenant,
+        dag_id=req.dag_id,
+        dag_version=dag.spec.version,
+        run_token=token,
+        inputs_json=canonical_json(req.inputs),
+        inputs_hash=inputs_hash,
+        status=RunStatus.QUEUED.value,
+        trace_id=unit.env.ids.trace_id(),
+        trigger=req.trigger,
+        replay_of=req.replay_of,
+        created_us=unit.now,
+        started_us=None,
+        ended_us=None,
+        outputs_hash=None,
+        error_json=None,
+        open_steps=len(dag.order),
+        ledger_seq=0,
+        ledger_head=GENESIS_HASH,
+    )
+    unit.adopt_new(
+        run,
+        [
+            {
+                "run_id": run.run_id,
+                "step_id": s,
+                "tenant": req.tenant,
+                "position": i,
+                "status": StepStatus.PENDING.value,
+                "attempt": 0,
+                "deps_remaining": len(dag.predecessors[s]),
+            }
+            for i, s in enumerate(dag.order)
+        ],
+    )
+    return run
 
 
 def _inputs_hash(inputs: Any) -> str:
@@ -203,7 +244,8 @@ def claim(
     ]
     queue.grant_leases(conn, grants)
     unit.load(i.run_id for i in items)
-    unit.preload((i.run_id, i.step_id) for i in items)
+    for item in items:
+        unit.assume(item.run_id, item.step_id, StepStatus.QUEUED)
     leases = [
         _start_attempt(unit, item, str(g["b_lease_id"]), worker_id)
         for item, g in zip(items, grants, strict=True)
@@ -323,7 +365,8 @@ def complete(conn: Connection, env: EngineEnv, outcomes: Sequence[Outcome]) -> C
     rejected = [o for o in outcomes if held.get(o.lease.queue_id) != o.lease.lease_id]
     unit = RunUnit(conn, env)
     unit.load(o.lease.run_id for o in fresh)
-    unit.preload((o.lease.run_id, o.lease.step_id) for o in fresh)
+    for o in fresh:
+        unit.assume(o.lease.run_id, o.lease.step_id, StepStatus.RUNNING)
     unit.preload_successors(
         (o.lease.run_id, o.lease.step_id) for o in fresh if o.status is AttemptStatus.SUCCEEDED
     )
@@ -335,8 +378,6 @@ def complete(conn: Connection, env: EngineEnv, outcomes: Sequence[Outcome]) -> C
             _succeed(unit, run, outcome)
         else:
             _attempt_failed(unit, run, outcome)
-    for run in unit.runs.values():
-        unit.finish_if_done(run)
     return Completed(unit.flush(), rejected)
 
 
@@ -373,6 +414,7 @@ def _succeed(unit: RunUnit, run: RunState, outcome: Outcome) -> None:
         },
         data={"outputsHash": outputs_hash},
     )
+    unit.record_outputs(run.run_id, lease.step_id, outputs_hash)
     unit.dequeue(lease.queue_id)
     unit.start_steps(run, unit.satisfy(run, lease.step_id))
 
@@ -456,6 +498,21 @@ def _may_retry(
     earlier_lost = runs.lost_count(unit.conn, run_id, step_id)
     allowance = min(earlier_lost + (1 if lost else 0), unit.env.settings.lost_attempt_limit)
     return attempt < max_attempts + allowance
+
+
+def complete_and_claim(
+    conn: Connection,
+    env: EngineEnv,
+    outcomes: Sequence[Outcome],
+    worker_id: str,
+    limit: int,
+    rotation: int = 0,
+) -> tuple[Completed, Claimed]:
+    """Record outcomes, then lease more work in the same transaction (one commit, not two)."""
+    done = complete(conn, env, outcomes)
+    if limit <= 0:
+        return done, Claimed([], [])
+    return done, claim(conn, env, worker_id, limit, rotation)
 
 
 # -- recover and release ------------------------------------------------------------------

@@ -12,6 +12,7 @@ from stellaorch.domain.errors import RunNotFound
 from stellaorch.domain.ledger import ChainReport, LedgerEntry, verify_chain
 from stellaorch.domain.status import TERMINAL_RUN
 from stellaorch.engine import execution
+from stellaorch.engine.batching import CreateBatcher
 from stellaorch.engine.env import EngineEnv
 from stellaorch.engine.execution import Cancelled, Created, RunRequest
 from stellaorch.engine.views import run_summary, run_view
@@ -26,12 +27,11 @@ class RunService:
 
     def __init__(self, env: EngineEnv) -> None:
         self.env = env
+        self._batcher = CreateBatcher(env)
 
     async def create(self, request: RunRequest) -> Created:
         """Create (or find, for a repeated runToken) a run; its ready steps are queued."""
-        created = await self.env.db.transact(lambda c: execution.create_run(c, self.env, request))
-        self.env.bus.publish(created.entries)
-        return created
+        return await self._batcher.submit(request)
 
     async def cancel(self, tenant: str, run_id: str, reason: str | None = None) -> Cancelled:
         """Cancel a run (idempotent); a finished run comes back with `rejected` set."""

@@ -52,13 +52,28 @@ class RunUnit:
         self._enqueue: list[dict[str, Any]] = []
         self._requeue: list[dict[str, Any]] = []
         self._delete: list[int] = []
+        self._new_runs: list[str] = []
+        self._new_outputs: dict[str, dict[str, str]] = defaultdict(dict)
+        self._known_tenants: set[str] = set()
+        self._resolved: dict[tuple[str, str, str | None], CompiledDag] = {}
+        self._new_steps: dict[StepKey, dict[str, Any]] = {}
 
     # -- loading -------------------------------------------------------------------------
     def adopt(self, state: RunState) -> RunState:
-        """Track a run read (or created) in this transaction."""
+        """Track a run read in this transaction."""
         self.runs[state.run_id] = state
         self.ledger.track(state.run_id, state.ledger_seq, state.ledger_head)
         return state
+
+    def adopt_new(self, state: RunState, step_rows: list[dict[str, Any]]) -> None:
+        """Track a run created in this transaction; its rows are inserted at flush."""
+        self.adopt(state)
+        self._new_runs.append(state.run_id)
+        for row in step_rows:
+            key = (state.run_id, row["step_id"])
+            self._new_steps[key] = row
+            self._status[key] = row["status"]
+            self._deps[key] = row["deps_remaining"]
 
     def load(self, run_ids: Iterable[str]) -> None:
         """Read the runs not yet tracked."""
@@ -70,40 +85,38 @@ class RunUnit:
         """The compiled DAG version the run executes."""
         return self.env.catalog.compiled(self.conn, run.tenant, run.dag_id, run.dag_version)
 
+    def resolve(self, tenant: str, dag_id: str, version: str | None) -> CompiledDag:
+        """The DAG version a new run uses, looked up once per transaction."""
+        key = (tenant, dag_id, version)
+        if key not in self._resolved:
+            self._resolved[key] = self.env.catalog.resolve(self.conn, tenant, dag_id, version)
+        return self._resolved[key]
+
+    def assume(self, run_id: str, step_id: str, status: StepStatus) -> None:
+        """State a step's status known without reading it (a lease proves it)."""
+        self._status[(run_id, step_id)] = status.value
+
     def step_status(self, run_id: str, step_id: str) -> str:
         """The step's status as of this unit's changes."""
         key = (run_id, step_id)
         if key not in self._status:
-            self._preload_steps(run_id, [step_id])
+            self.preload([key])
         return self._status[key]
 
-    def _preload_steps(self, run_id: str, step_ids: Iterable[str]) -> None:
-        wanted = [s for s in step_ids if (run_id, s) not in self._status]
-        for step_id, (status, deps) in runs.step_states(self.conn, run_id, wanted).items():
-            self._status[(run_id, step_id)] = status
-            self._deps[(run_id, step_id)] = deps
-
     def preload(self, pairs: Iterable[StepKey]) -> None:
-        """Read the status of many steps with one query per run."""
-        per_run: dict[str, set[str]] = defaultdict(set)
-        for run_id, step_id in pairs:
-            per_run[run_id].add(step_id)
-        for run_id, steps in per_run.items():
-            self._preload_steps(run_id, steps)
-
-    def know_new_steps(self, run_id: str, deps: Mapping[str, int]) -> None:
-        """Register the steps of a run created in this unit (all pending)."""
-        for step_id, count in deps.items():
-            self._status[(run_id, step_id)] = StepStatus.PENDING.value
-            self._deps[(run_id, step_id)] = count
+        """Read status and dependency counts of many steps in one query."""
+        wanted = [k for k in pairs if k not in self._deps]
+        for key, (status, deps) in runs.step_states(self.conn, wanted).items():
+            self._status.setdefault(key, status)
+            self._deps[key] = deps
 
     def preload_successors(self, pairs: Iterable[StepKey]) -> None:
-        """Read, in one query per run, the successors of steps about to finish."""
-        per_run: dict[str, set[str]] = defaultdict(set)
-        for run_id, step_id in pairs:
-            per_run[run_id].update(self.dag(self.runs[run_id]).successors[step_id])
-        for run_id, succ in per_run.items():
-            self._preload_steps(run_id, succ)
+        """Read, in one query, the successors of steps about to finish."""
+        self.preload(
+            (run_id, succ)
+            for run_id, step_id in pairs
+            for succ in self.dag(self.runs[run_id]).successors[step_id]
+        )
 
     # -- ledger and status ---------------------------------------------------------------
     def record(
@@ -177,6 +190,16 @@ class RunUnit:
             data=data,
         )
 
+    def record_outputs(self, run_id: str, step_id: str, outputs_hash: str) -> None:
+        """Remember a step's outputs hash for the run's outputsHash at completion."""
+        self._new_outputs[run_id][step_id] = outputs_hash
+
+    def ensure_tenant(self, tenant: str) -> None:
+        """Make sure the tenant has a queue (once per transaction)."""
+        if tenant not in self._known_tenants:
+            queue.ensure_tenant(self.conn, tenant, self.now)
+            self._known_tenants.add(tenant)
+
     def set_attempt(self, run_id: str, step_id: str, attempt: int, **columns: Any) -> None:
         """Defer an update of an attempt row."""
         self._attempt_cols[(run_id, step_id, attempt)].update(columns)
@@ -205,7 +228,7 @@ class RunUnit:
         """Count a finished dependency against each successor; return those now ready."""
         dag = self.dag(run)
         ready: list[str] = []
-        self._preload_steps(run.run_id, dag.successors[step_id])
+        self.preload((run.run_id, s) for s in dag.successors[step_id])
         for succ in dag.successors[step_id]:
             key = (run.run_id, succ)
             self._deps[key] -= 1
@@ -242,20 +265,23 @@ class RunUnit:
         self._delete.append(queue_id)
 
     # -- run outcomes --------------------------------------------------------------------
-    def finish_if_done(self, run: RunState) -> None:
-        """Complete the run once no step is open."""
-        if run.open_steps == 0 and run.status not in _TERMINAL_RUN_VALUES:
-            hashes = runs.output_hashes(self.conn, run.run_id)
-            hashes.update(self._pending_output_hashes(run.run_id))
+    def finish_done_runs(self) -> None:
+        """Complete every tracked run that has no open step left."""
+        done = [
+            r
+            for r in self.runs.values()
+            if r.open_steps == 0 and r.status not in _TERMINAL_RUN_VALUES
+        ]
+        if not done:
+            return
+        stored = runs.output_hashes(
+            self.conn, [r.run_id for r in done if r.run_id not in self._new_runs]
+        )
+        for run in done:
+            hashes = stored.get(run.run_id, {})
+            hashes.update(self._new_outputs.get(run.run_id, {}))
             run.outputs_hash = hash_json(hashes)
             self.set_run_status(run, RunStatus.COMPLETED, {"outputsHash": run.outputs_hash})
-
-    def _pending_output_hashes(self, run_id: str) -> dict[str, str]:
-        return {
-            step: str(cols["outputs_hash"])
-            for (rid, step), cols in self._step_cols.items()
-            if rid == run_id and cols.get("outputs_hash")
-        }
 
     def terminate(self, run: RunState, status: RunStatus, detail: Mapping[str, Any]) -> None:
         """Fail or cancel a run: stop its running attempts, cancel its open steps, record it."""
@@ -279,6 +305,8 @@ class RunUnit:
     # -- writing -------------------------------------------------------------------------
     def flush(self) -> list[LedgerEntry]:
         """Write every deferred change; returns the ledger entries to announce after commit."""
+        self.finish_done_runs()
+        self._insert_new()
         live = {r for r, s in self.runs.items() if s.status not in _TERMINAL_RUN_VALUES}
         queue.enqueue(self.conn, [r for r in self._enqueue if r["run_id"] in live])
         queue.requeue(
@@ -293,8 +321,20 @@ class RunUnit:
         self._flush_steps()
         runs.insert_attempts(self.conn, self._attempt_rows)
         self._flush_attempts()
-        runs.save_runs(self.conn, [self.runs[r] for r in sorted(self._dirty)])
-        return self.ledger.flush(self.conn)
+        new = set(self._new_runs)
+        runs.save_runs(self.conn, [self.runs[r] for r in sorted(self._dirty - new)])
+        return self.ledger.flush(self.conn, skip_heads=new)
+
+    def _insert_new(self) -> None:
+        """Insert runs and steps created in this unit with their final state and heads."""
+        for run_id in self._new_runs:
+            state, head = self.runs[run_id], self.ledger.head(run_id)
+            state.ledger_seq, state.ledger_head = head.seq, head.head
+        runs.insert_runs(self.conn, [self.runs[r] for r in self._new_runs])
+        rows = []
+        for key, row in self._new_steps.items():
+            rows.append({**row, **self._step_cols.pop(key, {})})
+        runs.insert_steps(self.conn, rows)
 
     def _flush_steps(self) -> None:
         for shape, params in _group(self._step_cols, ("b_run_id", "b_step_id")).items():

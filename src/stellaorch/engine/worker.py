@@ -55,6 +55,8 @@ class Worker:
         self._outcome_ready = asyncio.Event()
         self._stopping = asyncio.Event()
         self._rotation = 0
+        self._reserved = 0
+        self._quiet = False
 
     # -- lifecycle -----------------------------------------------------------------------
     async def run(self) -> None:
@@ -98,7 +100,7 @@ class Worker:
             self.env.bus.publish(entries)
 
     def _on_entry(self, entry: LedgerEntry) -> None:
-        if entry.entry_type in _WAKES:
+        if entry.entry_type in _WAKES and not self._quiet:
             self._wake.set()
         elif entry.entry_type in _STOPS_RUN:
             for slot in list(self._slots.values()):
@@ -106,27 +108,50 @@ class Worker:
                     slot.task.cancel()
 
     # -- claiming ------------------------------------------------------------------------
+    def _reserve(self) -> int:
+        """Book free slots for a claim so concurrent claims never oversubscribe."""
+        free = self.concurrency - len(self._slots) - self._reserved
+        n = max(0, min(free, self.env.settings.claim_batch))
+        self._reserved += n
+        return n
+
+    def _take(self, leases: list[Lease], reserved: int, entries: list[LedgerEntry]) -> None:
+        """Start claimed leases and return the reservation."""
+        self._reserved -= reserved
+        self._rotation += 1
+        self._publish_own(entries)
+        for lease in leases:
+            self._start(lease)
+
+    def _publish_own(self, entries: list[LedgerEntry]) -> None:
+        """Announce our own entries without waking our claim loop (we just looked)."""
+        self._quiet = True
+        try:
+            self.env.bus.publish(entries)
+        finally:
+            self._quiet = False
+
     async def _claim_loop(self) -> None:
         while not self._stopping.is_set():
-            free = self.concurrency - len(self._slots)
-            if free <= 0:
+            limit = self._reserve()
+            if limit == 0:
                 await self._wait_for_wake(None)
                 continue
-            limit = min(free, self.env.settings.claim_batch)
             self._wake.clear()
-            claimed = await self.env.db.transact(
-                partial(
-                    execution.claim,
-                    env=self.env,
-                    worker_id=self.worker_id,
-                    limit=limit,
-                    rotation=self._rotation,
+            try:
+                claimed = await self.env.db.transact(
+                    partial(
+                        execution.claim,
+                        env=self.env,
+                        worker_id=self.worker_id,
+                        limit=limit,
+                        rotation=self._rotation,
+                    )
                 )
-            )
-            self._rotation += 1
-            self.env.bus.publish(claimed.entries)
-            for lease in claimed.leases:
-                self._start(lease)
+            except BaseException:
+                self._reserved -= limit
+                raise
+            self._take(claimed.leases, limit, claimed.entries)
             if len(claimed.leases) < limit:
                 await self._wait_for_wake(claimed.next_due_us)
 
@@ -150,7 +175,6 @@ class Worker:
             return  # run cancelled, lease revoked, or shutdown: the store already knows
         finally:
             self._slots.pop(lease.lease_id, None)
-            self._wake.set()
         self._outcomes.append(outcome)
         self._outcome_ready.set()
 
@@ -193,13 +217,40 @@ class Worker:
             self._outcome_ready.clear()
             batch, self._outcomes = self._outcomes, []
             if batch:
-                done = await self.env.db.transact(
-                    partial(execution.complete, env=self.env, outcomes=batch)
-                )
-                self.env.bus.publish(done.entries)
-                self._wake.set()
+                await self._complete(batch)
             elif self._stopping.is_set() and not self._slots:
                 return
+
+    async def _complete(self, batch: list[Outcome]) -> None:
+        """Report outcomes and, in the same transaction, lease work for the freed slots."""
+        limit = 0 if self._stopping.is_set() else self._reserve()
+        try:
+            done, claimed = await self.env.db.transact(
+                partial(
+                    execution.complete_and_claim,
+                    env=self.env,
+                    outcomes=batch,
+                    worker_id=self.worker_id,
+                    limit=limit,
+                    rotation=self._rotation,
+                )
+            )
+        except BaseException:
+            self._reserved -= limit
+            raise
+        self._publish_own(done.entries)
+        self._take(claimed.leases, limit, claimed.entries)
+        if len(claimed.leases) == limit:
+            # Either the queue may hold more than we had room for, or the claim loop held
+            # the free slots (limit 0) and may have looked before our successors were queued.
+            self._wake.set()
+        elif claimed.next_due_us is not None:
+            self._wake_at(claimed.next_due_us)
+
+    def _wake_at(self, due_us: int) -> None:
+        """Wake the claim loop when a retry's backoff ends."""
+        delay = max(0.0, (due_us - self.env.clock.now_us()) / 1_000_000)
+        asyncio.get_running_loop().call_later(delay, self._wake.set)
 
     # -- heartbeats and recovery ---------------------------------------------------------
     async def _maintenance_loop(self) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from sqlalchemy import Connection, Insert, Select, Table
 from sqlalchemy.dialects import postgresql, sqlite
 
@@ -25,3 +27,21 @@ def claim_lock(conn: Connection, query: Select[tuple[object, ...]]) -> Select[tu
     if conn.dialect.name == "postgresql":
         return query.with_for_update(skip_locked=True)
     return query
+
+
+SelectT = Select[tuple[object, ...]]
+
+
+def per_dialect(
+    query: SelectT, adapt: Callable[[Connection, SelectT], SelectT]
+) -> Callable[[Connection], SelectT]:
+    """Build a hot statement once per dialect instead of on every call."""
+    built: dict[str, SelectT] = {}
+
+    def for_conn(conn: Connection) -> SelectT:
+        name = conn.dialect.name
+        if name not in built:
+            built[name] = adapt(conn, query)
+        return built[name]
+
+    return for_conn

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 
 from sqlalchemy import Connection, bindparam, select, update
 
 from stellaorch.domain.ledger import EntryDraft, LedgerEntry, StoredEntry, seal
+from stellaorch.store.bulk import execute_many, insert_rows
 from stellaorch.store.schema import ledger_entries, runs
 
 
@@ -51,16 +52,17 @@ class LedgerWriter:
         """The run's head as of the entries appended so far."""
         return self._heads[run_id]
 
-    def flush(self, conn: Connection) -> list[LedgerEntry]:
-        """Insert every pending entry and move each touched run's head; returns the entries."""
+    def flush(self, conn: Connection, skip_heads: Collection[str] = ()) -> list[LedgerEntry]:
+        """Insert pending entries and move touched runs' heads (but `skip_heads`' ones)."""
         if not self.entries:
             return []
-        conn.execute(ledger_entries.insert(), [_row(e) for e in self.entries])
+        insert_rows(conn, ledger_entries, [_row(e) for e in self.entries])
         moved = [
             {"b_run_id": r, "b_seq": self._heads[r].seq, "b_head": self._heads[r].head}
             for r in sorted(self._moved)
+            if r not in skip_heads
         ]
-        conn.execute(_update_head, moved)
+        execute_many(conn, "update_head", _update_head, moved)
         written, self.entries = self.entries, []
         self._moved.clear()
         return written

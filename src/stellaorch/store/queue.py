@@ -6,9 +6,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import Connection, bindparam, delete, func, select, update
+from sqlalchemy import Connection, bindparam, delete, func, null, select, update
 
-from stellaorch.store.dialect import claim_lock, insert_ignore
+from stellaorch.store.bulk import execute_many, insert_rows
+from stellaorch.store.dialect import claim_lock, insert_ignore, per_dialect
 from stellaorch.store.runs import chunks
 from stellaorch.store.schema import queue_items, tenant_queues
 
@@ -36,30 +37,51 @@ def ensure_tenant(conn: Connection, tenant: str, now_us: int) -> None:
 
 def enqueue(conn: Connection, rows: list[dict[str, Any]]) -> None:
     """Append items to their tenants' queues."""
-    if rows:
-        conn.execute(queue_items.insert(), rows)
+    insert_rows(conn, queue_items, rows)
+
+
+_claimable = (
+    select(tenant_queues.c.tenant)
+    .where(tenant_queues.c.paused.is_(False))
+    .order_by(tenant_queues.c.tenant)
+)
 
 
 def claimable_tenants(conn: Connection) -> list[str]:
     """Maintenance query across tenants: every tenant whose queue is not paused."""
-    query = select(tenant_queues.c.tenant).where(tenant_queues.c.paused.is_(False))
-    return [t for (t,) in conn.execute(query.order_by(tenant_queues.c.tenant))]
+    return [t for (t,) in conn.execute(_claimable)]
+
+
+_q = queue_items.c
+# claim: the tenant's oldest due unleased items (served by ix_queue_ready)
+_ready = (
+    select(
+        _q.id,
+        _q.tenant,
+        _q.run_id,
+        _q.step_id,
+        _q.attempt,
+        _q.concurrency_key,
+        _q.concurrency_limit,
+    )
+    .where(
+        _q.tenant == bindparam("tenant"),
+        _q.lease_id.is_(None),
+        _q.available_us <= bindparam("now"),
+        _q.id > bindparam("after"),
+    )
+    .order_by(_q.id)
+    .limit(bindparam("limit"))
+)
+_ready_by_dialect = per_dialect(_ready, claim_lock)
 
 
 def ready_items(
     conn: Connection, tenant: str, now_us: int, limit: int, after_id: int = 0
 ) -> list[QueueItem]:
     """The tenant's oldest unleased items that are due, FIFO, after queue position `after_id`."""
-    q = queue_items.c
-    query = (
-        select(
-            q.id, q.tenant, q.run_id, q.step_id, q.attempt, q.concurrency_key, q.concurrency_limit
-        )
-        .where(q.tenant == tenant, q.lease_id.is_(None), q.available_us <= now_us, q.id > after_id)
-        .order_by(q.id)
-        .limit(limit)
-    )
-    rows = conn.execute(claim_lock(conn, query)).all()
+    params = {"tenant": tenant, "now": now_us, "after": after_id, "limit": limit}
+    rows = conn.execute(_ready_by_dialect(conn), params).all()
     return [
         QueueItem(*cast(tuple[int, str, str, str, int, str | None, int | None], r)) for r in rows
     ]
@@ -90,8 +112,7 @@ _grant = (
 
 def grant_leases(conn: Connection, params: list[dict[str, Any]]) -> None:
     """Give each claimed item its lease (b_id, b_lease_id, b_expires, b_worker)."""
-    if params:
-        conn.execute(_grant, params)
+    execute_many(conn, "grant", _grant, params)
 
 
 def current_leases(conn: Connection, ids: Sequence[int]) -> dict[int, str | None]:
@@ -118,17 +139,16 @@ _requeue = (
     .values(
         attempt=bindparam("b_attempt"),
         available_us=bindparam("b_available"),
-        lease_id=None,
-        lease_expires_us=None,
-        worker_id=None,
+        lease_id=null(),
+        lease_expires_us=null(),
+        worker_id=null(),
     )
 )
 
 
 def requeue(conn: Connection, params: list[dict[str, Any]]) -> None:
     """Put items back for another attempt (b_id, b_attempt, b_available); keeps FIFO place."""
-    if params:
-        conn.execute(_requeue, params)
+    execute_many(conn, "requeue", _requeue, params)
 
 
 def expired_leases(

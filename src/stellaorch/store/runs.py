@@ -6,9 +6,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
-from sqlalchemy import Connection, Row, bindparam, select, update
+from sqlalchemy import Connection, Row, bindparam, select, tuple_, update
 
-from stellaorch.store.dialect import lock_rows
+from stellaorch.store.bulk import execute_many, insert_rows
+from stellaorch.store.dialect import lock_rows, per_dialect
 from stellaorch.store.schema import attempts, runs, step_executions
 
 CHUNK = 500  # keeps IN lists well under every driver's bound-parameter limit
@@ -53,18 +54,41 @@ def _run_state(row: Row[Any]) -> RunState:
     return RunState(**{k: row._mapping[k] for k in _RUN_FIELDS})
 
 
-def insert_run(conn: Connection, state: RunState) -> None:
-    """Insert a new run row."""
-    conn.execute(runs.insert().values(**{k: getattr(state, k) for k in _RUN_FIELDS}))
+def insert_runs(conn: Connection, states: Iterable[RunState]) -> None:
+    """Insert new run rows."""
+    insert_rows(conn, runs, [{k: getattr(s, k) for k in _RUN_FIELDS} for s in states])
+
+
+_by_token = select(runs).where(
+    runs.c.tenant == bindparam("tenant"),
+    runs.c.dag_id == bindparam("dag_id"),
+    runs.c.run_token == bindparam("token"),
+)
 
 
 def find_by_token(conn: Connection, tenant: str, dag_id: str, token: str) -> RunState | None:
     """The run created earlier with this runToken, if any."""
-    query = select(runs).where(
-        runs.c.tenant == tenant, runs.c.dag_id == dag_id, runs.c.run_token == token
-    )
-    row = conn.execute(query).first()
+    params = {"tenant": tenant, "dag_id": dag_id, "token": token}
+    row = conn.execute(_by_token, params).first()
     return _run_state(row) if row else None
+
+
+_by_tokens = select(runs).where(
+    tuple_(runs.c.tenant, runs.c.dag_id, runs.c.run_token).in_(bindparam("keys", expanding=True))
+)
+
+
+def find_by_tokens(
+    conn: Connection, keys: Iterable[tuple[str, str, str]]
+) -> dict[tuple[str, str, str], RunState]:
+    """Runs created earlier with these (tenant, dagId, runToken) keys."""
+    wanted = sorted(set(keys))
+    found: dict[tuple[str, str, str], RunState] = {}
+    for start in range(0, len(wanted), CHUNK):
+        for row in conn.execute(_by_tokens, {"keys": wanted[start : start + CHUNK]}):
+            state = _run_state(row)
+            found[(state.tenant, state.dag_id, state.run_token)] = state
+    return found
 
 
 def get_run(conn: Connection, tenant: str, run_id: str) -> RunState | None:
@@ -73,13 +97,17 @@ def get_run(conn: Connection, tenant: str, run_id: str) -> RunState | None:
     return _run_state(row) if row else None
 
 
+_runs_by_id = per_dialect(
+    select(runs).where(runs.c.run_id.in_(bindparam("ids", expanding=True))), lock_rows
+)
+
+
 def load_runs(conn: Connection, run_ids: Iterable[str]) -> dict[str, RunState]:
     """Runs by id for a unit of work (locked on PostgreSQL); internal, ids come from leases."""
     ids = sorted(set(run_ids))
     found: dict[str, RunState] = {}
     for part in chunks(ids):
-        query = lock_rows(conn, select(runs).where(runs.c.run_id.in_(part)))
-        for row in conn.execute(query):
+        for row in conn.execute(_runs_by_id(conn), {"ids": list(part)}):
             state = _run_state(row)
             found[state.run_id] = state
     return found
@@ -95,27 +123,30 @@ _save_run = (
 def save_runs(conn: Connection, states: Iterable[RunState]) -> None:
     """Write back the mutable columns of the given runs."""
     params = [{"b_run_id": s.run_id, **{f"b_{k}": getattr(s, k) for k in _MUTABLE}} for s in states]
-    if params:
-        conn.execute(_save_run, params)
+    execute_many(conn, "save_run", _save_run, params)
 
 
 def insert_steps(conn: Connection, rows: list[dict[str, Any]]) -> None:
-    """Insert the step executions of a new run."""
-    conn.execute(step_executions.insert(), rows)
+    """Insert the step executions of new runs."""
+    insert_rows(conn, step_executions, rows)
+
+
+_se = step_executions.c
+_step_states = select(_se.run_id, _se.step_id, _se.status, _se.deps_remaining).where(
+    tuple_(_se.run_id, _se.step_id).in_(bindparam("pairs", expanding=True))
+)
 
 
 def step_states(
-    conn: Connection, run_id: str, step_ids: Iterable[str]
-) -> dict[str, tuple[str, int]]:
-    """(status, deps_remaining) of some steps of a run."""
-    ids = sorted(set(step_ids))
-    out: dict[str, tuple[str, int]] = {}
-    for part in chunks(ids):
-        query = select(
-            step_executions.c.step_id, step_executions.c.status, step_executions.c.deps_remaining
-        ).where(step_executions.c.run_id == run_id, step_executions.c.step_id.in_(part))
-        for step_id, status, deps in conn.execute(query):
-            out[step_id] = (status, deps)
+    conn: Connection, pairs: Iterable[tuple[str, str]]
+) -> dict[tuple[str, str], tuple[str, int]]:
+    """(status, deps_remaining) of some (run_id, step_id) steps, across runs."""
+    wanted = sorted(set(pairs))
+    out: dict[tuple[str, str], tuple[str, int]] = {}
+    for start in range(0, len(wanted), CHUNK):
+        params = {"pairs": wanted[start : start + CHUNK]}
+        for run_id, step_id, status, deps in conn.execute(_step_states, params):
+            out[(run_id, step_id)] = (status, deps)
     return out
 
 
@@ -130,12 +161,18 @@ def step_outputs(conn: Connection, run_id: str, step_ids: Iterable[str]) -> dict
     return {sid: out for sid, out in conn.execute(query)}
 
 
-def output_hashes(conn: Connection, run_id: str) -> dict[str, str]:
-    """outputsHash of every succeeded step of a run."""
-    query = select(step_executions.c.step_id, step_executions.c.outputs_hash).where(
-        step_executions.c.run_id == run_id, step_executions.c.outputs_hash.isnot(None)
-    )
-    return {sid: h for sid, h in conn.execute(query)}
+_output_hashes = select(_se.run_id, _se.step_id, _se.outputs_hash).where(
+    _se.run_id.in_(bindparam("ids", expanding=True)), _se.outputs_hash.isnot(None)
+)
+
+
+def output_hashes(conn: Connection, run_ids: Sequence[str]) -> dict[str, dict[str, str]]:
+    """outputsHash of every succeeded step of some runs: run_id → step_id → hash."""
+    out: dict[str, dict[str, str]] = {r: {} for r in run_ids}
+    for part in chunks(list(run_ids)):
+        for run_id, step_id, digest in conn.execute(_output_hashes, {"ids": list(part)}):
+            out[run_id][step_id] = digest
+    return out
 
 
 def open_steps(conn: Connection, run_id: str, terminal: Iterable[str]) -> list[tuple[str, str]]:
@@ -163,13 +200,12 @@ def update_steps(conn: Connection, values: Mapping[str, Any], params: list[dict[
         )
         .values(dict(values))
     )
-    conn.execute(stmt, params)
+    execute_many(conn, ("update_steps", tuple(sorted(values))), stmt, params)
 
 
 def insert_attempts(conn: Connection, rows: list[dict[str, Any]]) -> None:
     """Record attempts that just started."""
-    if rows:
-        conn.execute(attempts.insert(), rows)
+    insert_rows(conn, attempts, rows)
 
 
 def update_attempts(
@@ -187,7 +223,7 @@ def update_attempts(
         )
         .values(dict(values))
     )
-    conn.execute(stmt, params)
+    execute_many(conn, ("update_attempts", tuple(sorted(values))), stmt, params)
 
 
 def running_attempts(conn: Connection, run_id: str) -> list[tuple[str, int]]:

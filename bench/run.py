@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import resource
 import statistics
 import sys
@@ -47,7 +48,7 @@ def _chain_spec(n: int) -> dict[str, Any]:
         "dagId": "chain",
         "version": 1,
         "steps": [{"id": s, "plugin": "noop"} for s in ids],
-        "edges": [{"from": a, "to": b} for a, b in zip(ids, ids[1:], strict=False)],
+        "edges": [{"from": a, "to": b} for a, b in itertools.pairwise(ids)],
     }
 
 
@@ -150,7 +151,7 @@ async def bench_many_runs(orch: Orchestrator, n: int) -> list[Row]:
     await orch.catalog.publish(TENANT, parse_spec(_fan_spec(1)))
     orch.start_worker()
     start = time.perf_counter()
-    created = await asyncio.gather(
+    await asyncio.gather(
         *(orch.runs.create(RunRequest(TENANT, "fan1", {"i": i})) for i in range(n))
     )
     create_s = time.perf_counter() - start

@@ -10,10 +10,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
 
-from stellaorch.domain.errors import StellaError, StepFailed
+from stellaorch.domain.errors import StellaError, StepFailed, StoreUnavailable
 from stellaorch.domain.ledger import LedgerEntry
 from stellaorch.domain.providers import worker_identity
 from stellaorch.domain.status import AttemptStatus
@@ -62,7 +63,11 @@ class Worker:
     async def run(self) -> None:
         """Work until `stop()`; then finish or release in-flight attempts and return."""
         unsubscribe = self.env.bus.subscribe(self._on_entry)
-        loops = [self._claim_loop(), self._complete_loop(), self._maintenance_loop()]
+        loops = [
+            _resilient(self._claim_loop, self._stopping),
+            self._complete_loop(),
+            _resilient(self._maintenance_loop, self._stopping),
+        ]
         tasks = [asyncio.create_task(c) for c in loops]
         stopping = asyncio.create_task(self._stopping.wait())
         try:
@@ -212,14 +217,25 @@ class Worker:
 
     # -- completing ----------------------------------------------------------------------
     async def _complete_loop(self) -> None:
+        delay = 0.05
         while True:
             await self._outcome_ready.wait()
             self._outcome_ready.clear()
             batch, self._outcomes = self._outcomes, []
-            if batch:
+            if not batch:
+                if self._stopping.is_set() and not self._slots:
+                    return
+                continue
+            try:
                 await self._complete(batch)
-            elif self._stopping.is_set() and not self._slots:
-                return
+                delay = 0.05
+            except StoreUnavailable as exc:
+                # Outcomes are not lost: they go back to the front and are reported later.
+                log.warning("store unavailable, retrying in %.2fs: %s", delay, exc.message)
+                self._outcomes[:0] = batch
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                self._outcome_ready.set()
 
     async def _complete(self, batch: list[Outcome]) -> None:
         """Report outcomes and, in the same transaction, lease work for the freed slots."""
@@ -274,6 +290,19 @@ class Worker:
         if entries:
             self.env.bus.publish(entries)
             self._wake.set()
+
+
+async def _resilient(loop: Callable[[], Awaitable[None]], stopping: asyncio.Event) -> None:
+    """Keep a loop alive through store outages (locked or unreachable), with backoff."""
+    delay = 0.05
+    while not stopping.is_set():
+        try:
+            await loop()
+            return
+        except StoreUnavailable as exc:
+            log.warning("store unavailable, retrying in %.2fs: %s", delay, exc.message)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
 
 def _failure(

@@ -113,3 +113,33 @@ class StepFailed(StellaError):
         self.code = code
         self.retryable = retryable
         self.logs = logs
+
+
+class AccessDenied(StellaError):
+    """Authentication or authorisation failed (exit code 3)."""
+
+    code = "ACCESS_DENIED"
+
+
+class Unauthenticated(AccessDenied):
+    """No bearer token, or one that is expired, forged or for another audience (HTTP 401)."""
+
+    code = "UNAUTHENTICATED"
+
+
+class TenantRequired(AccessDenied):
+    """The request names no tenant (HTTP 403)."""
+
+    code = "TENANT_REQUIRED"
+
+
+class TenantForbidden(AccessDenied):
+    """The token may not act for that tenant, or the server does not serve it (HTTP 403)."""
+
+    code = "TENANT_FORBIDDEN"
+
+
+class ScopeRequired(AccessDenied):
+    """The token lacks the scope the route needs (HTTP 403)."""
+
+    code = "SCOPE_REQUIRED"

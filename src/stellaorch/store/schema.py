@@ -122,8 +122,9 @@ attempts = Table(
 ledger_entries = Table(
     "ledger_entries",
     metadata,
+    Column("id", AutoId, primary_key=True, autoincrement=True),  # global order: stream `seq`
     Column("run_id", String(36), nullable=False),
-    Column("seq", Integer, nullable=False),
+    Column("seq", Integer, nullable=False),  # position in the run's chain
     Column("tenant", String(128), nullable=False),
     Column("entry_type", String(32), nullable=False),
     Column("step_id", String(64), nullable=True),
@@ -131,8 +132,10 @@ ledger_entries = Table(
     Column("ts_us", BigInteger, nullable=False),
     Column("body", Text, nullable=False),  # the canonical JSON the hash covers
     Column("entry_hash", String(80), nullable=False),
-    PrimaryKeyConstraint("run_id", "seq"),
+    UniqueConstraint("run_id", "seq"),  # one chain position, once
 )
+# stream resume and tenant-scoped export: a tenant's entries in global order
+Index("ix_ledger_tenant_id", ledger_entries.c.tenant, ledger_entries.c.id)
 
 queue_items = Table(
     "queue_items",

@@ -102,6 +102,7 @@ def upgrade() -> None:
     )
     op.create_table(
         "ledger_entries",
+        sa.Column("id", AUTO_ID, nullable=False, autoincrement=True),
         sa.Column("run_id", sa.String(36), nullable=False),
         sa.Column("seq", sa.Integer(), nullable=False),
         sa.Column("tenant", sa.String(128), nullable=False),
@@ -111,8 +112,10 @@ def upgrade() -> None:
         sa.Column("ts_us", BIG, nullable=False),
         sa.Column("body", sa.Text(), nullable=False),
         sa.Column("entry_hash", sa.String(80), nullable=False),
-        sa.PrimaryKeyConstraint("run_id", "seq", name="pk_ledger_entries"),
+        sa.PrimaryKeyConstraint("id", name="pk_ledger_entries"),
+        sa.UniqueConstraint("run_id", "seq", name="uq_ledger_entries_run_id_seq"),
     )
+    op.create_index("ix_ledger_tenant_id", "ledger_entries", ["tenant", "id"])
     op.create_table(
         "queue_items",
         sa.Column("id", AUTO_ID, nullable=False, autoincrement=True),

@@ -1,0 +1,136 @@
+"""Bearer tokens: verify JWTs offline (EdDSA, RS256 only) and issue local development tokens."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jwt
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from stellaorch.domain.errors import Unauthenticated, ValidationError
+from stellaorch.security.keys import VerificationKey, load_signing_key
+
+SCOPES = ("orchestrator:read", "orchestrator:write", "orchestrator:admin")
+# admin implies write implies read: an operator never needs three scopes for one job
+_IMPLIED = {
+    "orchestrator:admin": {"orchestrator:admin", "orchestrator:write", "orchestrator:read"},
+    "orchestrator:write": {"orchestrator:write", "orchestrator:read"},
+    "orchestrator:read": {"orchestrator:read"},
+}
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: subject, the scopes granted and the tenants the token may act for."""
+
+    subject: str
+    scopes: frozenset[str]
+    tenants: frozenset[str]
+
+    def may_act_for(self, tenant: str) -> bool:
+        """True when the token names this tenant (or every tenant with "*")."""
+        return tenant in self.tenants or "*" in self.tenants
+
+
+def effective_scopes(granted: Iterable[str]) -> frozenset[str]:
+    """The granted scopes plus those they imply."""
+    out: set[str] = set()
+    for scope in granted:
+        out |= _IMPLIED.get(scope, {scope})
+    return frozenset(out)
+
+
+class TokenVerifier:
+    """Checks signature, algorithm, audience and expiry against local keys only."""
+
+    def __init__(
+        self, keys: Mapping[str, VerificationKey], audience: str, leeway_seconds: int = 30
+    ) -> None:
+        self._keys = dict(keys)
+        self._audience = audience
+        self._leeway = leeway_seconds
+
+    def verify(self, token: str) -> Principal:
+        """The principal behind a valid token; raises Unauthenticated otherwise."""
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError as exc:
+            raise Unauthenticated("malformed bearer token") from exc
+        key = self._key_for(header)
+        try:
+            claims = jwt.decode(
+                token,
+                key.key,
+                algorithms=[key.algorithm],
+                audience=self._audience,
+                leeway=self._leeway,
+                options={"require": ["exp", "sub", "aud"]},
+            )
+        except jwt.ExpiredSignatureError as exc:
+            raise Unauthenticated("bearer token has expired") from exc
+        except jwt.InvalidAudienceError as exc:
+            raise Unauthenticated("bearer token is for another audience") from exc
+        except jwt.PyJWTError as exc:
+            raise Unauthenticated(f"bearer token rejected: {exc}") from exc
+        return _principal(claims)
+
+    def _key_for(self, header: Mapping[str, Any]) -> VerificationKey:
+        alg, kid = header.get("alg"), header.get("kid")
+        if alg not in ("EdDSA", "RS256"):
+            raise Unauthenticated(f"token algorithm {alg!r} is not accepted")
+        key = self._keys.get(str(kid)) if kid else None
+        if key is None and not kid:
+            matching = [k for k in self._keys.values() if k.algorithm == alg]
+            key = matching[0] if len(matching) == 1 else None
+        if key is None or key.algorithm != alg:
+            raise Unauthenticated("token is not signed by a trusted key")
+        return key
+
+
+def _principal(claims: Mapping[str, Any]) -> Principal:
+    scope = claims.get("scope", "")
+    scopes = scope.split() if isinstance(scope, str) else [str(s) for s in scope or []]
+    tenants = claims.get("tenants", [])
+    if isinstance(tenants, str):
+        tenants = [tenants]
+    if not isinstance(tenants, list):
+        raise Unauthenticated("token claim 'tenants' must be a list")
+    return Principal(
+        subject=str(claims["sub"]),
+        scopes=effective_scopes(scopes),
+        tenants=frozenset(str(t) for t in tenants),
+    )
+
+
+def issue_token(
+    keys_dir: Path,
+    *,
+    subject: str,
+    tenants: list[str],
+    scopes: list[str],
+    audience: str,
+    ttl_seconds: int = 3600,
+    now: float | None = None,
+) -> str:
+    """Sign a token with the directory's local key (development and air-gapped setups)."""
+    unknown = [s for s in scopes if s not in SCOPES]
+    if unknown:
+        raise ValidationError(f"unknown scope(s): {', '.join(unknown)}; use {', '.join(SCOPES)}")
+    if not tenants:
+        raise ValidationError("a token needs at least one tenant")
+    kid, key = load_signing_key(keys_dir)
+    issued = int(now if now is not None else time.time())
+    claims = {
+        "sub": subject,
+        "aud": audience,
+        "iat": issued,
+        "exp": issued + ttl_seconds,
+        "scope": " ".join(scopes),
+        "tenants": tenants,
+    }
+    alg = "EdDSA" if isinstance(key, Ed25519PrivateKey) else "RS256"
+    return jwt.encode(claims, key, algorithm=alg, headers={"kid": kid})

@@ -36,6 +36,17 @@ class Settings(BaseSettings):
     lost_attempt_limit: int = Field(default=3, ge=0, le=100)
     sqlite_busy_timeout_ms: int = Field(default=10_000, ge=0)
 
+    # API, auth and tenancy
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(default=8440, ge=1, le=65535)
+    keys_dir: Path = Path(".stella/keys")
+    audience: str = "stella-orchestrator"
+    tenants: list[str] = Field(default_factory=list)  # server-side allowlist; empty = any
+    insecure_dev: bool = False
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    idempotency_ttl_seconds: int = Field(default=86_400, ge=60)
+    stream_queue_limit: int = Field(default=10_000, ge=10)
+
     @property
     def heartbeat_seconds(self) -> float:
         """Heartbeat period: explicit, or a third of the lease so two beats can be missed."""

@@ -12,6 +12,7 @@ from stellaorch.domain.canonical import canonical_json
 from stellaorch.domain.errors import DagDisabled, DagNotFound, DagVersionConflict
 from stellaorch.domain.providers import Clock
 from stellaorch.domain.spec import CompiledDag, DagSpec, compile_dag, load_spec_file, parse_spec
+from stellaorch.engine.records import AuditEntry, record_audit
 from stellaorch.store import dags
 from stellaorch.store.dags import DagVersionRow
 from stellaorch.store.database import Database
@@ -92,9 +93,18 @@ class DagCatalog:
         self._compiled[(tenant, spec.dag_id, spec.version)] = compiled
         return Published(row, created=True)
 
-    async def publish(self, tenant: str, spec: DagSpec) -> Published:
-        """Publish one version in its own transaction."""
-        return await self._db.transact(lambda conn: self.publish_tx(conn, tenant, spec))
+    async def publish(
+        self, tenant: str, spec: DagSpec, audit: AuditEntry | None = None
+    ) -> Published:
+        """Publish one version in its own transaction, recording the admin action if given."""
+
+        def work(conn: Connection) -> Published:
+            published = self.publish_tx(conn, tenant, spec)
+            if audit is not None and published.created:
+                record_audit(conn, audit, self._clock.now_us())
+            return published
+
+        return await self._db.transact(work)
 
     async def publish_directory(self, tenant: str, directory: Path) -> list[Published]:
         """Publish every spec file of a directory (sorted by name) in one transaction."""
@@ -103,14 +113,33 @@ class DagCatalog:
             lambda conn: [self.publish_tx(conn, tenant, s) for s in specs]
         )
 
-    async def set_enabled(self, tenant: str, dag_id: str, version: str, enabled: bool) -> None:
-        """Enable or disable a version (never edits it)."""
+    async def set_enabled(
+        self,
+        tenant: str,
+        dag_id: str,
+        version: str,
+        enabled: bool,
+        audit: AuditEntry | None = None,
+    ) -> DagVersionRow:
+        """Enable or disable a version (never edits it); returns the version as it is now."""
 
-        def work(conn: Connection) -> None:
+        def work(conn: Connection) -> DagVersionRow:
             if not dags.set_enabled(conn, tenant, dag_id, version, enabled):
                 raise DagNotFound(f"DAG {dag_id} version {version} not found")
+            if audit is not None:
+                record_audit(conn, audit, self._clock.now_us())
+            row = dags.get_version(conn, tenant, dag_id, version)
+            assert row is not None
+            return row
 
-        await self._db.transact(work)
+        return await self._db.transact(work)
+
+    async def get_version(self, tenant: str, dag_id: str, version: str) -> DagVersionRow:
+        """One stored version of the tenant."""
+        row = await self._db.transact(lambda c: dags.get_version(c, tenant, dag_id, version))
+        if row is None:
+            raise DagNotFound(f"DAG {dag_id} version {version} not found")
+        return row
 
     async def list_versions(self, tenant: str, dag_id: str | None = None) -> list[DagVersionRow]:
         """Versions of the tenant's DAGs."""

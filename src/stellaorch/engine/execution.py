@@ -39,6 +39,7 @@ class RunRequest:
     version: str | None = None
     trigger: str = "api"
     replay_of: str | None = None
+    trace_id: str | None = None  # adopted from the caller's traceparent when there is one
 
 
 @dataclass(frozen=True)
@@ -171,7 +172,7 @@ def _new_run(
         inputs_json=canonical_json(req.inputs),
         inputs_hash=inputs_hash,
         status=RunStatus.QUEUED.value,
-        trace_id=unit.env.ids.trace_id(),
+        trace_id=req.trace_id or unit.env.ids.trace_id(),
         trigger=req.trigger,
         replay_of=req.replay_of,
         created_us=unit.now,

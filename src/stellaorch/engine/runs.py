@@ -4,22 +4,35 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from typing import Any
 
 from sqlalchemy import Connection
 
-from stellaorch.domain.errors import RunNotFound
+from stellaorch.domain.errors import NotFound, RunNotFound, ValidationError
 from stellaorch.domain.ledger import ChainReport, LedgerEntry, verify_chain
 from stellaorch.domain.status import TERMINAL_RUN
 from stellaorch.engine import execution
 from stellaorch.engine.batching import CreateBatcher
 from stellaorch.engine.env import EngineEnv
 from stellaorch.engine.execution import Cancelled, Created, RunRequest
-from stellaorch.engine.views import run_summary, run_view
-from stellaorch.store import ledger, runs
-from stellaorch.store.runs import RunState
+from stellaorch.engine.views import run_summary, run_view, step_view
+from stellaorch.store import blobs, ledger, runs
+from stellaorch.store.runs import RunFilter, RunState
 
 _TERMINAL = frozenset(s.value for s in TERMINAL_RUN)
+
+
+class StepNotFound(NotFound):
+    """No such step in that run."""
+
+    code = "STEP_NOT_FOUND"
+
+
+class ArtifactNotFound(NotFound):
+    """No content under that hash for this tenant."""
+
+    code = "ARTIFACT_NOT_FOUND"
 
 
 class RunService:
@@ -52,19 +65,68 @@ class RunService:
 
         return await self.env.db.transact(work)
 
-    async def list(
-        self,
-        tenant: str,
-        *,
-        dag_id: str | None = None,
-        status: str | None = None,
-        limit: int = 50,
-    ) -> list[dict[str, Any]]:
-        """Summaries of the tenant's runs, newest first."""
-        found = await self.env.db.transact(
-            lambda c: runs.list_runs(c, tenant, dag_id=dag_id, status=status, limit=limit)
+    async def page(
+        self, where: RunFilter, *, limit: int = 50, after: tuple[int, str] | None = None
+    ) -> tuple[list[dict[str, Any]], tuple[int, str] | None]:
+        """A page of run summaries, newest first, and the cursor of the next page (or None)."""
+        found = await self.env.db.transact(lambda c: runs.list_runs(c, where, limit + 1, after))
+        page, more = found[:limit], len(found) > limit
+        cursor = (page[-1].created_us, page[-1].run_id) if more and page else None
+        return [run_summary(r) for r in page], cursor
+
+    async def steps(self, tenant: str, run_id: str) -> list[dict[str, Any]]:
+        """Every step execution of a run with its attempts."""
+        return list((await self.get(tenant, run_id))["steps"])
+
+    async def step(self, tenant: str, run_id: str, step_id: str) -> dict[str, Any]:
+        """One step execution with its attempts."""
+
+        def work(conn: Connection) -> dict[str, Any]:
+            _require(conn, tenant, run_id)
+            row = runs.get_step(conn, tenant, run_id, step_id)
+            if row is None:
+                raise StepNotFound(f"step {step_id} not found in run {run_id}")
+            return step_view(row, runs.step_attempts(conn, tenant, run_id, step_id))
+
+        return await self.env.db.transact(work)
+
+    async def step_logs(self, tenant: str, run_id: str, step_id: str) -> list[dict[str, Any]]:
+        """The step's log lines, attempt by attempt (already bounded)."""
+
+        def work(conn: Connection) -> list[dict[str, Any]]:
+            _require(conn, tenant, run_id)
+            if runs.get_step(conn, tenant, run_id, step_id) is None:
+                raise StepNotFound(f"step {step_id} not found in run {run_id}")
+            lines: list[dict[str, Any]] = []
+            for attempt in runs.step_attempts(conn, tenant, run_id, step_id):
+                blob = blobs.get_blob(conn, tenant, attempt["logs_ref"] or "")
+                text = blob[0].decode("utf-8", "replace") if blob else ""
+                lines += [{"attempt": attempt["attempt"], "line": ln} for ln in text.splitlines()]
+            return lines
+
+        return await self.env.db.transact(work)
+
+    async def artifact(self, tenant: str, ref: str) -> tuple[bytes, str]:
+        """Content stored under a hash, only for the tenant that owns it."""
+        found = await self.env.db.transact(lambda c: blobs.get_blob(c, tenant, ref))
+        if found is None:
+            raise ArtifactNotFound(f"artifact {ref} not found")
+        return found
+
+    async def replay(self, tenant: str, run_id: str, reason: str) -> Created:
+        """A new run of the same DAG version and inputs, linked by `replayOf`."""
+        if not reason.strip():
+            raise ValidationError("a replay needs a reason")
+        original = await self.env.db.transact(lambda c: _require(c, tenant, run_id))
+        request = RunRequest(
+            tenant=tenant,
+            dag_id=original.dag_id,
+            inputs=json.loads(original.inputs_json),
+            version=original.dag_version,
+            trigger="replay",
+            replay_of=run_id,
         )
-        return [run_summary(r) for r in found]
+        return await self.create(request)
 
     async def status(self, tenant: str, run_id: str) -> str:
         """The run's current status."""

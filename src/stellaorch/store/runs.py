@@ -262,19 +262,55 @@ def list_attempts(conn: Connection, tenant: str, run_id: str) -> list[dict[str, 
     return [dict(r._mapping) for r in conn.execute(query)]
 
 
+@dataclass(frozen=True)
+class RunFilter:
+    """What a run listing selects: all optional but the tenant."""
+
+    tenant: str
+    dag_id: str | None = None
+    status: str | None = None
+    from_us: int | None = None
+    to_us: int | None = None
+
+
 def list_runs(
-    conn: Connection,
-    tenant: str,
-    *,
-    dag_id: str | None = None,
-    status: str | None = None,
-    limit: int = 50,
+    conn: Connection, where: RunFilter, limit: int, after: tuple[int, str] | None = None
 ) -> list[RunState]:
-    """Runs of a tenant, newest first, then by run id."""
-    query = select(runs).where(runs.c.tenant == tenant)
-    if dag_id is not None:
-        query = query.where(runs.c.dag_id == dag_id)
-    if status is not None:
-        query = query.where(runs.c.status == status)
-    query = query.order_by(runs.c.created_us.desc(), runs.c.run_id.desc()).limit(limit)
+    """Runs of a tenant, newest created first, then by run id descending; keyset-paged."""
+    c = runs.c
+    query = select(runs).where(c.tenant == where.tenant)
+    if where.dag_id is not None:
+        query = query.where(c.dag_id == where.dag_id)
+    if where.status is not None:
+        query = query.where(c.status == where.status)
+    if where.from_us is not None:
+        query = query.where(c.created_us >= where.from_us)
+    if where.to_us is not None:
+        query = query.where(c.created_us < where.to_us)
+    if after is not None:
+        query = query.where(tuple_(c.created_us, c.run_id) < tuple_(after[0], after[1]))
+    query = query.order_by(c.created_us.desc(), c.run_id.desc()).limit(limit)
     return [_run_state(r) for r in conn.execute(query)]
+
+
+def get_step(conn: Connection, tenant: str, run_id: str, step_id: str) -> dict[str, Any] | None:
+    """One step execution of a run."""
+    query = select(step_executions).where(
+        step_executions.c.tenant == tenant,
+        step_executions.c.run_id == run_id,
+        step_executions.c.step_id == step_id,
+    )
+    row = conn.execute(query).first()
+    return dict(row._mapping) if row else None
+
+
+def step_attempts(conn: Connection, tenant: str, run_id: str, step_id: str) -> list[dict[str, Any]]:
+    """The attempts of one step, oldest first."""
+    query = (
+        select(attempts)
+        .where(
+            attempts.c.tenant == tenant, attempts.c.run_id == run_id, attempts.c.step_id == step_id
+        )
+        .order_by(attempts.c.attempt)
+    )
+    return [dict(r._mapping) for r in conn.execute(query)]

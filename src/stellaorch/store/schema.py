@@ -197,8 +197,41 @@ blobs = Table(
     PrimaryKeyConstraint("tenant", "hash"),
 )
 
+idempotency_keys = Table(
+    "idempotency_keys",
+    metadata,
+    Column("tenant", String(128), nullable=False),
+    Column("scope_key", String(300), nullable=False),  # method + path
+    Column("idem_key", String(200), nullable=False),
+    Column("request_hash", String(80), nullable=False),
+    Column("status_code", Integer, nullable=False),
+    Column("response_body", Text, nullable=False),
+    Column("created_us", BigInteger, nullable=False),
+    PrimaryKeyConstraint("tenant", "scope_key", "idem_key"),
+)
+# purge: keys older than the deduplication window
+Index("ix_idempotency_created", idempotency_keys.c.created_us)
+
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", AutoId, primary_key=True, autoincrement=True),
+    Column("tenant", String(128), nullable=False),
+    Column("actor", String(200), nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("target", String(300), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("ticket", String(200), nullable=True),
+    Column("ts_us", BigInteger, nullable=False),
+    Column("details_json", Text, nullable=False),
+)
+# list and export: a tenant's audit entries in order
+Index("ix_audit_tenant_id", audit_log.c.tenant, audit_log.c.id)
+
 __all__ = [
     "attempts",
+    "audit_log",
+    "idempotency_keys",
     "blobs",
     "dag_versions",
     "ledger_entries",

@@ -1,0 +1,1 @@
+"""The HTTP API: FastAPI app, auth dependency, error envelope, stream."""

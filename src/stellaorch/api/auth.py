@@ -1,0 +1,110 @@
+"""Who is calling and for which tenant: bearer token, tenant header, scope, operator reason."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from stellaorch.domain.errors import (
+    ScopeRequired,
+    TenantForbidden,
+    TenantRequired,
+    Unauthenticated,
+    ValidationError,
+)
+from stellaorch.security.tokens import SCOPES, Principal, TokenVerifier
+from stellaorch.settings import Settings
+
+READ, WRITE, ADMIN = SCOPES
+TENANT_ID = re.compile(r"^[a-z0-9][a-z0-9._-]{0,127}$")
+_bearer = HTTPBearer(auto_error=False, description="JWT signed by a key in the local JWKS")
+
+
+@dataclass(frozen=True)
+class Caller:
+    """An authenticated principal acting for one tenant."""
+
+    principal: Principal
+    tenant: str
+    reason: str | None = None
+    ticket: str | None = None
+
+    @property
+    def actor(self) -> str:
+        """The subject recorded in the audit log."""
+        return self.principal.subject
+
+
+class Authenticator:
+    """Checks tokens and tenants for every route; `insecure` trusts everyone (loudly)."""
+
+    def __init__(self, settings: Settings, verifier: TokenVerifier | None) -> None:
+        self._verifier = verifier
+        self._allowlist = frozenset(settings.tenants)
+
+    @property
+    def insecure(self) -> bool:
+        """True when running without token checks (development only)."""
+        return self._verifier is None
+
+    def principal(self, token: str | None) -> Principal:
+        """The principal behind a bearer token."""
+        if self._verifier is None:
+            return Principal("insecure-dev", frozenset(SCOPES), frozenset({"*"}))
+        if not token:
+            raise Unauthenticated("a bearer token is required")
+        return self._verifier.verify(token)
+
+    def tenant(self, principal: Principal, tenant: str | None) -> str:
+        """The tenant the call acts for, if the server serves it and the token may use it."""
+        if not tenant:
+            raise TenantRequired("the X-Stella-Tenant header is required")
+        if not TENANT_ID.match(tenant):
+            raise TenantForbidden("tenant id is not valid")
+        if self._allowlist and tenant not in self._allowlist:
+            raise TenantForbidden(f"tenant {tenant} is not served here")
+        if not principal.may_act_for(tenant):
+            raise TenantForbidden(f"the token may not act for tenant {tenant}")
+        return tenant
+
+    def check(self, token: str | None, tenant: str | None, scope: str) -> Caller:
+        """Authenticate, then authorise tenant and scope, in that order (401 before 403)."""
+        principal = self.principal(token)
+        chosen = self.tenant(principal, tenant)
+        if scope not in principal.scopes:
+            raise ScopeRequired(f"this call needs the {scope} scope")
+        return Caller(principal, chosen)
+
+
+def require(scope: str, *, operator_reason: bool = False) -> Callable[..., Caller]:
+    """A route dependency: the caller must hold `scope` for the requested tenant."""
+
+    def dependency(
+        request: Request,
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+        x_stella_tenant: Annotated[str | None, Header()] = None,
+        x_stella_operator_reason: Annotated[str | None, Header()] = None,
+        x_stella_operator_ticket: Annotated[str | None, Header()] = None,
+    ) -> Caller:
+        auth: Authenticator = request.app.state.auth
+        token = credentials.credentials if credentials else None
+        caller = auth.check(token, x_stella_tenant, scope)
+        reason = (x_stella_operator_reason or "").strip() or None
+        if operator_reason and reason is None:
+            raise ValidationError(
+                "admin changes need a reason in the X-Stella-Operator-Reason header"
+            )
+        return Caller(caller.principal, caller.tenant, reason, x_stella_operator_ticket)
+
+    return dependency
+
+
+ReadCaller = Annotated[Caller, Depends(require(READ))]
+WriteCaller = Annotated[Caller, Depends(require(WRITE))]
+AdminCaller = Annotated[Caller, Depends(require(ADMIN, operator_reason=True))]
+AdminReader = Annotated[Caller, Depends(require(ADMIN))]

@@ -1,0 +1,104 @@
+"""ASGI middleware: W3C traceparent (honoured and echoed) and the request body limit."""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+_TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", ()):
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
+class TraceMiddleware:
+    """Adopt the caller's trace id (or start one) and echo `traceparent` on the response."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        incoming = _header(scope, b"traceparent")
+        match = _TRACEPARENT.match(incoming or "")
+        trace_id = match.group(1) if match and match.group(1) != "0" * 32 else secrets.token_hex(16)
+        span_id = secrets.token_hex(8)
+        scope.setdefault("state", {})["trace_id"] = trace_id
+        echo = f"00-{trace_id}-{span_id}-01".encode()
+
+        async def send_with_trace(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"traceparent", echo)]
+            await send(message)
+
+        await self.app(scope, receive, send_with_trace)
+
+
+class BodyLimitMiddleware:
+    """Refuse request bodies over the limit with 413 before they are read into memory."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = _header(scope, b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await _too_large(scope, send, self.max_bytes)
+            return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise BodyTooLarge
+            return message
+
+        try:
+            await self.app(scope, limited, send)
+        except BodyTooLarge:
+            await _too_large(scope, send, self.max_bytes)
+
+
+class BodyTooLarge(Exception):
+    """A chunked body grew past the limit."""
+
+
+async def _too_large(scope: Scope, send: Send, limit: int) -> None:
+    trace_id = scope.get("state", {}).get("trace_id", "")
+    body: dict[str, Any] = {
+        "error": {
+            "code": "BODY_TOO_LARGE",
+            "traceId": trace_id,
+            "message": f"request body exceeds {limit} bytes",
+        }
+    }
+    raw = json.dumps(body).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(raw)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": raw})

@@ -1,0 +1,176 @@
+"""Runs: start, list, read, cancel, replay, steps, logs; and artifacts by hash."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from stellaorch.api.auth import ReadCaller, WriteCaller
+from stellaorch.api.errors import trace_id_of
+from stellaorch.api.idempotency import idempotent
+from stellaorch.api.paging import PageSize, PageToken, decode_token, encode_token
+from stellaorch.api.state import orchestrator
+from stellaorch.domain.errors import ValidationError
+from stellaorch.domain.providers import parse_utc
+from stellaorch.domain.status import RunStatus
+from stellaorch.engine.execution import RunRequest
+from stellaorch.engine.views import run_summary
+from stellaorch.store.runs import RunFilter
+
+router = APIRouter(tags=["runs"])
+ID = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+
+
+class StartRun(BaseModel):
+    """Body of POST /runs."""
+
+    model_config = ConfigDict(extra="forbid")
+    dagId: str = Field(pattern=ID)
+    version: str | int | None = None
+    inputs: dict[str, Any] = Field(default_factory=dict)
+    runToken: str | None = Field(default=None, min_length=1, max_length=128)
+
+
+class CancelRun(BaseModel):
+    """Body of POST /runs/{runId}:cancel."""
+
+    model_config = ConfigDict(extra="forbid")
+    reason: str | None = Field(default=None, max_length=2000)
+
+
+class ReplayRun(BaseModel):
+    """Body of POST /runs/{runId}:replay."""
+
+    model_config = ConfigDict(extra="forbid")
+    reason: str = Field(min_length=1, max_length=2000)
+
+
+@router.post("/runs", status_code=201)
+async def start_run(body: StartRun, request: Request, caller: WriteCaller) -> Response:
+    """Start a run (201), or return the run already behind this runToken (200)."""
+
+    async def act() -> tuple[int, Any]:
+        created = await orchestrator(request).runs.create(
+            RunRequest(
+                tenant=caller.tenant,
+                dag_id=body.dagId,
+                inputs=body.inputs,
+                run_token=body.runToken,
+                version=None if body.version is None else str(body.version),
+                trace_id=trace_id_of(request),
+            )
+        )
+        view = run_summary(created.run)
+        return (201 if created.created else 200), view
+
+    return await idempotent(request, caller, body.model_dump(), act)
+
+
+@router.get("/runs")
+async def list_runs(
+    request: Request,
+    caller: ReadCaller,
+    page_size: PageSize = 50,
+    page_token: PageToken = None,
+    dagId: Annotated[str | None, Query(pattern=ID)] = None,
+    status: RunStatus | None = None,
+    from_: Annotated[str | None, Query(alias="from")] = None,
+    to: str | None = None,
+) -> dict[str, Any]:
+    """Runs of the tenant, newest first; filters dagId, status, from, to (createdUtc)."""
+    where = RunFilter(
+        caller.tenant,
+        dagId,
+        status.value if status else None,
+        _time(from_, "from"),
+        _time(to, "to"),
+    )
+    position = decode_token(page_token)
+    after = (int(position[0]), str(position[1])) if position else None
+    items, cursor = await orchestrator(request).runs.page(where, limit=page_size, after=after)
+    return {"items": items, "nextPageToken": encode_token(list(cursor)) if cursor else None}
+
+
+def _time(text: str | None, name: str) -> int | None:
+    if text is None:
+        return None
+    try:
+        return parse_utc(text)
+    except ValueError as exc:
+        raise ValidationError(f"{name} must be an RFC 3339 timestamp") from exc
+
+
+@router.get("/runs/{runId}")
+async def get_run(runId: str, request: Request, caller: ReadCaller) -> dict[str, Any]:
+    """The run with its step states, attempts and hashes."""
+    return await orchestrator(request).runs.get(caller.tenant, runId)
+
+
+@router.post("/runs/{runId}:cancel")
+async def cancel_run(
+    runId: str,
+    request: Request,
+    caller: WriteCaller,
+    body: CancelRun | None = None,
+) -> Response:
+    """Cancel a run; a finished run comes back unchanged with cancelRejected true."""
+
+    async def act() -> tuple[int, Any]:
+        reason = body.reason if body else None
+        result = await orchestrator(request).runs.cancel(caller.tenant, runId, reason)
+        return 200, {**run_summary(result.run), "cancelRejected": result.rejected}
+
+    return await idempotent(request, caller, body.model_dump() if body else {}, act)
+
+
+@router.post("/runs/{runId}:replay", status_code=201)
+async def replay_run(
+    runId: str,
+    body: ReplayRun,
+    request: Request,
+    caller: WriteCaller,
+) -> Response:
+    """A new run of the same DAG version and inputs, with replayOf set; reason required."""
+
+    async def act() -> tuple[int, Any]:
+        created = await orchestrator(request).runs.replay(caller.tenant, runId, body.reason)
+        return 201, run_summary(created.run)
+
+    return await idempotent(request, caller, body.model_dump(), act)
+
+
+@router.get("/runs/{runId}/steps")
+async def list_steps(runId: str, request: Request, caller: ReadCaller) -> dict[str, Any]:
+    """Step executions in the DAG's deterministic order, with attempts."""
+    return {"items": await orchestrator(request).runs.steps(caller.tenant, runId)}
+
+
+@router.get("/runs/{runId}/steps/{stepId}")
+async def get_step(
+    runId: str,
+    stepId: str,
+    request: Request,
+    caller: ReadCaller,
+) -> dict[str, Any]:
+    """One step execution with its attempts."""
+    return await orchestrator(request).runs.step(caller.tenant, runId, stepId)
+
+
+@router.get("/runs/{runId}/steps/{stepId}/logs")
+async def step_logs(
+    runId: str,
+    stepId: str,
+    request: Request,
+    caller: ReadCaller,
+) -> dict[str, Any]:
+    """The step's log lines, attempt by attempt."""
+    return {"items": await orchestrator(request).runs.step_logs(caller.tenant, runId, stepId)}
+
+
+@router.get("/artifacts/{hash}", response_class=Response)
+async def get_artifact(hash: str, request: Request, caller: ReadCaller) -> Response:
+    """Content by hash (sha256:<hex>), only to the owning tenant."""
+    content, media_type = await orchestrator(request).runs.artifact(caller.tenant, hash)
+    return Response(content, media_type=media_type)

@@ -1,0 +1,108 @@
+"""Side records of API calls: the audit log of admin actions and idempotency keys."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, delete, select
+
+from stellaorch.domain.canonical import canonical_json
+from stellaorch.store.dialect import insert_ignore
+from stellaorch.store.schema import audit_log, idempotency_keys
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """Who did which admin action to what, why, under which ticket."""
+
+    tenant: str
+    actor: str
+    action: str
+    target: str
+    reason: str
+    ticket: str | None = None
+    details: dict[str, Any] | None = None
+
+
+def record_audit(conn: Connection, entry: AuditEntry, now_us: int) -> None:
+    """Append an audit entry inside the caller's transaction (never updated, never deleted)."""
+    conn.execute(
+        audit_log.insert().values(
+            tenant=entry.tenant,
+            actor=entry.actor,
+            action=entry.action,
+            target=entry.target,
+            reason=entry.reason,
+            ticket=entry.ticket,
+            ts_us=now_us,
+            details_json=canonical_json(entry.details or {}),
+        )
+    )
+
+
+def list_audit(conn: Connection, tenant: str, after_id: int, limit: int) -> list[dict[str, Any]]:
+    """A tenant's audit entries in order, after position `after_id`."""
+    query = (
+        select(audit_log)
+        .where(audit_log.c.tenant == tenant, audit_log.c.id > after_id)
+        .order_by(audit_log.c.id)
+        .limit(limit)
+    )
+    return [dict(r._mapping) for r in conn.execute(query)]
+
+
+@dataclass(frozen=True)
+class StoredResponse:
+    """A response kept for an Idempotency-Key."""
+
+    request_hash: str
+    status_code: int
+    body: Any
+
+
+def find_response(
+    conn: Connection, tenant: str, scope_key: str, key: str, oldest: int
+) -> StoredResponse | None:
+    """The response stored for this key, if it was stored at or after `oldest`."""
+    k = idempotency_keys.c
+    query = select(k.request_hash, k.status_code, k.response_body).where(
+        k.tenant == tenant, k.scope_key == scope_key, k.idem_key == key, k.created_us >= oldest
+    )
+    row = conn.execute(query).first()
+    if row is None:
+        return None
+    return StoredResponse(str(row[0]), int(row[1]), json.loads(row[2]))
+
+
+def save_response(
+    conn: Connection,
+    tenant: str,
+    scope_key: str,
+    key: str,
+    response: StoredResponse,
+    now: int,
+    oldest: int,
+) -> None:
+    """Keep a response for its key; an expired entry under the same key is replaced."""
+    k = idempotency_keys.c
+    conn.execute(
+        delete(idempotency_keys).where(
+            k.tenant == tenant, k.scope_key == scope_key, k.idem_key == key, k.created_us < oldest
+        )
+    )
+    conn.execute(
+        insert_ignore(conn, idempotency_keys, ["tenant", "scope_key", "idem_key"]),
+        [
+            {
+                "tenant": tenant,
+                "scope_key": scope_key,
+                "idem_key": key,
+                "request_hash": response.request_hash,
+                "status_code": response.status_code,
+                "response_body": json.dumps(response.body),
+                "created_us": now,
+            }
+        ],
+    )

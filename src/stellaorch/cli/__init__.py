@@ -1,1 +1,1 @@
-"""cli package."""
+"""The `stella` command line: service and local commands over the engine (Typer)."""

@@ -231,9 +231,9 @@ Index("ix_audit_tenant_id", audit_log.c.tenant, audit_log.c.id)
 __all__ = [
     "attempts",
     "audit_log",
-    "idempotency_keys",
     "blobs",
     "dag_versions",
+    "idempotency_keys",
     "ledger_entries",
     "metadata",
     "queue_items",

@@ -1,0 +1,140 @@
+"""`stella orch local …` and `db upgrade`: run and inspect runs on the embedded engine."""
+
+from __future__ import annotations
+
+import json
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NoReturn
+
+from stellaorch.cli.embedded import WorkerHandle, display_url, opened
+from stellaorch.cli.errors import CancelRejected, LedgerBroken, RunUnsuccessful
+from stellaorch.cli.output import print_json, say, stderr_is_terminal
+from stellaorch.cli.progress import RunProgress
+from stellaorch.domain.errors import InputsInvalid
+from stellaorch.domain.ledger import ChainReport
+from stellaorch.domain.status import RunStatus
+from stellaorch.engine.app import Orchestrator
+from stellaorch.engine.execution import RunRequest
+from stellaorch.settings import Settings
+
+
+@dataclass(frozen=True)
+class LocalRun:
+    """What `local run` was asked to do."""
+
+    dag_id: str
+    inputs_file: Path | None = None
+    version: str | None = None
+    run_token: str | None = None
+    dags_dir: Path | None = None
+
+
+def read_inputs(path: Path) -> dict[str, Any]:
+    """The JSON object in `path`; anything else is InputsInvalid naming the file."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InputsInvalid(f"cannot read inputs file {path}: {exc.strerror}") from None
+    try:
+        document = json.loads(text, parse_constant=_reject_constant)
+    except ValueError as exc:
+        raise InputsInvalid(f"inputs file {path} is not valid JSON: {exc}") from None
+    if not isinstance(document, dict):
+        kind = type(document).__name__
+        raise InputsInvalid(f"inputs file {path} must hold a JSON object, not a {kind}")
+    return document
+
+
+def _reject_constant(name: str) -> NoReturn:
+    """NaN and Infinity are not JSON, though Python's parser accepts them."""
+    raise ValueError(f"{name} is not a JSON value")
+
+
+async def run_locally(settings: Settings, job: LocalRun) -> None:
+    """Start a run, work it to the end in this process, print it; fail unless it completed."""
+    inputs = read_inputs(job.inputs_file) if job.inputs_file else {}
+    tenant = settings.default_tenant
+    request = RunRequest(tenant, job.dag_id, inputs, run_token=job.run_token, version=job.version)
+    async with opened(settings) as orchestrator:
+        if job.dags_dir is not None:
+            await orchestrator.load_dags(job.dags_dir)
+        view = await _run_to_end(orchestrator, request)
+    print_json(view)
+    _require_completed(view)
+
+
+async def _run_to_end(orchestrator: Orchestrator, request: RunRequest) -> dict[str, Any]:
+    """Create the run and work it with an in-process worker until it ends."""
+    progress = RunProgress(orchestrator.env.bus) if stderr_is_terminal() else None
+    with progress or nullcontext():
+        created = await orchestrator.runs.create(request)
+        run_id = created.run.run_id
+        if progress is not None:
+            view = await orchestrator.runs.get(request.tenant, run_id)
+            progress.track(run_id, request.dag_id, len(view["steps"]))
+        worker = WorkerHandle(orchestrator)
+        try:
+            await worker.watch(orchestrator.runs.wait(request.tenant, run_id))
+        finally:
+            await worker.stop()
+    return await orchestrator.runs.get(request.tenant, run_id)
+
+
+def _require_completed(view: dict[str, Any]) -> None:
+    """Raise RunUnsuccessful, naming the failing step's error, unless the run completed."""
+    status = str(view["status"])
+    if status == RunStatus.COMPLETED.value:
+        return
+    error = view.get("error") or {}
+    cause = f": step {error.get('stepId')}: {error.get('code')}: {error.get('message')}"
+    raise RunUnsuccessful(status, f"run {view['runId']} {status}" + (cause if error else ""))
+
+
+async def cancel_run(settings: Settings, run_id: str, reason: str | None) -> None:
+    """Cancel a run and print it with `cancelRejected`; a finished run is rejected (exit 6)."""
+    tenant = settings.default_tenant
+    async with opened(settings) as orchestrator:
+        result = await orchestrator.runs.cancel(tenant, run_id, reason)
+        view = await orchestrator.runs.get(tenant, run_id)
+    view["cancelRejected"] = result.rejected
+    print_json(view)
+    if result.rejected:
+        raise CancelRejected(f"run {run_id} had already ended ({view['status']}); not cancelled")
+
+
+async def show_run(settings: Settings, run_id: str) -> None:
+    """Print a run with its steps and attempts."""
+    async with opened(settings) as orchestrator:
+        print_json(await orchestrator.runs.get(settings.default_tenant, run_id))
+
+
+async def verify_run(settings: Settings, run_id: str) -> None:
+    """Re-hash a run's ledger chain and print the report; a broken chain is an error."""
+    async with opened(settings) as orchestrator:
+        report = await orchestrator.runs.verify(settings.default_tenant, run_id)
+    print_json(chain_report_json(report))
+    if not report.ok:
+        raise LedgerBroken(
+            f"ledger of run {run_id} is broken at entry {report.broken_seq}: {report.reason}"
+        )
+
+
+def chain_report_json(report: ChainReport) -> dict[str, Any]:
+    """The report with the product's camelCase field names."""
+    return {
+        "runId": report.run_id,
+        "ok": report.ok,
+        "count": report.count,
+        "head": report.head,
+        "brokenSeq": report.broken_seq,
+        "reason": report.reason,
+    }
+
+
+async def upgrade_database(settings: Settings) -> None:
+    """Create or upgrade the schema (opening the engine applies every migration)."""
+    async with opened(settings):
+        pass
+    say(f"database ready at the latest schema: {display_url(settings.database_url)}")

@@ -1,0 +1,82 @@
+"""A live "steps finished / total" display for one run, fed by committed ledger entries."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from types import TracebackType
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
+
+from stellaorch.domain.ledger import LedgerEntry
+from stellaorch.domain.status import TERMINAL_STEP
+from stellaorch.engine.events import EventBus
+
+_FINISHED = frozenset(s.value for s in TERMINAL_STEP)
+
+
+class RunProgress:
+    """Draws on stderr; listens to the bus from before the run exists so nothing is missed."""
+
+    def __init__(self, bus: EventBus) -> None:
+        self._progress = Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=Console(stderr=True),
+        )
+        # Entries of every run are kept until `track` says which run is ours: the entries of
+        # the creating transaction (steps skipped at once) arrive before its run id is known.
+        self._finished: defaultdict[str, set[str]] = defaultdict(set)
+        self._run_id: str | None = None
+        self._task: TaskID | None = None
+        self._label = ""
+        self._unsubscribe = bus.subscribe(self._on_entry)
+
+    def __enter__(self) -> RunProgress:
+        self._progress.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._unsubscribe()
+        self._progress.stop()
+
+    def track(self, run_id: str, dag_id: str, total: int) -> None:
+        """Show the run `run_id` of `dag_id`, which has `total` steps."""
+        self._run_id, self._label = run_id, dag_id
+        done = len(self._finished[run_id])
+        self._task = self._progress.add_task(dag_id, total=total, completed=done)
+
+    def _on_entry(self, entry: LedgerEntry) -> None:
+        if entry.step_id is not None and entry.status in _FINISHED:
+            self._finished[entry.run_id].add(entry.step_id)
+        if entry.run_id != self._run_id or self._task is None:
+            return
+        self._progress.update(
+            self._task,
+            completed=len(self._finished[entry.run_id]),
+            description=f"{self._label}: {_describe(entry)}",
+        )
+
+
+def _describe(entry: LedgerEntry) -> str:
+    """`fetch-kev retrying (attempt 2)` / `run completed`: what just happened, briefly."""
+    event = entry.entry_type.partition(".")[2]
+    subject = entry.step_id or "run"
+    attempt = f" (attempt {entry.attempt})" if entry.attempt and entry.attempt > 1 else ""
+    return f"{subject} {event}{attempt}"

@@ -1,0 +1,187 @@
+"""`stella orch serve`: the engine, a worker and (soon) the scheduler in one process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from stellaorch.cli.embedded import WorkerHandle, display_url, opened
+from stellaorch.cli.errors import UsageInvalid, error_lines
+from stellaorch.cli.local import read_inputs
+from stellaorch.cli.output import say, warn
+from stellaorch.domain.errors import StellaError
+from stellaorch.domain.ledger import LedgerEntry
+from stellaorch.engine.app import Orchestrator
+from stellaorch.engine.catalog import Published
+from stellaorch.engine.execution import RunRequest
+from stellaorch.settings import Settings
+
+log = logging.getLogger("stellaorch.serve")
+
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    """What `serve` was asked to do besides serving."""
+
+    dags_dir: Path | None = None
+    run_samples: bool = False
+
+    def check(self) -> None:
+        """Refuse combinations that cannot work."""
+        if self.run_samples and self.dags_dir is None:
+            raise UsageInvalid("--run-samples needs --dags DIR to know which DAGs to run")
+
+
+@dataclass(frozen=True)
+class SampleRun:
+    """One sample run to start: a loaded DAG version and its inputs."""
+
+    dag_id: str
+    version: str
+    inputs: dict[str, Any]
+
+
+async def serve(settings: Settings, options: ServeOptions) -> None:
+    """Publish the DAGs, work until SIGINT/SIGTERM, then stop gracefully."""
+    options.check()
+    tenant = settings.default_tenant
+    # Signals are caught from the start, so a stop during startup still shuts down cleanly.
+    with _stop_on_signals() as stop:
+        async with opened(settings) as orchestrator:
+            loaded = await _publish(orchestrator, options.dags_dir, tenant)
+            samples = _samples(options.dags_dir, loaded) if options.run_samples else []
+            unsubscribe = orchestrator.env.bus.subscribe(_log_entry)
+            worker = WorkerHandle(orchestrator)
+            background = {asyncio.create_task(_scheduler_placeholder())}
+            try:
+                _announce_ready(settings, len(loaded))
+                for sample in samples:
+                    background |= await _start_sample(orchestrator, tenant, sample)
+                await worker.watch(stop.wait())
+            finally:
+                unsubscribe()
+                await _cancel_all(background)
+                await worker.stop()
+    log.info("orchestrator.stopped", extra={"tenant": tenant})
+    say("stopped")
+
+
+def _announce_ready(settings: Settings, dag_count: int) -> None:
+    """The line operators and scripts wait for."""
+    tenant, where = settings.default_tenant, display_url(settings.database_url)
+    say(f"ready: {dag_count} DAG(s) for tenant {tenant} on {where}; Ctrl-C stops")
+    log.info("orchestrator.ready", extra={"tenant": tenant, "dags": dag_count})
+
+
+async def _publish(
+    orchestrator: Orchestrator, directory: Path | None, tenant: str
+) -> list[Published]:
+    """Publish every spec file of `directory` and print one line per DAG version."""
+    if directory is None:
+        return []
+    loaded = await orchestrator.load_dags(directory, tenant)
+    for item in loaded:
+        row = item.version
+        state = "published" if item.created else "already published"
+        say(f"dag {row.dag_id} version {row.version}: {state} ({row.spec_hash})")
+        log.info(
+            "dag.loaded",
+            extra={"tenant": tenant, "dag_id": row.dag_id, "version": row.version},
+        )
+    return loaded
+
+
+def _samples(directory: Path | None, loaded: list[Published]) -> list[SampleRun]:
+    """One run per loaded version, with inputs from `<dir>/inputs/<dagId>.json` if present."""
+    assert directory is not None  # the command refuses --run-samples without --dags
+    runs = []
+    for item in loaded:
+        path = directory / "inputs" / f"{item.version.dag_id}.json"
+        inputs = read_inputs(path) if path.is_file() else {}
+        runs.append(SampleRun(item.version.dag_id, item.version.version, inputs))
+    return runs
+
+
+async def _start_sample(
+    orchestrator: Orchestrator, tenant: str, sample: SampleRun
+) -> set[asyncio.Task[None]]:
+    """Start a sample run and a task that prints its outcome; a refusal is only reported."""
+    request = RunRequest(tenant, sample.dag_id, sample.inputs, version=sample.version)
+    try:
+        created = await orchestrator.runs.create(request)
+    except StellaError as exc:
+        # A sample is a demonstration: one that cannot start must not take the service down.
+        warn(f"sample run of {sample.dag_id} not started: {error_lines(exc)[0]}")
+        return set()
+    run_id = created.run.run_id
+    say(f"run {run_id} of {sample.dag_id} version {sample.version}: started")
+    return {asyncio.create_task(_report_outcome(orchestrator, tenant, run_id))}
+
+
+async def _report_outcome(orchestrator: Orchestrator, tenant: str, run_id: str) -> None:
+    """Print the run's final status once it ends."""
+    try:
+        await orchestrator.runs.wait(tenant, run_id)
+        view = await orchestrator.runs.get(tenant, run_id)
+    except StellaError as exc:
+        warn(f"run {run_id}: cannot follow: {error_lines(exc)[0]}")
+        return
+    error = view.get("error")
+    cause = f" (step {error.get('stepId')}: {error.get('code')})" if error else ""
+    duration = view.get("durationMs")
+    say(f"run {run_id} of {view['dagId']}: {view['status']} in {duration} ms{cause}")
+
+
+async def _scheduler_placeholder() -> None:
+    """Stands where the scheduler loop will run; schedules arrive in a later release."""
+    log.info("scheduler.idle", extra={"reason": "schedules arrive in a later release"})
+    await asyncio.Event().wait()  # parked until shutdown cancels it
+
+
+def _log_entry(entry: LedgerEntry) -> None:
+    """Log committed ledger entries: runs at info, steps at debug (they are many)."""
+    level = logging.DEBUG if entry.step_id else logging.INFO
+    if log.isEnabledFor(level):
+        fields = {
+            "tenant": entry.tenant,
+            "dag_id": entry.dag_id,
+            "run_id": entry.run_id,
+            "step_id": entry.step_id,
+            "status": entry.status,
+            "trace_id": entry.trace_id,
+        }
+        log.log(level, entry.entry_type, extra=fields)
+
+
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[asyncio.Event]:
+    """An event set by SIGINT or SIGTERM while the block runs."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in _STOP_SIGNALS:
+        loop.add_signal_handler(sig, _request_stop, stop, sig)
+    try:
+        yield stop
+    finally:
+        for sig in _STOP_SIGNALS:
+            loop.remove_signal_handler(sig)
+
+
+def _request_stop(stop: asyncio.Event, sig: signal.Signals) -> None:
+    log.info("orchestrator.stopping", extra={"signal": sig.name})
+    stop.set()
+
+
+async def _cancel_all(tasks: set[asyncio.Task[None]]) -> None:
+    """Cancel background tasks and wait until they are gone."""
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)

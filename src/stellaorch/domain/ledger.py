@@ -139,7 +139,7 @@ def verify_chain(
         count += 1
         reason = _check_entry(entry, count, prev)
         if reason is not None:
-            return ChainReport(run_id, False, count - 1, prev, entry.seq, reason)
+            return ChainReport(run_id, False, count - 1, prev, count, reason)
         prev = entry.entry_hash
     if expected_head is not None and expected_head != prev:
         reason = "chain ends before the run's recorded head (entries removed at the end)"

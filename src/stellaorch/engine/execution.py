@@ -120,7 +120,9 @@ def create_runs(
     for entry in entries:
         by_run.setdefault(entry.run_id, []).append(entry)
     return [
-        Created(r.run, r.created, by_run.get(r.run.run_id, [])) if isinstance(r, Created) else r
+        Created(r.run, r.created, by_run.get(r.run.run_id, []) if r.created else [])
+        if isinstance(r, Created)
+        else r
         for r in results
     ]
 
@@ -362,8 +364,14 @@ def _resolve(
 def complete(conn: Connection, env: EngineEnv, outcomes: Sequence[Outcome]) -> Completed:
     """Record attempt outcomes for current leases; refuse the others. One transaction."""
     held = queue.current_leases(conn, [o.lease.queue_id for o in outcomes])
-    fresh = [o for o in outcomes if held.get(o.lease.queue_id) == o.lease.lease_id]
-    rejected = [o for o in outcomes if held.get(o.lease.queue_id) != o.lease.lease_id]
+    fresh: list[Outcome] = []
+    rejected: list[Outcome] = []
+    for o in outcomes:
+        if held.get(o.lease.queue_id) == o.lease.lease_id:
+            held.pop(o.lease.queue_id)  # a lease completes once, even within one batch
+            fresh.append(o)
+        else:
+            rejected.append(o)
     unit = RunUnit(conn, env)
     unit.load(o.lease.run_id for o in fresh)
     for o in fresh:

@@ -6,7 +6,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import Connection, bindparam, delete, func, null, select, update
+from sqlalchemy import Connection, bindparam, delete, func, null, or_, select, update
 
 from stellaorch.store.bulk import execute_many, insert_rows
 from stellaorch.store.dialect import claim_lock, insert_ignore, per_dialect
@@ -53,6 +53,16 @@ def claimable_tenants(conn: Connection) -> list[str]:
 
 
 _q = queue_items.c
+_held = queue_items.alias("held")
+# An item may be claimed unless its step already runs `concurrency_limit` attempts at once
+# (per-key count served by ix_queue_concurrency).
+_has_room = or_(
+    _q.concurrency_key.is_(None),
+    select(func.count())
+    .where(_held.c.concurrency_key == _q.concurrency_key, _held.c.lease_id.isnot(None))
+    .scalar_subquery()
+    < _q.concurrency_limit,
+)
 # claim: the tenant's oldest due unleased items (served by ix_queue_ready)
 _ready = (
     select(
@@ -69,6 +79,7 @@ _ready = (
         _q.lease_id.is_(None),
         _q.available_us <= bindparam("now"),
         _q.id > bindparam("after"),
+        _has_room,
     )
     .order_by(_q.id)
     .limit(bindparam("limit"))
@@ -205,4 +216,5 @@ def delete_run_items(conn: Connection, run_id: str) -> list[tuple[str, str | Non
 def next_due_us(conn: Connection) -> int | None:
     """Maintenance query: the earliest time an unleased item becomes due, across tenants."""
     q = queue_items.c
-    return conn.execute(select(func.min(q.available_us)).where(q.lease_id.is_(None))).scalar()
+    query = select(func.min(q.available_us)).where(q.lease_id.is_(None), _has_room)
+    return conn.execute(query).scalar()

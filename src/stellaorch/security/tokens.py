@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,14 +49,32 @@ class TokenVerifier:
     """Checks signature, algorithm, audience and expiry against local keys only."""
 
     def __init__(
-        self, keys: Mapping[str, VerificationKey], audience: str, leeway_seconds: int = 30
+        self,
+        keys: Mapping[str, VerificationKey],
+        audience: str,
+        leeway_seconds: int = 30,
+        cache_size: int = 10_000,
     ) -> None:
         self._keys = dict(keys)
         self._audience = audience
         self._leeway = leeway_seconds
+        self._cache: OrderedDict[str, tuple[Principal, float]] = OrderedDict()
+        self._cache_size = cache_size
 
     def verify(self, token: str) -> Principal:
         """The principal behind a valid token; raises Unauthenticated otherwise."""
+        # A signature check costs far more than the request it guards; a token already
+        # verified stays valid until its exp, so remember it until then.
+        hit = self._cache.get(token)
+        if hit is not None and time.time() < hit[1] + self._leeway:
+            return hit[0]
+        principal, expires = self._verify(token)
+        self._cache[token] = (principal, expires)
+        if len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+        return principal
+
+    def _verify(self, token: str) -> tuple[Principal, float]:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as exc:
@@ -76,7 +95,7 @@ class TokenVerifier:
             raise Unauthenticated("bearer token is for another audience") from exc
         except jwt.PyJWTError as exc:
             raise Unauthenticated(f"bearer token rejected: {exc}") from exc
-        return _principal(claims)
+        return _principal(claims), float(claims["exp"])
 
     def _key_for(self, header: Mapping[str, Any]) -> VerificationKey:
         alg, kid = header.get("alg"), header.get("kid")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI
 
@@ -10,8 +12,11 @@ from stellaorch import __version__
 from stellaorch.api import errors
 from stellaorch.api.auth import Authenticator
 from stellaorch.api.middleware import BodyLimitMiddleware, TraceMiddleware
-from stellaorch.api.routers import dags, runs
+from stellaorch.api.routers import admin, dags, ledger, runs, stream
 from stellaorch.engine.app import Orchestrator
+from stellaorch.engine.stream import StreamHub
+from stellaorch.observability.http import HttpMetricsMiddleware
+from stellaorch.observability.metrics import OrchestratorMetrics
 from stellaorch.security.keys import load_verification_keys
 from stellaorch.security.tokens import TokenVerifier
 
@@ -29,6 +34,13 @@ def authenticator_for(orch: Orchestrator) -> Authenticator:
     return Authenticator(settings, TokenVerifier(keys, settings.audience))
 
 
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """On shutdown, end the event stream's subscribers and stop its ledger tailer."""
+    yield
+    await app.state.stream_hub.close()
+
+
 def create_app(orch: Orchestrator, auth: Authenticator | None = None) -> FastAPI:
     """Build the app around an open Orchestrator."""
     app = FastAPI(
@@ -37,14 +49,20 @@ def create_app(orch: Orchestrator, auth: Authenticator | None = None) -> FastAPI
         openapi_url=f"{BASE}/.well-known/openapi",
         docs_url=None,
         redoc_url=None,
+        lifespan=_lifespan,
     )
     app.state.orchestrator = orch
     app.state.auth = auth or authenticator_for(orch)
+    app.state.stream_hub = StreamHub(orch.env)
     errors.install(app)
+    app.state.metrics = metrics = OrchestratorMetrics()
+    orch.env.bus.subscribe(metrics.observe)
     api = APIRouter(prefix=BASE)
-    for module in (dags, runs):
+    for module in (dags, stream, runs, admin, ledger):
         api.include_router(module.router)
     app.include_router(api)
+    app.include_router(admin.root_router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=orch.env.settings.max_body_bytes)
     app.add_middleware(TraceMiddleware)
+    app.add_middleware(HttpMetricsMiddleware, observer=metrics)
     return app

@@ -7,6 +7,7 @@ import re
 import secrets
 from typing import Any
 
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 _TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
@@ -68,7 +69,7 @@ class BodyLimitMiddleware:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
-                    raise BodyTooLarge
+                    raise BodyTooLarge(self.max_bytes)
             return message
 
         try:
@@ -77,8 +78,12 @@ class BodyLimitMiddleware:
             await _too_large(scope, send, self.max_bytes)
 
 
-class BodyTooLarge(Exception):
-    """A chunked body grew past the limit."""
+class BodyTooLarge(HTTPException):
+    """A chunked body grew past the limit (an HTTPException, so FastAPI's body reader re-raises
+    it instead of turning it into a 400)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"request body exceeds {limit} bytes")
 
 
 async def _too_large(scope: Scope, send: Send, limit: int) -> None:

@@ -32,3 +32,16 @@ def decode_token(token: str | None) -> list[Any] | None:
     if not isinstance(position, list):
         raise ValidationError("page_token is not valid")
     return position
+
+
+def decode_position(token: str | None, kinds: tuple[type, ...]) -> tuple[Any, ...] | None:
+    """The keyset position behind a token, checked against the element types the list uses."""
+    position = decode_token(token)
+    if not position:
+        return None
+    shaped = len(position) == len(kinds) and all(
+        isinstance(v, k) and not isinstance(v, bool) for v, k in zip(position, kinds, strict=False)
+    )
+    if not shaped:
+        raise ValidationError("page_token is not valid")
+    return tuple(position)

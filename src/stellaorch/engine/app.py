@@ -35,6 +35,16 @@ class Orchestrator:
         return cls(EngineEnv.build(db, settings))
 
     @property
+    def worker_task(self) -> asyncio.Task[None] | None:
+        """The in-process worker's task, to watch for a crash (None when not started)."""
+        return self._worker_task
+
+    @property
+    def worker_running(self) -> bool:
+        """True while the in-process worker runs."""
+        return self._worker_task is not None and not self._worker_task.done()
+
+    @property
     def catalog(self) -> DagCatalog:
         """The DAG catalog."""
         return self.env.catalog

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Body, Query, Request, Response
 
 from stellaorch.api.auth import AdminCaller, Caller, ReadCaller
 from stellaorch.api.idempotency import idempotent
-from stellaorch.api.paging import PageSize, PageToken, decode_token, encode_token
+from stellaorch.api.paging import PageSize, PageToken, decode_position, encode_token
 from stellaorch.api.state import orchestrator
 from stellaorch.domain.providers import format_utc
 from stellaorch.domain.spec import parse_spec
@@ -71,7 +71,7 @@ async def list_dags(
     rows = await orchestrator(request).catalog.list_versions(caller.tenant, dagId)
     if active is not None:
         rows = [r for r in rows if r.enabled == active]
-    position = decode_token(page_token)
+    position = decode_position(page_token, (str, int))
     if position:
         after = (str(position[0]), -int(position[1]))
         rows = [r for r in rows if (r.dag_id, -r.seq) > after]

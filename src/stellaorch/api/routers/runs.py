@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from stellaorch.api.auth import ReadCaller, WriteCaller
 from stellaorch.api.errors import trace_id_of
 from stellaorch.api.idempotency import idempotent
-from stellaorch.api.paging import PageSize, PageToken, decode_token, encode_token
+from stellaorch.api.paging import PageSize, PageToken, decode_position, encode_token
 from stellaorch.api.state import orchestrator
 from stellaorch.domain.errors import ValidationError
 from stellaorch.domain.providers import parse_utc
@@ -87,8 +87,7 @@ async def list_runs(
         _time(from_, "from"),
         _time(to, "to"),
     )
-    position = decode_token(page_token)
-    after = (int(position[0]), str(position[1])) if position else None
+    after = decode_position(page_token, (int, str))
     items, cursor = await orchestrator(request).runs.page(where, limit=page_size, after=after)
     return {"items": items, "nextPageToken": encode_token(list(cursor)) if cursor else None}
 

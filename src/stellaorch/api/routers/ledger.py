@@ -1,0 +1,54 @@
+"""GET /ledger/export: the tenant's runs started in a window, as NDJSON closed by a manifest."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from stellaorch.api.auth import AdminReader
+from stellaorch.api.state import orchestrator
+from stellaorch.domain.errors import ValidationError
+from stellaorch.domain.providers import parse_utc
+from stellaorch.engine.export import ExportWindow, export_lines, export_manifest
+
+router = APIRouter(tags=["ledger"])
+NDJSON = "application/x-ndjson"
+_NO_STORE = {"Cache-Control": "no-store"}
+
+
+@router.get("/ledger/export", response_class=StreamingResponse)
+async def export_ledger(
+    request: Request,
+    caller: AdminReader,
+    from_: Annotated[str | None, Query(alias="from")] = None,
+    to: str | None = None,
+    manifest: bool = False,
+) -> Response:
+    """Runs started in [from, to) by startedUtc then runId, steps and events inline."""
+    window = ExportWindow(caller.tenant, _time(from_, "from"), _time(to, "to"))
+    db = orchestrator(request).env.db
+    if manifest:
+        found = await export_manifest(db, window)
+        return JSONResponse(found.document(), headers=_NO_STORE)
+    lines = export_lines(db, window)
+    # Read the first chunk now, so a store failure is an error response, not a cut stream.
+    first = await anext(lines)
+    return StreamingResponse(_prepend(first, lines), media_type=NDJSON, headers=_NO_STORE)
+
+
+def _time(text: str | None, name: str) -> int:
+    if not text:
+        raise ValidationError(f"{name} is required: an RFC 3339 timestamp")
+    try:
+        return parse_utc(text)
+    except ValueError as exc:
+        raise ValidationError(f"{name} must be an RFC 3339 timestamp") from exc
+
+
+async def _prepend(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    yield first
+    async for line in rest:
+        yield line

@@ -1,0 +1,353 @@
+"""Live run events: the ledger tailed in global order and fanned out to per-tenant subscribers.
+
+The ledger is the event source; its global `id` is the event `seq`. The in-process bus only
+wakes the tailer early, because other processes write to the same store without telling us.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections import defaultdict, deque
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+from sqlalchemy import Connection, func, select
+
+from stellaorch.domain.ledger import LedgerEntry
+from stellaorch.domain.providers import format_utc
+from stellaorch.engine.env import EngineEnv
+from stellaorch.store.schema import ledger_entries
+
+log = logging.getLogger("stellaorch.stream")
+
+Event = dict[str, Any]
+READ_BATCH = 1000  # rows per tail or replay read: bounds memory whatever the backlog
+
+# -- queries ------------------------------------------------------------------------------
+_le = ledger_entries.c
+_EVENT_COLUMNS = (
+    _le.id,
+    _le.tenant,
+    _le.run_id,
+    _le.entry_type,
+    _le.step_id,
+    _le.status,
+    _le.ts_us,
+    _le.body,
+)
+
+
+def read_max_id(conn: Connection) -> int:
+    """read_max_id: where a new tail starts (0 for an empty ledger)."""
+    return int(conn.execute(select(func.max(_le.id))).scalar() or 0)
+
+
+@dataclass(frozen=True)
+class LedgerRow:
+    """The columns of a ledger entry an event is made of; `id` is the global order."""
+
+    id: int
+    tenant: str
+    run_id: str
+    entry_type: str
+    step_id: str | None
+    status: str
+    ts_us: int
+    body: str
+
+
+def read_entries_after(conn: Connection, after: int, limit: int) -> list[LedgerRow]:
+    """read_entries_after: every tenant's entries with id > after, in global order."""
+    query = select(*_EVENT_COLUMNS).where(_le.id > after).order_by(_le.id).limit(limit)
+    return [LedgerRow(*row) for row in conn.execute(query)]
+
+
+def read_tenant_entries_after(
+    conn: Connection, tenant: str, after: int, limit: int
+) -> list[LedgerRow]:
+    """read_tenant_entries_after: one tenant's entries with id > after (ix_ledger_tenant_id)."""
+    query = (
+        select(*_EVENT_COLUMNS)
+        .where(_le.tenant == tenant, _le.id > after)
+        .order_by(_le.id)
+        .limit(limit)
+    )
+    return [LedgerRow(*row) for row in conn.execute(query)]
+
+
+# -- events -------------------------------------------------------------------------------
+_RUN_EVENT_TYPES = {"run.created": "run.updated"}  # others keep their ledger name
+
+
+def event_type(entry_type: str) -> str:
+    """The stream event type of a ledger entry type (SPEC §3)."""
+    if entry_type.startswith("step."):
+        return "step.updated"
+    return _RUN_EVENT_TYPES.get(entry_type, entry_type)
+
+
+def event_of(row: LedgerRow) -> Event:
+    """The stream event of one ledger row."""
+    body = json.loads(row.body)
+    event: Event = {
+        "seq": row.id,
+        "type": event_type(row.entry_type),
+        "tenant": row.tenant,
+        "dagId": body["dagId"],
+        "runId": row.run_id,
+        "status": row.status,
+        "timestamp": format_utc(row.ts_us),
+        "traceId": body["traceId"],
+    }
+    if row.step_id is not None:
+        event["stepId"] = row.step_id
+        event["attempt"] = body.get("attempt")
+    event["data"] = body.get("data") or {}
+    return event
+
+
+@dataclass(frozen=True)
+class StreamFilter:
+    """What one subscriber wants: its tenant's events, optionally narrowed."""
+
+    tenant: str
+    dag_id: str | None = None
+    status: str | None = None
+    run_id: str | None = None
+
+    def matches(self, event: Event) -> bool:
+        """True if the event is for this subscriber."""
+        return (
+            event["tenant"] == self.tenant
+            and self.dag_id in (None, event["dagId"])
+            and self.status in (None, event["status"])
+            and self.run_id in (None, event["runId"])
+        )
+
+
+# -- subscriptions ------------------------------------------------------------------------
+class StreamEnded(Exception):
+    """The server ended a subscription; `code` and `reason` go into the WebSocket close."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+def slow_consumer() -> StreamEnded:
+    """The end of a subscriber that fell `limit` events behind."""
+    return StreamEnded(1013, "slow consumer")
+
+
+def server_closing() -> StreamEnded:
+    """The end of every subscriber when the hub shuts down."""
+    return StreamEnded(1001, "server shutting down")
+
+
+class Subscription:
+    """One subscriber's bounded buffer of live events."""
+
+    def __init__(self, where: StreamFilter, limit: int) -> None:
+        self.where = where
+        self.limit = limit
+        self.end: StreamEnded | None = None
+        self.ended = asyncio.Event()
+        # Live events up to here were already sent by the replay (the resume handover).
+        self.replayed_through = 0
+        self._events: deque[Event] = deque()
+        self._ready = asyncio.Event()
+
+    @property
+    def pending(self) -> int:
+        """Events buffered and not yet taken."""
+        return len(self._events)
+
+    def offer(self, event: Event) -> bool:
+        """Buffer an event; False (and the subscription ended) if the buffer is full."""
+        if self.end is not None:
+            return False
+        if len(self._events) >= self.limit:
+            self.finish(slow_consumer())
+            return False
+        self._events.append(event)
+        self._ready.set()
+        return True
+
+    def finish(self, end: StreamEnded) -> None:
+        """End the subscription and free its buffer."""
+        if self.end is None:
+            self.end = end
+            self._events.clear()
+            self.ended.set()
+            self._ready.set()
+
+    async def next(self) -> Event:
+        """The next live event not already replayed; raises StreamEnded once ended."""
+        while True:
+            if self.end is not None:
+                raise self.end
+            if self._events:
+                event = self._events.popleft()
+                if event["seq"] > self.replayed_through:
+                    return event
+                continue
+            self._ready.clear()
+            await self._ready.wait()
+
+
+# -- the hub ------------------------------------------------------------------------------
+class StreamHub:
+    """One per process: tails the ledger while anyone listens and fans events out."""
+
+    def __init__(self, env: EngineEnv, *, poll_seconds: float | None = None) -> None:
+        self._env = env
+        self._poll = poll_seconds or env.settings.poll_interval_seconds
+        self._limit = env.settings.stream_queue_limit
+        # A tail read never exceeds half a buffer, so a keeping-up subscriber never overflows.
+        self._batch = min(READ_BATCH, max(1, self._limit // 2))
+        self._subscribers: dict[str, set[Subscription]] = defaultdict(set)
+        self._lock = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop_listening: Callable[[], None] | None = None
+        self.last_seen = 0
+
+    @property
+    def subscriber_count(self) -> int:
+        """Live subscriptions, all tenants together."""
+        return sum(len(subs) for subs in self._subscribers.values())
+
+    @property
+    def tailing(self) -> bool:
+        """True while the tailer task runs."""
+        return self._task is not None
+
+    async def subscribe(self, where: StreamFilter) -> Subscription:
+        """Register a subscriber; every entry committed after this returns reaches it."""
+        subscription = Subscription(where, self._limit)
+        self._subscribers[where.tenant].add(subscription)
+        try:
+            await self._ensure_tailing()
+        except BaseException:
+            self.unsubscribe(subscription)
+            raise
+        return subscription
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        """Forget a subscriber; the tailer stops with the last one."""
+        tenant = subscription.where.tenant
+        self._subscribers[tenant].discard(subscription)
+        if not self._subscribers[tenant]:
+            del self._subscribers[tenant]
+        if not self._subscribers:
+            self._stop_tailing()
+
+    async def replay(self, subscription: Subscription, after: int) -> AsyncIterator[Event]:
+        """The subscriber's stored events with seq > after, page by page, for a resume."""
+        position = after
+        while True:
+            rows = await self._replay_page(subscription.where.tenant, position)
+            if rows:
+                position = rows[-1].id
+                subscription.replayed_through = max(subscription.replayed_through, position)
+            for row in rows:
+                event = event_of(row)
+                if subscription.where.matches(event):
+                    yield event
+            if len(rows) < READ_BATCH:
+                return
+
+    async def _replay_page(self, tenant: str, after: int) -> list[LedgerRow]:
+        return await self._env.db.transact(
+            partial(read_tenant_entries_after, tenant=tenant, after=after, limit=READ_BATCH)
+        )
+
+    async def close(self) -> None:
+        """Stop tailing and end every subscription (server shutdown)."""
+        self._stop_tailing()
+        for subs in list(self._subscribers.values()):
+            for subscription in list(subs):
+                subscription.finish(server_closing())
+        self._subscribers.clear()
+
+    # -- tailing --------------------------------------------------------------------------
+    async def _ensure_tailing(self) -> None:
+        async with self._lock:
+            if self._task is not None:
+                return
+            self.last_seen = await self._env.db.transact(read_max_id)
+            self._loop = asyncio.get_running_loop()
+            self._wake = asyncio.Event()
+            self._stop_listening = self._env.bus.subscribe(self._on_committed)
+            self._task = asyncio.create_task(self._tail(), name="stella-stream-tail")
+
+    def _stop_tailing(self) -> None:
+        if self._stop_listening is not None:
+            self._stop_listening()
+            self._stop_listening = None
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+
+    def _on_committed(self, _entry: LedgerEntry) -> None:
+        """Bus listener: wake the tailer (thread-safe: publishers may be on other threads)."""
+        loop = self._loop
+        if loop is None:
+            return
+        if _running_loop() is loop:
+            self._wake.set()
+        else:
+            loop.call_soon_threadsafe(self._wake.set)
+
+    async def _tail(self) -> None:
+        while True:
+            self._wake.clear()
+            try:
+                await self._catch_up()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # A store outage must not end the stream: the next tick tries again.
+                log.exception("stream.tail_failed", extra={"last_seen": self.last_seen})
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._poll)
+
+    async def _catch_up(self) -> None:
+        """Read and fan out new entries until a short read says we are current."""
+        while True:
+            batch = self._batch
+            rows = await self._env.db.transact(
+                partial(read_entries_after, after=self.last_seen, limit=batch)
+            )
+            for row in rows:
+                self._fan_out(row)
+                self.last_seen = row.id
+            if len(rows) < batch:
+                return
+
+    def _fan_out(self, row: LedgerRow) -> None:
+        subs = self._subscribers.get(row.tenant)
+        if not subs:
+            return
+        event = event_of(row)
+        for subscription in list(subs):
+            if subscription.where.matches(event) and not subscription.offer(event):
+                log.warning(
+                    "stream.slow_consumer",
+                    extra={"tenant": row.tenant, "limit": subscription.limit},
+                )
+                self.unsubscribe(subscription)
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None

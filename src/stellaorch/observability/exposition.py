@@ -1,0 +1,54 @@
+"""The Prometheus text a caller may see: the app's metrics plus scrape-time gauges, restricted
+to one tenant's samples unless the caller may see every tenant."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+
+from prometheus_client import generate_latest
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+# The format `generate_latest` writes (text 0.0.4), whatever the library's newest one is.
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+def queue_depth_family(depths: Mapping[str, int]) -> GaugeMetricFamily:
+    """`orchestrator_queue_depth{tenant}`: waiting queue items per tenant, read at scrape."""
+    family = GaugeMetricFamily(
+        "orchestrator_queue_depth",
+        "Queued step attempts waiting for a worker, per tenant.",
+        labels=["tenant"],
+    )
+    for tenant in sorted(depths):
+        family.add_metric([tenant], depths[tenant])
+    return family
+
+
+def for_tenant(family: Metric, tenant: str) -> Metric:
+    """A copy of `family` without the samples of other tenants (untenanted samples stay)."""
+    kept = Metric(family.name, family.documentation, family.type, family.unit)
+    kept.samples = [s for s in family.samples if s.labels.get("tenant", tenant) == tenant]
+    return kept
+
+
+class Scrape(Collector):
+    """One scrape: the given collectors' families, filtered to `tenant` when one is set."""
+
+    def __init__(
+        self, sources: Iterable[Collector], extra: Iterable[Metric], tenant: str | None
+    ) -> None:
+        self._sources = list(sources)
+        self._extra = list(extra)
+        self._tenant = tenant
+
+    def collect(self) -> Iterator[Metric]:
+        """Every family of the sources and the extras, restricted to the tenant if any."""
+        families = [f for source in self._sources for f in source.collect()] + self._extra
+        for family in families:
+            yield family if self._tenant is None else for_tenant(family, self._tenant)
+
+
+def render(sources: Iterable[Collector], extra: Iterable[Metric], tenant: str | None) -> bytes:
+    """The Prometheus text exposition of one scrape."""
+    return generate_latest(Scrape(sources, extra, tenant))

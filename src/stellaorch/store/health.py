@@ -1,0 +1,54 @@
+"""Read-only queries behind the health endpoint and the queue metrics; they never write."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, Select, case, func, select, text
+
+from stellaorch.store.schema import queue_items
+
+
+@dataclass(frozen=True)
+class QueueStats:
+    """One tenant's queue: waiting items, leased items, and when the oldest waiting one came."""
+
+    tenant: str
+    depth: int
+    in_flight: int
+    oldest_enqueued_us: int | None
+
+
+def ping(conn: Connection) -> None:
+    """Prove the store answers a query (raises through the store's error mapping if not)."""
+    conn.execute(text("SELECT 1"))
+
+
+_q = queue_items.c
+_waiting = _q.lease_id.is_(None)
+# per-tenant depth, in-flight count and oldest waiting item in one pass over the queue
+_stats = select(
+    _q.tenant,
+    func.sum(case((_waiting, 1), else_=0)),
+    func.sum(case((_waiting, 0), else_=1)),
+    func.min(case((_waiting, _q.enqueued_us), else_=None)),
+).group_by(_q.tenant)
+
+
+def _rows(conn: Connection, query: Select[Any]) -> list[QueueStats]:
+    return [
+        QueueStats(str(r[0]), int(r[1] or 0), int(r[2] or 0), None if r[3] is None else int(r[3]))
+        for r in conn.execute(query.order_by(_q.tenant))
+    ]
+
+
+def tenant_queue_stats(conn: Connection, tenant: str) -> QueueStats:
+    """The tenant's queue figures (zeros when it has nothing queued)."""
+    found = _rows(conn, _stats.where(_q.tenant == tenant))
+    return found[0] if found else QueueStats(tenant, 0, 0, None)
+
+
+def all_queue_stats(conn: Connection) -> list[QueueStats]:
+    """Maintenance query across tenants: queue figures of every tenant with queued items."""
+    return _rows(conn, _stats)

@@ -128,6 +128,16 @@ def publish(server: Server, dag_id: str = "bench") -> None:
     r.raise_for_status()
 
 
+async def drain(server: Server) -> None:
+    """Wait until the worker has finished the backlog, so phases don't measure each other."""
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}{BASE}") as client:
+        for _ in range(600):
+            health = (await client.get("/admin/health", headers=server.headers)).json()
+            if all(q["depth"] == 0 and q["inFlight"] == 0 for q in health["queues"]):
+                return
+            await asyncio.sleep(0.1)
+
+
 def _post_run(server: Server) -> Any:
     headers = dict(server.headers)
     return lambda i: request_bytes(
@@ -289,6 +299,7 @@ async def main(args: argparse.Namespace) -> int:
             publish(server)
             post_rows, run_id = await bench_post(server, 800, 3 if args.quick else 10)
             rows += post_rows
+            await drain(server)
             rows += await bench_get(server, run_id, 2 if args.quick else 5)
             rows += await bench_first_event(server, 50 if args.quick else 300)
             rows += await bench_fanout(server, args.clients, args.burst)

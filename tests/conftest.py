@@ -1,10 +1,11 @@
 """Shared fixtures: a fresh, real store per test and a harness that drives the engine.
 
-Every integration test runs once per entry of `STORES`. Only SQLite exists today; PostgreSQL
-is added by giving `PROVISIONERS` a function that creates an empty database and returns its URL
-(and `STORES` its name). Everything that differs between databases — provisioning and the
-trigger SQL used for fault injection — lives in this file, so the tests themselves stay
-dialect-free.
+Every integration test runs once per entry of `STORES`: SQLite (a file per store) and
+PostgreSQL (a schema per store in a session database, see tests/pg_cluster.py). Without a
+PostgreSQL server (STELLA_TEST_PG_URL unset and no binaries to start one) the PostgreSQL cases
+are skipped with the reason; CI sets STELLA_TEST_PG_REQUIRED so they fail instead. Everything
+that differs between databases — provisioning, outages and the trigger SQL used for fault
+injection — lives in this file, so the tests themselves stay dialect-free.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import sqlite3
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
@@ -23,6 +25,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
+import pg_cluster
 from stellaorch.domain.ledger import ChainReport
 from stellaorch.domain.spec import parse_spec
 from stellaorch.engine.app import Orchestrator
@@ -37,13 +40,70 @@ TERMINAL_RUN = frozenset({"completed", "failed", "cancelled"})
 
 
 # -- stores -------------------------------------------------------------------------------
-def _sqlite_store(directory: Path) -> str:
-    return f"sqlite:///{directory}/o.db"
+STORES = ["sqlite", "postgresql"]
+Outage = Callable[[], AbstractAsyncContextManager[None]]
 
 
-# name -> function(empty directory) -> URL of a new, empty database
-PROVISIONERS: dict[str, Callable[[Path], str]] = {"sqlite": _sqlite_store}
-STORES = ["sqlite"]  # + "postgresql" once CI provides a server
+@pytest.fixture(scope="session")
+def pg_database() -> Iterator[pg_cluster.TestDatabase]:
+    """The session's PostgreSQL test database (skips, or fails in CI, without a server)."""
+    try:
+        with pg_cluster.server() as url:
+            database = pg_cluster.TestDatabase(url)
+            try:
+                yield database
+            finally:
+                database.close()
+    except pg_cluster.Unavailable as exc:
+        if os.environ.get(pg_cluster.REQUIRED_ENV):
+            pytest.fail(f"PostgreSQL is required here: {exc}")
+        pytest.skip(f"PostgreSQL store tests skipped: {exc}")
+
+
+class Stores:
+    """Provisions fresh, empty stores of one kind for a test and drops them afterwards."""
+
+    def __init__(
+        self, kind: str, directory: Path, pg: pg_cluster.TestDatabase | None = None
+    ) -> None:
+        self.kind = kind
+        self._directory = directory
+        self._pg = pg
+        self._schemas: list[str] = []
+
+    def new_url(self) -> str:
+        """The URL of a new, empty store."""
+        if self._pg is None:
+            return f"sqlite:///{tempfile.mkdtemp(dir=self._directory)}/o.db"
+        schema, url = self._pg.new_store()
+        self._schemas.append(schema)
+        return url
+
+    def outage(self, url: str) -> AbstractAsyncContextManager[None]:
+        """A block during which the store at `url` refuses every transaction."""
+        if self._pg is None:
+            return _sqlite_outage(url)
+        return self._pg.outage()
+
+    def drop(self) -> None:
+        if self._pg is not None:
+            for schema in self._schemas:
+                self._pg.drop_store(schema)
+
+
+@asynccontextmanager
+async def _sqlite_outage(url: str) -> AsyncIterator[None]:
+    """Hold SQLite's write lock from another connection: every transaction waits out its busy
+    timeout (the engine begins every one IMMEDIATE) and fails as StoreUnavailable."""
+    path = make_url(url).database
+    conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+    try:
+        await asyncio.to_thread(conn.execute, "BEGIN IMMEDIATE")
+        yield
+        await asyncio.to_thread(conn.execute, "ROLLBACK")
+    finally:
+        conn.close()
+
 
 # Fault injection by triggers, per dialect. Each entry: (install statements, remove statements).
 _ABORT = "BEGIN SELECT RAISE(ABORT, 'blocked by test trigger'); END"
@@ -93,13 +153,18 @@ def store_kind(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def new_store_url(store_kind: str, tmp_path: Path) -> Callable[[], str]:
+def stores(store_kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Stores]:
+    """The test's store provisioner for its store kind."""
+    pg = request.getfixturevalue("pg_database") if store_kind == "postgresql" else None
+    provisioner = Stores(store_kind, tmp_path, pg)
+    yield provisioner
+    provisioner.drop()
+
+
+@pytest.fixture
+def new_store_url(stores: Stores) -> Callable[[], str]:
     """A function that provisions a new, empty store on each call and returns its URL."""
-
-    def provision() -> str:
-        return PROVISIONERS[store_kind](Path(tempfile.mkdtemp(dir=tmp_path)))
-
-    return provision
+    return stores.new_url
 
 
 # -- the harness --------------------------------------------------------------------------
@@ -112,8 +177,9 @@ class Harness:
 
     tenant = TENANT
 
-    def __init__(self, orchestrator: Orchestrator) -> None:
+    def __init__(self, orchestrator: Orchestrator, outage: Outage | None = None) -> None:
         self.orchestrator = orchestrator
+        self._outage = outage
         self.workers: list[tuple[Worker, asyncio.Task[None]]] = []
         self.check_chains = True  # tests that tamper with the ledger turn this off
 
@@ -287,21 +353,15 @@ class Harness:
         for statement in TRIGGERS[trigger][self.dialect][1]:
             await self.sql(statement)
 
-    @asynccontextmanager
-    async def store_outage(self) -> AsyncIterator[None]:
-        """Make the store refuse every transaction for the block (simulated on SQLite only)."""
-        if self.dialect != "sqlite":
-            pytest.skip("store outages are simulated on SQLite only")
-        path = make_url(self.orchestrator.env.settings.database_url).database
-        conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
-        try:
-            # The engine begins every transaction IMMEDIATE: while another connection holds
-            # the write lock, each one waits out the busy timeout and fails.
-            await asyncio.to_thread(conn.execute, "BEGIN IMMEDIATE")
-            yield
-            await asyncio.to_thread(conn.execute, "ROLLBACK")
-        finally:
-            conn.close()
+    def store_outage(self) -> AbstractAsyncContextManager[None]:
+        """Make the store refuse every transaction for the block.
+
+        SQLite: another connection holds the write lock. PostgreSQL: the database's
+        connections are cut and new ones refused, as while the server restarts.
+        """
+        if self._outage is None:
+            return _sqlite_outage(self.orchestrator.env.settings.database_url)
+        return self._outage()
 
     async def verify_every_run(self) -> list[ChainReport]:
         """Verify the ledger chain of every run in the store, of every tenant."""
@@ -324,8 +384,10 @@ test_settings.__test__ = False  # type: ignore[attr-defined]
 
 
 @asynccontextmanager
-async def _open_harness(url: str, **overrides: Any) -> AsyncIterator[Harness]:
-    harness = Harness(Orchestrator.open(test_settings(url, **overrides)))
+async def _open_harness(
+    url: str, outage: Outage | None = None, **overrides: Any
+) -> AsyncIterator[Harness]:
+    harness = Harness(Orchestrator.open(test_settings(url, **overrides)), outage)
     try:
         yield harness
         await harness.stop_workers()
@@ -342,14 +404,15 @@ OpenHarness = Callable[..., AbstractAsyncContextManager[Harness]]
 
 
 @pytest.fixture
-def open_harness(new_store_url: Callable[[], str]) -> OpenHarness:
+def open_harness(stores: Stores) -> OpenHarness:
     """`async with open_harness(url=None, **settings) as h:` — a new store unless `url` given.
 
     On a clean exit every run's ledger chain in the store must verify.
     """
 
     def open_(url: str | None = None, **overrides: Any) -> AbstractAsyncContextManager[Harness]:
-        return _open_harness(url or new_store_url(), **overrides)
+        url = url or stores.new_url()
+        return _open_harness(url, lambda: stores.outage(url), **overrides)
 
     return open_
 

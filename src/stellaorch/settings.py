@@ -35,6 +35,12 @@ class Settings(BaseSettings):
     max_log_bytes: int = Field(default=1024 * 1024, ge=1024)
     lost_attempt_limit: int = Field(default=3, ge=0, le=100)
     sqlite_busy_timeout_ms: int = Field(default=10_000, ge=0)
+    # PostgreSQL only (SQLite has one writer: one store thread, no pool)
+    database_threads: int = Field(default=4, ge=1, le=64)  # concurrent transactions
+    database_pool_size: int = Field(default=5, ge=1, le=200)
+    database_max_overflow: int = Field(default=5, ge=0, le=200)
+    database_statement_timeout_ms: int = Field(default=30_000, ge=0)  # 0: no limit
+    database_connect_timeout_seconds: int = Field(default=5, ge=1, le=300)
 
     # API, auth and tenancy
     api_host: str = "127.0.0.1"

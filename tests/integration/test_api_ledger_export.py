@@ -313,14 +313,14 @@ async def test_a_large_export_is_read_in_chunks_and_never_held_whole(
     db = api.harness.orchestrator.env.db
     window = ExportWindow("acme", T0, T0 + 86_400 * SECOND)
     reads: list[int] = []
-    transact = db.transact
+    read = db.read  # each chunk is one read-only transaction (one snapshot)
 
     async def counting(work: Callable[..., Any]) -> Any:
-        found = await transact(work)
+        found = await read(work)
         reads.append(len(getattr(found, "runs", ())))
         return found
 
-    monkeypatch.setattr(db, "transact", counting)
+    monkeypatch.setattr(db, "read", counting)
     size = sum([len(line) async for line in export_lines(db, window)])
     assert reads == [200] * 10 + [0]
 

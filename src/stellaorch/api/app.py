@@ -2,17 +2,30 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
-from fastapi import APIRouter, FastAPI
+from fastapi import FastAPI
 
 from stellaorch import __version__
 from stellaorch.api import errors
 from stellaorch.api.auth import Authenticator
 from stellaorch.api.middleware import BodyLimitMiddleware, TraceMiddleware
-from stellaorch.api.routers import admin, dags, ledger, runs, stream
+from stellaorch.api.routers import (
+    admin,
+    audit,
+    dags,
+    deadletter,
+    ledger,
+    queues,
+    rollback,
+    runs,
+    schedules,
+    stream,
+)
 from stellaorch.engine.app import Orchestrator
 from stellaorch.engine.stream import StreamHub
 from stellaorch.observability.http import HttpMetricsMiddleware
@@ -41,6 +54,13 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     await app.state.stream_hub.close()
 
 
+def _no_builtin_telemetry() -> dict[str, Any]:
+    """Turn off FastAPI's own per-request OpenTelemetry probing where the version has it."""
+    if "telemetry" in inspect.signature(FastAPI).parameters:
+        return {"telemetry": {"tracing": False, "metrics": False, "logs": False}}
+    return {}
+
+
 def create_app(orch: Orchestrator, auth: Authenticator | None = None) -> FastAPI:
     """Build the app around an open Orchestrator."""
     app = FastAPI(
@@ -50,6 +70,7 @@ def create_app(orch: Orchestrator, auth: Authenticator | None = None) -> FastAPI
         docs_url=None,
         redoc_url=None,
         lifespan=_lifespan,
+        **_no_builtin_telemetry(),
     )
     app.state.orchestrator = orch
     app.state.auth = auth or authenticator_for(orch)
@@ -57,10 +78,20 @@ def create_app(orch: Orchestrator, auth: Authenticator | None = None) -> FastAPI
     errors.install(app)
     app.state.metrics = metrics = OrchestratorMetrics()
     orch.env.bus.subscribe(metrics.observe)
-    api = APIRouter(prefix=BASE)
-    for module in (dags, stream, runs, admin, ledger):
-        api.include_router(module.router)
-    app.include_router(api)
+    # Routers go straight onto the app: each level of nesting costs every request a walk.
+    for module in (
+        dags,
+        stream,
+        runs,
+        admin,
+        ledger,
+        schedules,
+        queues,
+        deadletter,
+        audit,
+        rollback,
+    ):
+        app.include_router(module.router, prefix=BASE)
     app.include_router(admin.root_router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=orch.env.settings.max_body_bytes)
     app.add_middleware(TraceMiddleware)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -81,10 +81,10 @@ class Authenticator:
         return Caller(principal, chosen)
 
 
-def require(scope: str, *, operator_reason: bool = False) -> Callable[..., Caller]:
+def require(scope: str, *, operator_reason: bool = False) -> Callable[..., Awaitable[Caller]]:
     """A route dependency: the caller must hold `scope` for the requested tenant."""
 
-    def dependency(
+    async def dependency(
         request: Request,
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
         x_stella_tenant: Annotated[str | None, Header()] = None,

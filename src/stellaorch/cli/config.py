@@ -14,15 +14,28 @@ _FLAGS = {
     "database_url": "--db",
     "default_tenant": "--tenant",
     "worker_concurrency": "--concurrency",
+    "api_host": "--host",
+    "api_port": "--port",
+    "keys_dir": "--dir",
+    "insecure_dev": "--insecure-dev",
+}
+# Flag name (as the commands call their parameters) -> setting it overrides.
+_SETTING_OF = {
+    "db": "database_url",
+    "tenant": "default_tenant",
+    "concurrency": "worker_concurrency",
+    "host": "api_host",
+    "port": "api_port",
+    "keys_dir": "keys_dir",
+    "insecure_dev": "insecure_dev",
 }
 
 
-def build_settings(
-    *, db: str | None = None, tenant: str | None = None, concurrency: int | None = None
-) -> Settings:
-    """Settings with the given flags applied; a rejected value is a SettingsInvalid."""
-    given = {"database_url": db, "default_tenant": tenant, "worker_concurrency": concurrency}
-    overrides: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
+def build_settings(**flags: Any) -> Settings:
+    """Settings with the flags applied (None keeps the configured value); rejects raise."""
+    overrides: dict[str, Any] = {
+        _SETTING_OF[name]: value for name, value in flags.items() if value is not None
+    }
     try:
         return Settings(**overrides)
     except PydanticValidationError as exc:

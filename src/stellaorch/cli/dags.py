@@ -1,11 +1,19 @@
-"""`stella orch dag …` on local files: check a spec the way publishing would."""
+"""`stella orch dag …`: check a spec file locally; list, show, publish, disable over the API."""
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
+from stellaorch.cli.client import ApiClient
+from stellaorch.cli.errors import UsageInvalid
+from stellaorch.cli.listing import Paging, print_pages
 from stellaorch.cli.output import print_json, say
+from stellaorch.cli.render import Printer
+from stellaorch.domain.errors import ValidationError
 from stellaorch.domain.spec import compile_dag, load_spec_file
 
 
@@ -33,3 +41,88 @@ async def validate(path: Path, *, as_json: bool) -> None:
     say(f"version:  {summary['version']}")
     say(f"specHash: {summary['specHash']}")
     say(f"order:    {' -> '.join(summary['order'])}")
+
+
+# --- over the API -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class OperatorNote:
+    """Why an admin change is made (recorded in the audit log), and its ticket."""
+
+    reason: str
+    ticket: str | None = None
+
+    def headers(self) -> dict[str, str]:
+        """X-Stella-Operator-Reason and -Ticket; header values must be printable ASCII."""
+        headers = {"X-Stella-Operator-Reason": _header_text(self.reason, "--reason")}
+        if self.ticket:
+            headers["X-Stella-Operator-Ticket"] = _header_text(self.ticket, "--ticket")
+        return headers
+
+
+def _header_text(value: str, flag: str) -> str:
+    """The value, if it can travel in an HTTP header unchanged."""
+    text = value.strip()
+    if not text or not text.isascii() or not text.isprintable():
+        raise UsageInvalid(f"{flag} must be non-empty printable ASCII (it is sent as a header)")
+    return text
+
+
+def version_path(dag_id: str, version: str, suffix: str = "") -> str:
+    """`/dags/<id>/<version><suffix>`, both escaped."""
+    return f"/dags/{quote(dag_id, safe='')}/{quote(version, safe='')}{suffix}"
+
+
+async def list_dags(
+    client: ApiClient, printer: Printer, dag_id: str | None, active: bool | None, paging: Paging
+) -> None:
+    """DAG versions by dagId, newest version first."""
+    params = {"dagId": dag_id, "active": None if active is None else str(active).lower()}
+    await print_pages(client, printer, "dag", "/dags", params, paging)
+
+
+async def show_dag(client: ApiClient, printer: Printer, dag_id: str, version: str) -> None:
+    """One version (its spec is in the JSON output)."""
+    printer.one("dag", await client.get(version_path(dag_id, version)))
+
+
+def publish_body(spec_file: Path, signature_file: Path | None) -> dict[str, Any]:
+    """The spec as checked locally (invalid specs never leave the machine), plus signature."""
+    body = compile_dag(load_spec_file(spec_file)).spec.to_document()
+    if signature_file is not None:
+        body["signature"] = _read_envelope(signature_file)
+    return body
+
+
+def _read_envelope(path: Path) -> dict[str, Any]:
+    """A DSSE envelope: a JSON object with payloadType, payload and signatures."""
+    try:
+        envelope = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ValidationError(f"cannot read signature file {path}: {exc.strerror}") from None
+    except ValueError as exc:
+        raise ValidationError(f"signature file {path} is not JSON: {exc}") from None
+    if not isinstance(envelope, dict) or "signatures" not in envelope:
+        raise ValidationError(f"signature file {path} is not a DSSE envelope")
+    return envelope
+
+
+async def publish(
+    client: ApiClient, printer: Printer, body: dict[str, Any], note: OperatorNote
+) -> None:
+    """Publish a version (the same content again returns it unchanged)."""
+    printer.one("dag", await client.post("/dags", body, note.headers()))
+
+
+async def set_enabled(
+    client: ApiClient,
+    printer: Printer,
+    dag_id: str,
+    version: str,
+    *,
+    enabled: bool,
+    note: OperatorNote,
+) -> None:
+    """Enable or disable a version; disabled versions take no new runs."""
+    action = ":enable" if enabled else ":disable"
+    path = version_path(dag_id, version, action)
+    printer.one("dag", await client.post(path, None, note.headers()))

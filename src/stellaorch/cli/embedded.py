@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Coroutine
+import contextlib
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 
-from stellaorch.cli.errors import SettingsInvalid, WorkerCrashed
-from stellaorch.domain.errors import StoreUnavailable
+from stellaorch.cli.errors import SettingsInvalid, WorkerCrashed, WorkerStopTimeout
+from stellaorch.domain.errors import StellaError, StoreUnavailable
 from stellaorch.engine.app import Orchestrator
-from stellaorch.engine.worker import Worker
 from stellaorch.settings import Settings
 
 T = TypeVar("T")
+# Stopping cancels in-flight attempts at once; script steps get 2 s to exit before SIGKILL.
+STOP_GRACE_SECONDS = 15.0
 
 
 def display_url(url: str) -> str:
@@ -48,41 +50,66 @@ async def opened(settings: Settings) -> AsyncIterator[Orchestrator]:
         await orchestrator.close()
 
 
-class WorkerHandle:
-    """A worker running as a task the CLI can watch.
+async def watch_task(
+    task: asyncio.Task[None], work: Coroutine[Any, Any, T], crash: Callable[[], StellaError]
+) -> T:
+    """Await `work`, unless `task` (which should run forever) ends first: then raise `crash()`."""
+    job = asyncio.create_task(work)
+    try:
+        await asyncio.wait({job, task}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not job.done():
+            job.cancel()  # the task is gone, or we are being cancelled ourselves
+    if job.done() and not job.cancelled():
+        return job.result()
+    raise crash()
 
-    The facade's `start_worker` keeps its task private, but `serve` and `local run` must
-    notice a crash while they wait, so the CLI runs the engine's Worker itself.
-    """
+
+def ended_because(task: asyncio.Task[None]) -> str:
+    """Why a background task ended, for an error message."""
+    exc = None if task.cancelled() else task.exception()
+    return f"{type(exc).__name__}: {exc}" if exc is not None else "it exited early"
+
+
+class WorkerHandle:
+    """The orchestrator's in-process worker, watched so `serve` and `local run` see a crash."""
 
     def __init__(self, orchestrator: Orchestrator) -> None:
-        self.worker = Worker(orchestrator.env, orchestrator.plugins)
-        self.task: asyncio.Task[None] = asyncio.create_task(self.worker.run())
+        self.worker = orchestrator.start_worker()
+        task = orchestrator.worker_task
+        assert task is not None
+        self.task: asyncio.Task[None] = task
         self._crash_reported = False
 
     async def watch(self, work: Coroutine[Any, Any, T]) -> T:
         """Await `work`, unless the worker stops first: then raise WorkerCrashed."""
-        job = asyncio.create_task(work)
-        try:
-            await asyncio.wait({job, self.task}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            if not job.done():
-                job.cancel()  # the worker is gone, or we are being cancelled ourselves
-        if job.done() and not job.cancelled():
-            return job.result()
-        self._crash_reported = True
-        raise self._crash()
+        return await watch_task(self.task, work, self._reported_crash)
 
     async def stop(self) -> None:
         """Stop taking work, settle in-flight attempts; raise WorkerCrashed for a new crash."""
         self.worker.stop()
         try:
-            await self.task
+            # Bounded: a stop that never finishes would turn SIGTERM into SIGKILL later on.
+            await asyncio.wait_for(asyncio.shield(self.task), STOP_GRACE_SECONDS)
+        except TimeoutError:
+            await self._abandon()
         except Exception as exc:
             if not self._crash_reported:
                 raise self._crash() from exc
 
+    async def _abandon(self) -> None:
+        """Cancel a worker that did not stop in time; its leases expire and are retried."""
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await self.task
+        raise WorkerStopTimeout(
+            f"the worker did not stop within {STOP_GRACE_SECONDS:g}s; the attempts it held "
+            "are retried once their leases expire"
+        )
+
+    def _reported_crash(self) -> WorkerCrashed:
+        self._crash_reported = True
+        return self._crash()
+
     def _crash(self) -> WorkerCrashed:
-        exc = None if self.task.cancelled() else self.task.exception()
-        reason = f"{type(exc).__name__}: {exc}" if exc is not None else "it exited early"
-        return WorkerCrashed(f"the worker stopped unexpectedly: {reason}")
+        return WorkerCrashed(f"the worker stopped unexpectedly: {ended_because(self.task)}")

@@ -68,14 +68,58 @@ class LedgerBroken(StellaError):
     code = "LEDGER_BROKEN"
 
 
+class SchedulerCrashed(StellaError):
+    """The in-process scheduler stopped on its own."""
+
+    code = "SCHEDULER_CRASHED"
+
+
 class WorkerCrashed(StellaError):
     """The in-process worker stopped on an unexpected error."""
 
     code = "WORKER_CRASHED"
 
 
-# By code first: the HTTP client (a later face) only knows an error envelope's code, and
-# these errors have no class in this process yet.
+class WorkerStopTimeout(WorkerCrashed):
+    """The worker did not finish stopping in time and was abandoned."""
+
+    code = "WORKER_STOP_TIMEOUT"
+
+
+class ServiceFailed(StellaError):
+    """A part of a service process (the API server, the scheduler) could not start or died."""
+
+    code = "SERVICE_FAILED"
+
+
+class RemoteError(StellaError):
+    """An error the API answered with: its envelope's code, message and trace id."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        trace_id: str | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message, details=details)
+        self.status = status
+        self.code = code
+        self.trace_id = trace_id or None
+        self.retryable = _BY_STATUS.get(status) is ExitCode.TRANSIENT
+
+
+class ApiUnreachable(StellaError):
+    """No answer from the API: connection refused or reset, a timeout, a closed stream."""
+
+    code = "API_UNREACHABLE"
+    retryable = True
+
+
+# By code first: an envelope's code is more precise than its HTTP status (a 409 that is a
+# rejected cancel is 6, other conflicts are 1), and some codes have no class in this process.
 _BY_CODE: Mapping[str, ExitCode] = {
     "UNAUTHENTICATED": ExitCode.AUTH,
     "TOKEN_INVALID": ExitCode.AUTH,
@@ -84,6 +128,22 @@ _BY_CODE: Mapping[str, ExitCode] = {
     "SCOPE_REQUIRED": ExitCode.AUTH,
     "OFFLINE_VIOLATION": ExitCode.OFFLINE,
     "CANCEL_REJECTED": ExitCode.CANCEL_REJECTED,
+}
+# Then an API error by HTTP status. Conflicts (409: RUN_TOKEN_CONFLICT, DAG_VERSION_CONFLICT,
+# DAG_VERSION_DISABLED, IDEMPOTENCY_KEY_REUSED) stay 1, as in the local face: the request is
+# well-formed, repeating it unchanged cannot help, and the code on stderr tells them apart.
+_BY_STATUS: Mapping[int, ExitCode] = {
+    400: ExitCode.USAGE,
+    413: ExitCode.USAGE,
+    422: ExitCode.USAGE,
+    401: ExitCode.AUTH,
+    403: ExitCode.AUTH,
+    404: ExitCode.NOT_FOUND,
+    408: ExitCode.TRANSIENT,
+    429: ExitCode.TRANSIENT,
+    502: ExitCode.TRANSIENT,
+    503: ExitCode.TRANSIENT,
+    504: ExitCode.TRANSIENT,
 }
 # Then by class, most specific first; anything else is a plain error (1).
 _BY_CLASS: tuple[tuple[type[StellaError], ExitCode], ...] = (
@@ -102,6 +162,8 @@ def exit_code_for(exc: BaseException) -> ExitCode:
         return ExitCode.ERROR
     if exc.code in _BY_CODE:
         return _BY_CODE[exc.code]
+    if isinstance(exc, RemoteError):
+        return _BY_STATUS.get(exc.status, ExitCode.ERROR)
     for cls, code in _BY_CLASS:
         if isinstance(exc, cls):
             return code
@@ -125,17 +187,32 @@ def error_lines(exc: BaseException) -> list[str]:
 
 
 def report(exc: BaseException, *, verbose: bool) -> None:
-    """Print the error for a human on stderr; the traceback only when asked for."""
-    if verbose:
+    """Print the error for a human on stderr; traceback or trace id only when asked for."""
+    lines = error_lines(exc)
+    if verbose and isinstance(exc, RemoteError):
+        # The server's side of the story is in its log under this trace id; our own traceback
+        # would only show the HTTP client.
+        lines[0] += f" (traceId {exc.trace_id or 'unknown'})"
+    elif verbose:
         traceback.print_exception(exc, file=sys.stderr)
-    for line in error_lines(exc):
+    for line in lines:
         print(line, file=sys.stderr, flush=True)
+
+
+def _run(work: Coroutine[Any, Any, None]) -> None:
+    """Run on uvloop when it is installed (several times cheaper per request and event)."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(work)
+        return
+    uvloop.run(work)
 
 
 def run_command(work: Coroutine[Any, Any, None], *, verbose: bool) -> NoReturn:
     """Run a command's coroutine and exit with the code its outcome maps to."""
     try:
-        asyncio.run(work)
+        _run(work)
     except (Exception, KeyboardInterrupt) as exc:
         report(exc, verbose=verbose)
         raise typer.Exit(int(exit_code_for(exc))) from None

@@ -5,13 +5,30 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from enum import StrEnum
 
 from pydantic.alias_generators import to_camel
 
 from stellaorch.domain.providers import format_utc
 
+
+class LogLevel(StrEnum):
+    """Lowest level of log records a service command writes."""
+
+    DEBUG = "debug"
+    INFO = "info"
+    WARNING = "warning"
+    ERROR = "error"
+
+
 # Attributes every LogRecord has; anything else on a record came from `extra=`.
-_STANDARD = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
+# uvicorn adds `color_message` (the message with ANSI colours) for its own console formatter.
+_STANDARD = frozenset(vars(logging.makeLogRecord({}))) | {
+    "message",
+    "asctime",
+    "taskName",
+    "color_message",
+}
 
 
 class JsonLineFormatter(logging.Formatter):

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import json
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 from stellaorch.cli.embedded import WorkerHandle, display_url, opened
-from stellaorch.cli.errors import CancelRejected, LedgerBroken, RunUnsuccessful
+from stellaorch.cli.errors import CancelRejected, LedgerBroken
+from stellaorch.cli.follow import require_completed
+from stellaorch.cli.inputs import read_inputs
 from stellaorch.cli.output import print_json, say, stderr_is_terminal
 from stellaorch.cli.progress import RunProgress
-from stellaorch.domain.errors import InputsInvalid
 from stellaorch.domain.ledger import ChainReport
-from stellaorch.domain.status import RunStatus
 from stellaorch.engine.app import Orchestrator
 from stellaorch.engine.execution import RunRequest
 from stellaorch.settings import Settings
@@ -31,27 +30,6 @@ class LocalRun:
     dags_dir: Path | None = None
 
 
-def read_inputs(path: Path) -> dict[str, Any]:
-    """The JSON object in `path`; anything else is InputsInvalid naming the file."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise InputsInvalid(f"cannot read inputs file {path}: {exc.strerror}") from None
-    try:
-        document = json.loads(text, parse_constant=_reject_constant)
-    except ValueError as exc:
-        raise InputsInvalid(f"inputs file {path} is not valid JSON: {exc}") from None
-    if not isinstance(document, dict):
-        kind = type(document).__name__
-        raise InputsInvalid(f"inputs file {path} must hold a JSON object, not a {kind}")
-    return document
-
-
-def _reject_constant(name: str) -> NoReturn:
-    """NaN and Infinity are not JSON, though Python's parser accepts them."""
-    raise ValueError(f"{name} is not a JSON value")
-
-
 async def run_locally(settings: Settings, job: LocalRun) -> None:
     """Start a run, work it to the end in this process, print it; fail unless it completed."""
     inputs = read_inputs(job.inputs_file) if job.inputs_file else {}
@@ -62,7 +40,7 @@ async def run_locally(settings: Settings, job: LocalRun) -> None:
             await orchestrator.load_dags(job.dags_dir)
         view = await _run_to_end(orchestrator, request)
     print_json(view)
-    _require_completed(view)
+    require_completed(view)
 
 
 async def _run_to_end(orchestrator: Orchestrator, request: RunRequest) -> dict[str, Any]:
@@ -80,16 +58,6 @@ async def _run_to_end(orchestrator: Orchestrator, request: RunRequest) -> dict[s
         finally:
             await worker.stop()
     return await orchestrator.runs.get(request.tenant, run_id)
-
-
-def _require_completed(view: dict[str, Any]) -> None:
-    """Raise RunUnsuccessful, naming the failing step's error, unless the run completed."""
-    status = str(view["status"])
-    if status == RunStatus.COMPLETED.value:
-        return
-    error = view.get("error") or {}
-    cause = f": step {error.get('stepId')}: {error.get('code')}: {error.get('message')}"
-    raise RunUnsuccessful(status, f"run {view['runId']} {status}" + (cause if error else ""))
 
 
 async def cancel_run(settings: Settings, run_id: str, reason: str | None) -> None:

@@ -1,126 +1,115 @@
-"""The `stella` command line: `stella orch …` service and local commands (Typer)."""
+"""The `stella` command line: `stella orch …` service, client and local commands (Typer).
+
+Service, key and local commands import the engine, uvicorn and the crypto stack inside their
+functions: client commands never need them and start in a third of the time without them.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from enum import StrEnum
+import gc
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
 
-from stellaorch.cli import dags, local
-from stellaorch.cli.config import build_settings
-from stellaorch.cli.errors import run_command
-from stellaorch.cli.jsonlog import configure_logging
-from stellaorch.cli.serve import ServeOptions, serve
-from stellaorch.settings import Settings
+from stellaorch.cli.common import (
+    Concurrency,
+    DagsDir,
+    Db,
+    RunId,
+    Tenant,
+    Verbose,
+    group,
+    remember_verbose,
+    run_local,
+)
+from stellaorch.cli.dag_commands import dag_app
+from stellaorch.cli.jsonlog import LogLevel, configure_logging
+from stellaorch.cli.ledger_commands import ledger_app
+from stellaorch.cli.ops_commands import audit_app, deadletter_app, quota_app
+from stellaorch.cli.queue_commands import queue_app
+from stellaorch.cli.run_commands import run_app
+from stellaorch.cli.schedule_commands import schedule_app
 
-
-def _group(help_text: str) -> typer.Typer:
-    """A command group; errors are reported by `run_command`, never as Rich tracebacks."""
-    return typer.Typer(help=help_text, no_args_is_help=True, pretty_exceptions_enable=False)
-
-
-app = _group("Stella command line.")
-orch = _group("Stella Orchestrator: DAG runs with a hash-chained ledger.")
-local_app = _group("Run and inspect runs in this process (embedded engine).")
-dag_app = _group("Work with DAG spec files.")
-db_app = _group("Manage the store's schema.")
+app = group("Stella command line.")
+orch = group("Stella Orchestrator: DAG runs with a hash-chained ledger.")
+local_app = group("Run and inspect runs in this process (embedded engine).")
+db_app = group("Manage the store's schema.")
+keys_app = group("Local signing keys for development and air-gapped tokens.")
+token_app = group("Bearer tokens signed with a local key.")
 app.add_typer(orch, name="orch")
-orch.add_typer(local_app, name="local")
-orch.add_typer(dag_app, name="dag")
-orch.add_typer(db_app, name="db")
+for name, sub in (
+    ("run", run_app),
+    ("dag", dag_app),
+    ("ledger", ledger_app),
+    ("schedule", schedule_app),
+    ("queue", queue_app),
+    ("quota", quota_app),
+    ("deadletter", deadletter_app),
+    ("audit", audit_app),
+    ("local", local_app),
+    ("db", db_app),
+    ("keys", keys_app),
+    ("token", token_app),
+):
+    orch.add_typer(sub, name=name)
 
-
-@dataclass
-class CliState:
-    """Options of the command groups that every command below them honours."""
-
-    verbose: bool = False
-
-
-class LogLevel(StrEnum):
-    """Lowest level of log records `serve` writes."""
-
-    DEBUG = "debug"
-    INFO = "info"
-    WARNING = "warning"
-    ERROR = "error"
-
-
-class OutputFormat(StrEnum):
-    """How `dag validate` prints its result."""
-
-    TEXT = "text"
-    JSON = "json"
-
-
-Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebacks for errors.")]
-Tenant = Annotated[
+Host = Annotated[
     str | None,
-    typer.Option(help="Tenant to act for (default: STELLA_ORCH_DEFAULT_TENANT or 'default')."),
+    typer.Option(help="API listen address (default: STELLA_ORCH_API_HOST or 127.0.0.1)."),
 ]
-Db = Annotated[
-    str | None,
-    typer.Option(
-        "--db",
-        help="Database URL (default: STELLA_ORCH_DATABASE_URL or sqlite:///.stella/orchestrator.db).",
-    ),
+Port = Annotated[int | None, typer.Option(help="API port (default: STELLA_ORCH_API_PORT or 8440).")]
+InsecureDev = Annotated[
+    bool,
+    typer.Option("--insecure-dev", help="Check no tokens (development only; warns loudly)."),
 ]
-Concurrency = Annotated[
-    int | None,
-    typer.Option(min=1, help="Worker concurrency (default: STELLA_ORCH_WORKER_CONCURRENCY or 64)."),
-]
-DagsDir = Annotated[
+LogLevelOption = Annotated[LogLevel, typer.Option(help="Lowest log level written to stderr.")]
+KeysDir = Annotated[
     Path | None,
-    typer.Option(
-        "--dags",
-        exists=True,
-        file_okay=False,
-        help="Publish every spec file directly inside this directory first.",
-    ),
+    typer.Option("--dir", help="Key directory (default: STELLA_ORCH_KEYS_DIR or .stella/keys)."),
 ]
-RunId = Annotated[str, typer.Option("--run-id", help="The run's id.")]
-
-
-def _remember_verbose(ctx: typer.Context, verbose: bool) -> None:
-    """Keep -v from any group level; child contexts share the parent's object."""
-    if ctx.obj is None:
-        ctx.obj = CliState()
-    ctx.obj.verbose = ctx.obj.verbose or verbose
-
-
-def _verbose(ctx: typer.Context) -> bool:
-    return isinstance(ctx.obj, CliState) and ctx.obj.verbose
-
-
-def _run(
-    ctx: typer.Context,
-    command: Callable[[Settings], Awaitable[None]],
-    db: str | None = None,
-    tenant: str | None = None,
-    concurrency: int | None = None,
-) -> NoReturn:
-    """Build the settings and run the command; every error leaves through `run_command`."""
-
-    async def work() -> None:
-        await command(build_settings(db=db, tenant=tenant, concurrency=concurrency))
-
-    run_command(work(), verbose=_verbose(ctx))
 
 
 @app.callback()
 def stella(ctx: typer.Context, verbose: Verbose = False) -> None:
     """Stella command line."""
-    _remember_verbose(ctx, verbose)
+    remember_verbose(ctx, verbose)
 
 
 @orch.callback()
 def orch_group(ctx: typer.Context, verbose: Verbose = False) -> None:
     """Stella Orchestrator: DAG runs with a hash-chained ledger."""
-    _remember_verbose(ctx, verbose)
+    remember_verbose(ctx, verbose)
+
+
+# --- service commands ------------------------------------------------------------------------
+def tune_gc_for_service() -> None:
+    """Collect garbage less often in long-running services.
+
+    Startup objects (modules, the app) are frozen out of collection, and the young generation
+    is allowed to grow: per-request garbage is short-lived, and frequent full collections
+    showed up as latency spikes under load.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
+
+
+def _service(
+    ctx: typer.Context,
+    role: str,
+    log_level: LogLevel,
+    flags: dict[str, Any],
+    dags_dir: Path | None = None,
+    run_samples: bool = False,
+) -> NoReturn:
+    """Run one of the service roles with JSON logs on stderr."""
+    from stellaorch.cli.serve import Role, ServeOptions, serve
+
+    configure_logging(log_level.value)
+    tune_gc_for_service()
+    options = ServeOptions(dags_dir, run_samples, Role(role))
+    run_local(ctx, lambda settings: serve(settings, options), **flags)
 
 
 @orch.command("serve")
@@ -130,6 +119,9 @@ def serve_command(
     tenant: Tenant = None,
     db: Db = None,
     concurrency: Concurrency = None,
+    host: Host = None,
+    port: Port = None,
+    insecure_dev: InsecureDev = False,
     run_samples: Annotated[
         bool,
         typer.Option(
@@ -137,16 +129,84 @@ def serve_command(
             help="Start one run of each loaded DAG, inputs from DAGS/inputs/<dagId>.json.",
         ),
     ] = False,
-    log_level: Annotated[
-        LogLevel, typer.Option(help="Lowest log level written to stderr.")
-    ] = LogLevel.INFO,
+    log_level: LogLevelOption = LogLevel.INFO,
 ) -> None:
-    """Run the orchestrator (worker; scheduler later) on the store until SIGINT/SIGTERM."""
-    configure_logging(log_level.value)
-    options = ServeOptions(dags_dir, run_samples)
-    _run(ctx, lambda settings: serve(settings, options), db, tenant, concurrency)
+    """Run the API, a worker and the scheduler in one process until SIGINT/SIGTERM."""
+    flags = {"db": db, "tenant": tenant, "concurrency": concurrency, "host": host, "port": port}
+    flags["insecure_dev"] = insecure_dev or None  # absent flag: keep STELLA_ORCH_INSECURE_DEV
+    _service(ctx, "serve", log_level, flags, dags_dir, run_samples)
 
 
+@orch.command("api")
+def api_command(
+    ctx: typer.Context,
+    db: Db = None,
+    host: Host = None,
+    port: Port = None,
+    insecure_dev: InsecureDev = False,
+    log_level: LogLevelOption = LogLevel.INFO,
+) -> None:
+    """Serve the HTTP API only (runs are executed by `stella orch worker` on the same store)."""
+    flags = {"db": db, "host": host, "port": port, "insecure_dev": insecure_dev or None}
+    _service(ctx, "api", log_level, flags)
+
+
+@orch.command("worker")
+def worker_command(
+    ctx: typer.Context,
+    db: Db = None,
+    concurrency: Concurrency = None,
+    log_level: LogLevelOption = LogLevel.INFO,
+) -> None:
+    """Execute queued steps from the store until SIGINT/SIGTERM (no API)."""
+    _service(ctx, "worker", log_level, {"db": db, "concurrency": concurrency})
+
+
+@orch.command("scheduler")
+def scheduler_command(
+    ctx: typer.Context, db: Db = None, log_level: LogLevelOption = LogLevel.INFO
+) -> None:
+    """Run the scheduler (a placeholder that waits: schedules arrive in a later release)."""
+    _service(ctx, "scheduler", log_level, {"db": db})
+
+
+# --- keys and tokens -----------------------------------------------------------------------------
+@keys_app.command("generate")
+def keys_generate(ctx: typer.Context, keys_dir: KeysDir = None) -> None:
+    """Create an Ed25519 signing key, add it to the directory's JWKS, print its kid."""
+    from stellaorch.cli import credentials
+
+    run_local(ctx, credentials.generate, keys_dir=keys_dir)
+
+
+@token_app.command("issue")
+def token_issue(
+    ctx: typer.Context,
+    tenant: Annotated[
+        list[str],
+        typer.Option("--tenant", help="Tenant the token may act for (repeatable; * = all)."),
+    ],
+    scope: Annotated[
+        list[str],
+        typer.Option(
+            "--scope",
+            help="orchestrator:read, :write or :admin (repeatable; admin implies write and read).",
+        ),
+    ],
+    subject: Annotated[
+        str | None, typer.Option(help="The token's subject (default: the local user name).")
+    ] = None,
+    ttl: Annotated[str, typer.Option(help="Lifetime: seconds, or 90s, 30m, 12h, 7d.")] = "1h",
+    keys_dir: KeysDir = None,
+) -> None:
+    """Sign a token with the newest local key; prints only the token."""
+    from stellaorch.cli import credentials
+
+    grant = credentials.TokenGrant(tenant, scope, subject, ttl)
+    run_local(ctx, lambda s: credentials.issue(s, grant), keys_dir=keys_dir)
+
+
+# --- local (embedded) commands -------------------------------------------------------------------
 @local_app.command("run")
 def local_run(
     ctx: typer.Context,
@@ -166,8 +226,11 @@ def local_run(
     concurrency: Concurrency = None,
 ) -> None:
     """Start a run, work it here until it ends, print it as JSON (exit 1 unless completed)."""
+    from stellaorch.cli import local
+
     job = local.LocalRun(dag_id, inputs, version, run_token, dags_dir)
-    _run(ctx, lambda settings: local.run_locally(settings, job), db, tenant, concurrency)
+    flags = {"db": db, "tenant": tenant, "concurrency": concurrency}
+    run_local(ctx, lambda s: local.run_locally(s, job), **flags)
 
 
 @local_app.command("cancel")
@@ -179,36 +242,33 @@ def local_cancel(
     db: Db = None,
 ) -> None:
     """Cancel a run (exit 6 if it had already ended)."""
-    _run(ctx, lambda settings: local.cancel_run(settings, run_id, reason), db, tenant)
+    from stellaorch.cli import local
+
+    run_local(ctx, lambda s: local.cancel_run(s, run_id, reason), db=db, tenant=tenant)
 
 
 @local_app.command("show")
 def local_show(ctx: typer.Context, run_id: RunId, tenant: Tenant = None, db: Db = None) -> None:
     """Print a run with its steps and attempts as JSON."""
-    _run(ctx, lambda settings: local.show_run(settings, run_id), db, tenant)
+    from stellaorch.cli import local
+
+    run_local(ctx, lambda s: local.show_run(s, run_id), db=db, tenant=tenant)
 
 
 @local_app.command("verify")
 def local_verify(ctx: typer.Context, run_id: RunId, tenant: Tenant = None, db: Db = None) -> None:
     """Verify a run's ledger hash chain and print the report (exit 1 if broken)."""
-    _run(ctx, lambda settings: local.verify_run(settings, run_id), db, tenant)
+    from stellaorch.cli import local
 
-
-@dag_app.command("validate")
-def dag_validate(
-    ctx: typer.Context,
-    file: Annotated[Path, typer.Argument(help="A DAG spec file (.yaml, .yml or .json).")],
-    output: Annotated[OutputFormat, typer.Option(help="Output format.")] = OutputFormat.TEXT,
-) -> None:
-    """Check a spec file; print dagId, version, specHash and order (exit 2 if invalid)."""
-    work = dags.validate(file, as_json=output is OutputFormat.JSON)
-    run_command(work, verbose=_verbose(ctx))
+    run_local(ctx, lambda s: local.verify_run(s, run_id), db=db, tenant=tenant)
 
 
 @db_app.command("upgrade")
 def db_upgrade(ctx: typer.Context, db: Db = None) -> None:
     """Create the store's schema or upgrade it to the latest migration."""
-    _run(ctx, local.upgrade_database, db)
+    from stellaorch.cli import local
+
+    run_local(ctx, local.upgrade_database, db=db)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Mapping
 from types import TracebackType
+from typing import Any
 
 from rich.console import Console
 from rich.progress import (
@@ -23,18 +25,23 @@ from stellaorch.engine.events import EventBus
 _FINISHED = frozenset(s.value for s in TERMINAL_STEP)
 
 
+def _bar() -> Progress:
+    """Spinner, description, bar, `finished/total` and elapsed time, drawn on stderr."""
+    return Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+    )
+
+
 class RunProgress:
     """Draws on stderr; listens to the bus from before the run exists so nothing is missed."""
 
     def __init__(self, bus: EventBus) -> None:
-        self._progress = Progress(
-            SpinnerColumn(),
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=Console(stderr=True),
-        )
+        self._progress = _bar()
         # Entries of every run are kept until `track` says which run is ours: the entries of
         # the creating transaction (steps skipped at once) arrive before its run id is known.
         self._finished: defaultdict[str, set[str]] = defaultdict(set)
@@ -80,3 +87,47 @@ def _describe(entry: LedgerEntry) -> str:
     subject = entry.step_id or "run"
     attempt = f" (attempt {entry.attempt})" if entry.attempt and entry.attempt > 1 else ""
     return f"{subject} {event}{attempt}"
+
+
+class RemoteRunProgress:
+    """The same display for a run watched over the API: fed by run views and stream events."""
+
+    def __init__(self, dag_id: str) -> None:
+        self._progress = _bar()
+        self._label = dag_id
+        self._steps: dict[str, str] = {}
+        self._task = self._progress.add_task(dag_id, total=None)
+
+    def __enter__(self) -> RemoteRunProgress:
+        self._progress.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._progress.stop()
+
+    def show(self, view: Mapping[str, Any]) -> None:
+        """Take every step's status from a run view (GET /runs/{id})."""
+        for step in view.get("steps") or []:
+            self._steps[str(step["stepId"])] = str(step["status"])
+        self._draw(f"run {view.get('status')}")
+
+    def on_event(self, event: Mapping[str, Any]) -> None:
+        """Apply one stream event of the run."""
+        step_id, status = event.get("stepId"), str(event.get("status"))
+        if step_id is not None:
+            self._steps[str(step_id)] = status
+        self._draw(f"{step_id or 'run'} {status}")
+
+    def _draw(self, latest: str) -> None:
+        done = sum(1 for status in self._steps.values() if status in _FINISHED)
+        self._progress.update(
+            self._task,
+            total=len(self._steps) or None,
+            completed=done,
+            description=f"{self._label}: {latest}",
+        )

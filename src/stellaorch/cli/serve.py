@@ -1,4 +1,4 @@
-"""`stella orch serve`: the engine, a worker and (soon) the scheduler in one process."""
+"""Service processes: `serve` (API, worker, scheduler in one), `api`, `worker`, `scheduler`."""
 
 from __future__ import annotations
 
@@ -6,14 +6,17 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from stellaorch.cli.embedded import WorkerHandle, display_url, opened
-from stellaorch.cli.errors import UsageInvalid, error_lines
-from stellaorch.cli.local import read_inputs
+from stellaorch.cli.apiserver import ApiServer
+from stellaorch.cli.credentials import prepare_auth
+from stellaorch.cli.embedded import WorkerHandle, display_url, ended_because, opened, watch_task
+from stellaorch.cli.errors import SchedulerCrashed, UsageInvalid, error_lines
+from stellaorch.cli.inputs import read_inputs
 from stellaorch.cli.output import say, warn
 from stellaorch.domain.errors import StellaError
 from stellaorch.domain.ledger import LedgerEntry
@@ -27,12 +30,37 @@ log = logging.getLogger("stellaorch.serve")
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
+class Role(StrEnum):
+    """Which service a process runs: everything (`serve`) or one part of it."""
+
+    SERVE = "serve"
+    API = "api"
+    WORKER = "worker"
+    SCHEDULER = "scheduler"
+
+    @property
+    def serves_api(self) -> bool:
+        """True when this process answers HTTP."""
+        return self in (Role.SERVE, Role.API)
+
+    @property
+    def works(self) -> bool:
+        """True when this process executes steps."""
+        return self in (Role.SERVE, Role.WORKER)
+
+    @property
+    def schedules(self) -> bool:
+        """True when this process runs the scheduler."""
+        return self in (Role.SERVE, Role.SCHEDULER)
+
+
 @dataclass(frozen=True)
 class ServeOptions:
-    """What `serve` was asked to do besides serving."""
+    """What a service process was asked to do besides serving."""
 
     dags_dir: Path | None = None
     run_samples: bool = False
+    role: Role = Role.SERVE
 
     def check(self) -> None:
         """Refuse combinations that cannot work."""
@@ -50,35 +78,72 @@ class SampleRun:
 
 
 async def serve(settings: Settings, options: ServeOptions) -> None:
-    """Publish the DAGs, work until SIGINT/SIGTERM, then stop gracefully."""
+    """Publish the DAGs, run the role's parts until SIGINT/SIGTERM, then stop gracefully."""
     options.check()
-    tenant = settings.default_tenant
+    role, tenant = options.role, settings.default_tenant
+    if role.serves_api:
+        prepare_auth(settings)
     # Signals are caught from the start, so a stop during startup still shuts down cleanly.
     with _stop_on_signals() as stop:
         async with opened(settings) as orchestrator:
             loaded = await _publish(orchestrator, options.dags_dir, tenant)
             samples = _samples(options.dags_dir, loaded) if options.run_samples else []
             unsubscribe = orchestrator.env.bus.subscribe(_log_entry)
-            worker = WorkerHandle(orchestrator)
-            background = {asyncio.create_task(_scheduler_placeholder())}
             try:
-                _announce_ready(settings, len(loaded))
-                for sample in samples:
-                    background |= await _start_sample(orchestrator, tenant, sample)
-                await worker.watch(stop.wait())
+                await _run_parts(orchestrator, options, len(loaded), samples, stop)
             finally:
                 unsubscribe()
-                await _cancel_all(background)
-                await worker.stop()
-    log.info("orchestrator.stopped", extra={"tenant": tenant})
+    log.info("orchestrator.stopped", extra={"tenant": tenant, "role": role.value})
     say("stopped")
 
 
-def _announce_ready(settings: Settings, dag_count: int) -> None:
+async def _run_parts(
+    orchestrator: Orchestrator,
+    options: ServeOptions,
+    dag_count: int,
+    samples: list[SampleRun],
+    stop: asyncio.Event,
+) -> None:
+    """Start the role's parts, wait for a stop or a crash, stop them: API first, worker last."""
+    settings, role = orchestrator.env.settings, options.role
+    worker = WorkerHandle(orchestrator) if role.works else None
+    api: ApiServer | None = None
+    background: set[asyncio.Task[None]] = set()
+    if role.schedules:
+        orchestrator.start_scheduler()
+    try:
+        api = await ApiServer.start(orchestrator, settings) if role.serves_api else None
+        _announce_ready(settings, options.role, dag_count, api.url if api else None)
+        for sample in samples:
+            background |= await _start_sample(orchestrator, settings.default_tenant, sample)
+        work: Coroutine[Any, Any, bool] = stop.wait()
+        if api is not None:
+            work = api.watch(work)
+        if role.schedules:
+            work = _watch_scheduler(orchestrator, work)
+        await (worker.watch(work) if worker else work)
+    finally:
+        await _cancel_all(background)
+        if api is not None:
+            await api.stop()
+        await orchestrator.stop_scheduler()
+        if worker is not None:
+            await worker.stop()
+
+
+def _announce_ready(settings: Settings, role: Role, dag_count: int, api_url: str | None) -> None:
     """The line operators and scripts wait for."""
     tenant, where = settings.default_tenant, display_url(settings.database_url)
-    say(f"ready: {dag_count} DAG(s) for tenant {tenant} on {where}; Ctrl-C stops")
-    log.info("orchestrator.ready", extra={"tenant": tenant, "dags": dag_count})
+    if role is Role.SERVE:
+        what = f"{dag_count} DAG(s) for tenant {tenant} on {where}; API on {api_url}"
+    elif role is Role.API:
+        what = f"API on {api_url} for {where} (no worker here: run `stella orch worker`)"
+    elif role is Role.WORKER:
+        what = f"worker (concurrency {settings.worker_concurrency}) on {where}"
+    else:
+        what = f"scheduler on {where} (fires triggers while it holds the leader lease)"
+    say(f"ready: {what}; Ctrl-C stops")
+    log.info("orchestrator.ready", extra={"tenant": tenant, "role": role.value, "api": api_url})
 
 
 async def _publish(
@@ -140,10 +205,13 @@ async def _report_outcome(orchestrator: Orchestrator, tenant: str, run_id: str) 
     say(f"run {run_id} of {view['dagId']}: {view['status']} in {duration} ms{cause}")
 
 
-async def _scheduler_placeholder() -> None:
-    """Stands where the scheduler loop will run; schedules arrive in a later release."""
-    log.info("scheduler.idle", extra={"reason": "schedules arrive in a later release"})
-    await asyncio.Event().wait()  # parked until shutdown cancels it
+async def _watch_scheduler(orchestrator: Orchestrator, work: Coroutine[Any, Any, bool]) -> bool:
+    """Await `work`, unless the scheduler task ends first: then raise SchedulerCrashed."""
+    task = orchestrator.scheduler_task
+    assert task is not None
+    return await watch_task(
+        task, work, lambda: SchedulerCrashed(f"the scheduler stopped: {ended_because(task)}")
+    )
 
 
 def _log_entry(entry: LedgerEntry) -> None:

@@ -84,6 +84,12 @@ class DagDisabled(Conflict):
     code = "DAG_VERSION_DISABLED"
 
 
+class QueueDraining(Conflict):
+    """The tenant's queue is draining and takes no new runs until resumed."""
+
+    code = "QUEUE_DRAINING"
+
+
 class LeaseNotCurrent(Conflict):
     """A completion or heartbeat for a lease that expired or was revoked."""
 

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 
 from stellaorch.engine.catalog import DagCatalog, Published
 from stellaorch.engine.env import EngineEnv
 from stellaorch.engine.runs import RunService
+from stellaorch.engine.scheduler import Scheduler
+from stellaorch.engine.schedules import ScheduleService
 from stellaorch.engine.worker import Worker
 from stellaorch.plugins.builtin import builtin_registry
 from stellaorch.settings import Settings
-from stellaorch.store.database import Database
+from stellaorch.store.database import Database, StoreOptions
 from stellaorch.store.migrate import upgrade
 
 
@@ -24,12 +27,16 @@ class Orchestrator:
         self.plugins = builtin_registry(max_log_bytes=env.settings.max_log_bytes)
         self._worker: Worker | None = None
         self._worker_task: asyncio.Task[None] | None = None
+        self.schedules = ScheduleService(env)
+        self._scheduler: Scheduler | None = None
+        self._scheduler_task: asyncio.Task[None] | None = None
+        self._scheduler_unsubscribe: Callable[[], None] | None = None
 
     @classmethod
     def open(cls, settings: Settings | None = None, *, migrate: bool = True) -> Orchestrator:
         """Open the store named by the settings (creating/upgrading its schema by default)."""
         settings = settings or Settings()
-        db = Database.open(settings.database_url, busy_timeout_ms=settings.sqlite_busy_timeout_ms)
+        db = Database.open(settings.database_url, store_options(settings))
         if migrate:
             upgrade(db.engine)
         return cls(EngineEnv.build(db, settings))
@@ -63,12 +70,66 @@ class Orchestrator:
 
     async def stop_worker(self) -> None:
         """Stop the worker: in-flight attempts finish or are released for another worker."""
-        if self._worker is not None and self._worker_task is not None:
-            self._worker.stop()
-            await self._worker_task
-            self._worker, self._worker_task = None, None
+        worker, task = self._worker, self._worker_task
+        self._worker, self._worker_task = None, None
+        if worker is None or task is None or task.done():
+            return  # a task that already ended was reported by whoever watched it
+        worker.stop()
+        await task
+
+    @property
+    def scheduler_task(self) -> asyncio.Task[None] | None:
+        """The in-process scheduler's task, to watch for a crash (None when not started)."""
+        return self._scheduler_task
+
+    def start_scheduler(
+        self,
+        *,
+        holder: str | None = None,
+        lease_ttl_seconds: float = 10.0,
+        poll_seconds: float = 1.0,
+    ) -> Scheduler:
+        """Start the cron scheduler on the running loop; it fires only while it holds the lease."""
+        if self._scheduler is not None and self._scheduler_task and not self._scheduler_task.done():
+            return self._scheduler  # already running
+        scheduler = Scheduler(
+            self.env,
+            self.runs,
+            holder=holder,
+            lease_ttl_seconds=lease_ttl_seconds,
+            poll_seconds=poll_seconds,
+        )
+        self._scheduler_unsubscribe = self.schedules.subscribe(scheduler.wake)
+        self._scheduler = scheduler
+        self._scheduler_task = asyncio.create_task(scheduler.run())
+        return scheduler
+
+    async def stop_scheduler(self) -> None:
+        """Stop the scheduler and give its leader lease up for a standby."""
+        scheduler, task = self._scheduler, self._scheduler_task
+        self._scheduler, self._scheduler_task = None, None
+        if self._scheduler_unsubscribe is not None:
+            self._scheduler_unsubscribe()
+            self._scheduler_unsubscribe = None
+        if scheduler is None or task is None or task.done():
+            return  # a task that already ended was reported by whoever watched it
+        scheduler.stop()
+        await task
 
     async def close(self) -> None:
-        """Stop the worker and release the store."""
+        """Stop the scheduler and the worker, then release the store."""
+        await self.stop_scheduler()
         await self.stop_worker()
         self.env.db.close()
+
+
+def store_options(settings: Settings) -> StoreOptions:
+    """The store's connection tuning, from the settings."""
+    return StoreOptions(
+        busy_timeout_ms=settings.sqlite_busy_timeout_ms,
+        threads=settings.database_threads,
+        pool_size=settings.database_pool_size,
+        max_overflow=settings.database_max_overflow,
+        statement_timeout_ms=settings.database_statement_timeout_ms,
+        connect_timeout_seconds=settings.database_connect_timeout_seconds,
+    )

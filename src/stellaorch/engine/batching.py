@@ -52,8 +52,11 @@ class CreateBatcher:
                     future.set_exception(exc)
             return
         for (_, future), result in zip(batch, results, strict=True):
+            if not isinstance(result, StellaError):
+                self._env.bus.publish(result.entries)  # committed, even if nobody waits now
+            if future.done():
+                continue  # its caller was cancelled; the batch must still finish for the rest
             if isinstance(result, StellaError):
                 future.set_exception(result)
             else:
-                self._env.bus.publish(result.entries)
                 future.set_result(result)

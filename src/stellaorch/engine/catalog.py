@@ -136,11 +136,11 @@ class DagCatalog:
 
     async def get_version(self, tenant: str, dag_id: str, version: str) -> DagVersionRow:
         """One stored version of the tenant."""
-        row = await self._db.transact(lambda c: dags.get_version(c, tenant, dag_id, version))
+        row = await self._db.read(lambda c: dags.get_version(c, tenant, dag_id, version))
         if row is None:
             raise DagNotFound(f"DAG {dag_id} version {version} not found")
         return row
 
     async def list_versions(self, tenant: str, dag_id: str | None = None) -> list[DagVersionRow]:
         """Versions of the tenant's DAGs."""
-        return await self._db.transact(lambda conn: dags.list_versions(conn, tenant, dag_id))
+        return await self._db.read(lambda conn: dags.list_versions(conn, tenant, dag_id))

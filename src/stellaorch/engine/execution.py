@@ -14,7 +14,13 @@ from typing import Any
 from sqlalchemy import Connection
 
 from stellaorch.domain.canonical import canonical_json, hash_json
-from stellaorch.domain.errors import InputsInvalid, RunNotFound, RunTokenConflict, StellaError
+from stellaorch.domain.errors import (
+    InputsInvalid,
+    QueueDraining,
+    RunNotFound,
+    RunTokenConflict,
+    StellaError,
+)
 from stellaorch.domain.ledger import GENESIS_HASH, LedgerEntry
 from stellaorch.domain.providers import format_utc
 from stellaorch.domain.retry import backoff_delay_ms
@@ -22,8 +28,9 @@ from stellaorch.domain.spec import CompiledDag, StepSpec
 from stellaorch.domain.status import TERMINAL_RUN, AttemptStatus, RunStatus, StepStatus
 from stellaorch.domain.templating import substitute
 from stellaorch.engine.env import EngineEnv
+from stellaorch.engine.quotas import QuotaGate
 from stellaorch.engine.unit import RunUnit
-from stellaorch.store import blobs, queue, runs
+from stellaorch.store import blobs, controls, queue, runs
 from stellaorch.store.queue import QueueItem
 from stellaorch.store.runs import RunState
 
@@ -109,9 +116,11 @@ def create_runs(
     known = runs.find_by_tokens(
         conn, [(r.tenant, r.dag_id, t) for r, t in zip(requests, tokens, strict=True)]
     )
+    draining = controls.draining_tenants(conn, {r.tenant for r in requests})
     results: list[Created | StellaError] = []
     for req, token in zip(requests, tokens, strict=True):
         try:
+            _refuse_if_draining(req, (req.tenant, req.dag_id, token), known, draining)
             results.append(_create_one(unit, req, token, known))
         except StellaError as exc:
             results.append(exc)
@@ -125,6 +134,14 @@ def create_runs(
         else r
         for r in results
     ]
+
+
+def _refuse_if_draining(
+    req: RunRequest, key: tuple[str, str, str], known: Mapping[Any, Any], draining: set[str]
+) -> None:
+    """A draining tenant takes no new runs (a repeated runToken still finds its run)."""
+    if req.tenant in draining and key not in known:
+        raise QueueDraining(f"the queue of tenant {req.tenant} is draining; resume it first")
 
 
 def _create_one(
@@ -214,6 +231,9 @@ def _inputs_hash(inputs: Any) -> str:
 
 
 # -- claim --------------------------------------------------------------------------------
+BUSY_RETRY_US = 2_000  # due items whose runs another transaction held: claim again this soon
+
+
 @dataclass(frozen=True)
 class Claimed:
     """Leases granted by a claim, their ledger entries, and when more work falls due."""
@@ -230,11 +250,15 @@ def claim(
     unit = RunUnit(conn, env)
     tenants = queue.claimable_tenants(conn)
     start = rotation % max(1, len(tenants))
-    items = _within_concurrency(
-        conn, _fair_pick(conn, tenants[start:] + tenants[:start], unit.now, limit)
-    )
+    gate = QuotaGate.load(conn, tenants, unit.now)
+    picked = _fair_pick(conn, tenants[start:] + tenants[:start], unit.now, limit, gate)
+    free = _within_concurrency(conn, _of_free_runs(unit, picked))
+    items = gate.admit(free, unit.runs)
     if not items:
-        return Claimed([], [], queue.next_due_us(conn))
+        due = queue.next_due_us(conn)
+        if len(free) < len(picked):  # due work held back by other transactions: look again soon
+            due = min(due or unit.now, unit.now + BUSY_RETRY_US)
+        return Claimed([], [], _quota_wake(gate, due, unit.now))
     expires = unit.now + int(env.settings.lease_ttl_seconds * 1_000_000)
     grants = [
         {
@@ -246,7 +270,6 @@ def claim(
         for i in items
     ]
     queue.grant_leases(conn, grants)
-    unit.load(i.run_id for i in items)
     for item in items:
         unit.assume(item.run_id, item.step_id, StepStatus.QUEUED)
     leases = [
@@ -256,7 +279,26 @@ def claim(
     return Claimed(leases, unit.flush())
 
 
-def _fair_pick(conn: Connection, tenants: list[str], now: int, limit: int) -> list[QueueItem]:
+def _quota_wake(gate: QuotaGate, due: int | None, now: int) -> int | None:
+    """With tenants over quota, the due items they hold are not due before their room."""
+    if not gate.states or due is None or due > now:
+        return due
+    return gate.wake_us()
+
+
+def _ready(
+    conn: Connection, gate: QuotaGate, tenant: str, now: int, limit: int, after: int
+) -> list[QueueItem]:
+    """The tenant's next due items, without those of queued runs its quotas hold back."""
+    blocked = gate.blocked_dags(tenant)
+    if blocked:
+        return controls.ready_items_unblocked(conn, tenant, now, limit, after, blocked)
+    return queue.ready_items(conn, tenant, now, limit, after)
+
+
+def _fair_pick(
+    conn: Connection, tenants: list[str], now: int, limit: int, gate: QuotaGate
+) -> list[QueueItem]:
     """Give each tenant an equal share of the batch; unused shares go to the others."""
     picked: list[QueueItem] = []
     last_id = dict.fromkeys(tenants, 0)
@@ -265,9 +307,7 @@ def _fair_pick(conn: Connection, tenants: list[str], now: int, limit: int) -> li
         share = max(1, (limit - len(picked)) // len(active))
         still: list[str] = []
         for tenant in active:
-            got = queue.ready_items(
-                conn, tenant, now, min(share, limit - len(picked)), last_id[tenant]
-            )
+            got = _ready(conn, gate, tenant, now, min(share, limit - len(picked)), last_id[tenant])
             picked.extend(got)
             if len(got) == share:
                 last_id[tenant] = got[-1].id
@@ -278,19 +318,25 @@ def _fair_pick(conn: Connection, tenants: list[str], now: int, limit: int) -> li
     return picked
 
 
+def _of_free_runs(unit: RunUnit, items: list[QueueItem]) -> list[QueueItem]:
+    """Lock the items' runs; drop items of runs another transaction holds (it never waits)."""
+    unit.load_free(i.run_id for i in items)
+    return [i for i in items if i.run_id in unit.runs]
+
+
 def _within_concurrency(conn: Connection, items: list[QueueItem]) -> list[QueueItem]:
     """Drop items whose step already runs `concurrency` attempts at once."""
     keys = [i.concurrency_key for i in items if i.concurrency_key]
     if not keys:
         return items
-    running = queue.inflight_counts(conn, keys)
+    running = queue.reserve_concurrency(conn, keys)
     kept: list[QueueItem] = []
     for item in items:
         key, limit = item.concurrency_key, item.concurrency_limit
         if key and limit:
-            if running.get(key, 0) >= limit:
+            if key not in running or running[key] >= limit:
                 continue
-            running[key] = running.get(key, 0) + 1
+            running[key] += 1
         kept.append(item)
     return kept
 
@@ -363,6 +409,8 @@ def _resolve(
 # -- complete -----------------------------------------------------------------------------
 def complete(conn: Connection, env: EngineEnv, outcomes: Sequence[Outcome]) -> Completed:
     """Record attempt outcomes for current leases; refuse the others. One transaction."""
+    unit = RunUnit(conn, env)
+    unit.load(o.lease.run_id for o in outcomes)  # runs first, then their queue items
     held = queue.current_leases(conn, [o.lease.queue_id for o in outcomes])
     fresh: list[Outcome] = []
     rejected: list[Outcome] = []
@@ -372,8 +420,6 @@ def complete(conn: Connection, env: EngineEnv, outcomes: Sequence[Outcome]) -> C
             fresh.append(o)
         else:
             rejected.append(o)
-    unit = RunUnit(conn, env)
-    unit.load(o.lease.run_id for o in fresh)
     for o in fresh:
         unit.assume(o.lease.run_id, o.lease.step_id, StepStatus.RUNNING)
     unit.preload_successors(
@@ -534,7 +580,8 @@ def recover(
         found = queue.expired_leases(conn, unit.now, limit)
     else:
         found = queue.leases_by_id(conn, lease_ids)
-    unit.load(row[3] for row in found)
+    unit.load(row[3] for row in found)  # runs first, then their queue items
+    found = queue.lock_leases(conn, found, unit.now if lease_ids is None else None)
     unit.preload((row[3], row[4]) for row in found)
     for queue_id, _lease, _tenant, run_id, step_id, attempt in found:
         run = unit.runs[run_id]

@@ -175,7 +175,7 @@ async def run_lines(
     """The window's run lines, a fresh short transaction per chunk."""
     after: Cursor | None = None
     while True:
-        part = await db.transact(partial(read_chunk, window=window, after=after, limit=chunk))
+        part = await db.read(partial(read_chunk, window=window, after=after, limit=chunk))
         for line in part.lines():
             yield line
         if len(part.runs) < chunk:

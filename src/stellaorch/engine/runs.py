@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from collections import OrderedDict
 from typing import Any
 
 from sqlalchemy import Connection
@@ -21,6 +22,7 @@ from stellaorch.store import blobs, ledger, runs
 from stellaorch.store.runs import RunFilter, RunState
 
 _TERMINAL = frozenset(s.value for s in TERMINAL_RUN)
+FINISHED_CACHE_SIZE = 2_000  # views of finished runs kept in memory (a few MB at most)
 
 
 class StepNotFound(NotFound):
@@ -41,6 +43,7 @@ class RunService:
     def __init__(self, env: EngineEnv) -> None:
         self.env = env
         self._batcher = CreateBatcher(env)
+        self._finished: OrderedDict[tuple[str, str], bytes] = OrderedDict()
 
     async def create(self, request: RunRequest) -> Created:
         """Create (or find, for a repeated runToken) a run; its ready steps are queued."""
@@ -56,20 +59,34 @@ class RunService:
 
     async def get(self, tenant: str, run_id: str) -> dict[str, Any]:
         """The run with its steps and attempts, as JSON."""
+        return dict(json.loads(await self.get_json(tenant, run_id)))
 
-        def work(conn: Connection) -> dict[str, Any]:
+    async def get_json(self, tenant: str, run_id: str) -> bytes:
+        """The run view as JSON bytes; a finished run never changes, so it is served from memory."""
+        key = (tenant, run_id)
+        cached = self._finished.get(key)
+        if cached is not None:
+            return cached
+
+        def work(conn: Connection) -> tuple[bool, bytes]:
             run = _require(conn, tenant, run_id)
-            return run_view(
+            view = run_view(
                 run, runs.list_steps(conn, tenant, run_id), runs.list_attempts(conn, tenant, run_id)
             )
+            return run.status in _TERMINAL, json.dumps(view, separators=(",", ":")).encode()
 
-        return await self.env.db.transact(work)
+        finished, body = await self.env.db.read(work)
+        if finished:
+            self._finished[key] = body
+            if len(self._finished) > FINISHED_CACHE_SIZE:
+                self._finished.popitem(last=False)
+        return body
 
     async def page(
         self, where: RunFilter, *, limit: int = 50, after: tuple[int, str] | None = None
     ) -> tuple[list[dict[str, Any]], tuple[int, str] | None]:
         """A page of run summaries, newest first, and the cursor of the next page (or None)."""
-        found = await self.env.db.transact(lambda c: runs.list_runs(c, where, limit + 1, after))
+        found = await self.env.db.read(lambda c: runs.list_runs(c, where, limit + 1, after))
         page, more = found[:limit], len(found) > limit
         cursor = (page[-1].created_us, page[-1].run_id) if more and page else None
         return [run_summary(r) for r in page], cursor
@@ -88,7 +105,7 @@ class RunService:
                 raise StepNotFound(f"step {step_id} not found in run {run_id}")
             return step_view(row, runs.step_attempts(conn, tenant, run_id, step_id))
 
-        return await self.env.db.transact(work)
+        return await self.env.db.read(work)
 
     async def step_logs(self, tenant: str, run_id: str, step_id: str) -> list[dict[str, Any]]:
         """The step's log lines, attempt by attempt (already bounded)."""
@@ -104,11 +121,11 @@ class RunService:
                 lines += [{"attempt": attempt["attempt"], "line": ln} for ln in text.splitlines()]
             return lines
 
-        return await self.env.db.transact(work)
+        return await self.env.db.read(work)
 
     async def artifact(self, tenant: str, ref: str) -> tuple[bytes, str]:
         """Content stored under a hash, only for the tenant that owns it."""
-        found = await self.env.db.transact(lambda c: blobs.get_blob(c, tenant, ref))
+        found = await self.env.db.read(lambda c: blobs.get_blob(c, tenant, ref))
         if found is None:
             raise ArtifactNotFound(f"artifact {ref} not found")
         return found
@@ -130,7 +147,7 @@ class RunService:
 
     async def status(self, tenant: str, run_id: str) -> str:
         """The run's current status."""
-        return (await self.env.db.transact(lambda c: _require(c, tenant, run_id))).status
+        return (await self.env.db.read(lambda c: _require(c, tenant, run_id))).status
 
     async def verify(self, tenant: str, run_id: str) -> ChainReport:
         """Re-hash the run's ledger chain and report the first broken entry, if any."""
@@ -139,7 +156,7 @@ class RunService:
             run = _require(conn, tenant, run_id)
             return verify_chain(run_id, ledger.read_entries(conn, tenant, run_id), run.ledger_head)
 
-        return await self.env.db.transact(work)
+        return await self.env.db.read(work)
 
     async def wait(self, tenant: str, run_id: str, poll_seconds: float = 1.0) -> str:
         """Wait until the run ends (events in-process, polling for other processes)."""

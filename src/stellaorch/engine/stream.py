@@ -2,6 +2,11 @@
 
 The ledger is the event source; its global `id` is the event `seq`. The in-process bus only
 wakes the tailer early, because other processes write to the same store without telling us.
+
+On PostgreSQL ids are drawn before commit, so a transaction can commit id 7 after id 8 is
+visible. Every read here therefore first waits out the transactions that are between drawing
+ledger ids and committing them (`await_ledger_appends`): what it reads is a final prefix, so
+`last_seen` (or a replay's position) never passes an id that could still appear.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from sqlalchemy import Connection, func, select
 from stellaorch.domain.ledger import LedgerEntry
 from stellaorch.domain.providers import format_utc
 from stellaorch.engine.env import EngineEnv
+from stellaorch.store.dialect import await_ledger_appends
 from stellaorch.store.schema import ledger_entries
 
 log = logging.getLogger("stellaorch.stream")
@@ -43,7 +49,8 @@ _EVENT_COLUMNS = (
 
 
 def read_max_id(conn: Connection) -> int:
-    """read_max_id: where a new tail starts (0 for an empty ledger)."""
+    """read_max_id: where a new tail starts (0 for an empty ledger); ids up to it are final."""
+    await_ledger_appends(conn)
     return int(conn.execute(select(func.max(_le.id))).scalar() or 0)
 
 
@@ -63,6 +70,7 @@ class LedgerRow:
 
 def read_entries_after(conn: Connection, after: int, limit: int) -> list[LedgerRow]:
     """read_entries_after: every tenant's entries with id > after, in global order."""
+    await_ledger_appends(conn)
     query = select(*_EVENT_COLUMNS).where(_le.id > after).order_by(_le.id).limit(limit)
     return [LedgerRow(*row) for row in conn.execute(query)]
 
@@ -71,6 +79,7 @@ def read_tenant_entries_after(
     conn: Connection, tenant: str, after: int, limit: int
 ) -> list[LedgerRow]:
     """read_tenant_entries_after: one tenant's entries with id > after (ix_ledger_tenant_id)."""
+    await_ledger_appends(conn)
     query = (
         select(*_EVENT_COLUMNS)
         .where(_le.tenant == tenant, _le.id > after)
@@ -252,6 +261,7 @@ class StreamHub:
     async def replay(self, subscription: Subscription, after: int) -> AsyncIterator[Event]:
         """The subscriber's stored events with seq > after, page by page, for a resume."""
         position = after
+        subscription.replayed_through = max(subscription.replayed_through, after)
         while True:
             rows = await self._replay_page(subscription.where.tenant, position)
             if rows:

@@ -81,6 +81,12 @@ class RunUnit:
         for state in runs.load_runs(self.conn, missing).values():
             self.adopt(state)
 
+    def load_free(self, run_ids: Iterable[str]) -> None:
+        """Read the runs not yet tracked that no other transaction holds (skips busy ones)."""
+        missing = [r for r in set(run_ids) if r not in self.runs]
+        for state in runs.load_free_runs(self.conn, missing).values():
+            self.adopt(state)
+
     def dag(self, run: RunState) -> CompiledDag:
         """The compiled DAG version the run executes."""
         return self.env.catalog.compiled(self.conn, run.tenant, run.dag_id, run.dag_version)

@@ -222,20 +222,19 @@ class Worker:
             await self._outcome_ready.wait()
             self._outcome_ready.clear()
             batch, self._outcomes = self._outcomes, []
-            if not batch:
-                if self._stopping.is_set() and not self._slots:
-                    return
-                continue
-            try:
-                await self._complete(batch)
-                delay = 0.05
-            except StoreUnavailable as exc:
-                # Outcomes are not lost: they go back to the front and are reported later.
-                log.warning("store unavailable, retrying in %.2fs: %s", delay, exc.message)
-                self._outcomes[:0] = batch
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-                self._outcome_ready.set()
+            if batch:
+                try:
+                    await self._complete(batch)
+                    delay = 0.05
+                except StoreUnavailable as exc:
+                    # Outcomes are not lost: they go back to the front and are reported later.
+                    log.warning("store unavailable, retrying in %.2fs: %s", delay, exc.message)
+                    self._outcomes[:0] = batch
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 5.0)
+                    self._outcome_ready.set()
+            if self._stopping.is_set() and not self._slots and not self._outcomes:
+                return
 
     async def _complete(self, batch: list[Outcome]) -> None:
         """Report outcomes and, in the same transaction, lease work for the freed slots."""

@@ -49,5 +49,6 @@ def insert_rows(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) 
     for row in rows:
         shapes.setdefault(tuple(sorted(row)), []).append(row)
     for cols, group in shapes.items():
-        stmt = table.insert().values({c: bindparam(c) for c in cols})
+        # inline: no RETURNING of generated keys (PostgreSQL would add one per row)
+        stmt = table.insert().inline().values({c: bindparam(c) for c in cols})
         execute_many(conn, ("insert", table.name, cols), stmt, group)

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, Row, func, select, update
 
+from stellaorch.store.dialect import serialize_on
 from stellaorch.store.schema import dag_versions
 
 
@@ -47,6 +48,7 @@ def insert_version(
     now_us: int,
 ) -> DagVersionRow:
     """Publish a new version after the newest one of the same DAG."""
+    serialize_on(conn, "dag-publish", tenant, dag_id)  # one `seq` per version, in order
     last = conn.execute(
         select(func.max(dag_versions.c.seq)).where(
             dag_versions.c.tenant == tenant, dag_versions.c.dag_id == dag_id

@@ -1,21 +1,50 @@
-"""The store handle: a SQLAlchemy engine, one transaction per unit of work, off the event loop."""
+"""The store handle: a SQLAlchemy engine, one transaction per unit of work, off the event loop.
+
+SQLite (embedded) and PostgreSQL (scale-out) differ here in three ways only: how connections
+are made (SQLite pragmas and BEGIN IMMEDIATE; a PostgreSQL pool with timeouts), how many
+transactions run at once (one on SQLite, a few on PostgreSQL), and which driver errors mean
+"retry the unit of work" (PostgreSQL's deadlock, serialisation and unique-race failures).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import DataError, DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from stellaorch.domain.errors import StoreUnavailable
+from stellaorch.domain.errors import StoreUnavailable, ValidationError
 
 T = TypeVar("T")
+log = logging.getLogger("stellaorch.store")
+
+# SQLSTATEs after which PostgreSQL rolled the transaction back and running it again is right:
+# deadlock_detected and serialization_failure (a competing transaction won), unique_violation
+# (two transactions inserted the same key, e.g. one runToken; the retry sees the winner's row).
+RETRY_SQLSTATES = frozenset({"40P01", "40001", "23505"})
+CONFLICT_RETRIES = 3
+READ_THREADS = 2  # threads (and connections) for read-only units of work
+
+
+@dataclass(frozen=True)
+class StoreOptions:
+    """Connection tuning; every field but `busy_timeout_ms` applies to PostgreSQL only."""
+
+    busy_timeout_ms: int = 10_000  # SQLite: how long a transaction waits for the write lock
+    threads: int = 4  # transactions in flight at once
+    pool_size: int = 5
+    max_overflow: int = 5
+    statement_timeout_ms: int = 30_000  # 0: no limit
+    connect_timeout_seconds: int = 5
 
 
 def _sqlite_engine(url: str, busy_timeout_ms: int) -> Engine:
@@ -39,32 +68,105 @@ def _sqlite_engine(url: str, busy_timeout_ms: int) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # Writers take the write lock up front (no deadlocking lock upgrades); readers don't,
+        # so in WAL mode they never wait for a writer.
+        read_only = conn.get_execution_options().get("stella_read_only", False)
+        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
     return engine
 
 
-def make_engine(url: str, *, busy_timeout_ms: int = 10_000) -> Engine:
+def postgresql_url(url: str) -> URL:
+    """A postgresql:// URL bound to the psycopg 3 driver."""
+    parsed = make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed
+
+
+def _postgresql_engine(url: str, options: StoreOptions) -> Engine:
+    """A pooled psycopg 3 engine; stale connections are replaced before use (pre-ping)."""
+    parsed = postgresql_url(url)
+    # libpq `options` from the URL (e.g. a search_path) are kept, the timeout is appended.
+    server_options = str(parsed.query.get("options", ""))
+    if options.statement_timeout_ms:
+        server_options += f" -c statement_timeout={int(options.statement_timeout_ms)}"
+    return create_engine(
+        parsed,
+        # every store thread (writers and readers) can hold a connection at once
+        pool_size=max(options.pool_size, options.threads + READ_THREADS),
+        max_overflow=options.max_overflow,
+        pool_pre_ping=True,
+        pool_timeout=options.connect_timeout_seconds * 2,
+        connect_args={
+            "options": server_options.strip(),
+            "connect_timeout": options.connect_timeout_seconds,
+            "application_name": "stella-orchestrator",
+        },
+    )
+
+
+def make_engine(url: str, options: StoreOptions | None = None) -> Engine:
     """Create the engine for a database URL (sqlite:/// or postgresql://)."""
+    options = options or StoreOptions()
     if url.startswith("sqlite"):
-        return _sqlite_engine(url, busy_timeout_ms)
-    if url.startswith("postgresql://"):
-        url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
-    return create_engine(url, pool_pre_ping=True)
+        return _sqlite_engine(url, options.busy_timeout_ms)
+    return _postgresql_engine(url, options)
+
+
+def _sqlstate(exc: DBAPIError) -> str | None:
+    return getattr(exc.orig, "sqlstate", None)
+
+
+def is_retryable_conflict(exc: BaseException) -> bool:
+    """True for errors after which the whole unit of work should simply run again."""
+    return isinstance(exc, DBAPIError) and _sqlstate(exc) in RETRY_SQLSTATES
+
+
+def _translated(exc: DBAPIError) -> Exception:
+    """The product error for a driver error (the driver error itself when it is a bug)."""
+    if isinstance(exc, DataError):
+        # e.g. a NUL character or an over-long key: PostgreSQL refuses what SQLite would keep
+        return ValidationError(f"a value cannot be stored: {exc.orig}")
+    if isinstance(exc, OperationalError) or exc.connection_invalidated:
+        return StoreUnavailable(f"store unavailable: {exc.orig}")
+    return exc
+
+
+def _read_only(engine: Engine) -> Engine:
+    """The engine for read-only units of work: each sees one snapshot, as on SQLite.
+
+    PostgreSQL's default READ COMMITTED takes a new snapshot per statement, so a run read
+    before its steps could be older than them; REPEATABLE READ READ ONLY transactions read one
+    snapshot and never fail with serialisation errors (only writers can).
+    """
+    if engine.dialect.name == "postgresql":
+        return engine.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
+    return engine.execution_options(stella_read_only=True)
 
 
 class Database:
-    """Runs units of work, each in one transaction, on a dedicated thread."""
+    """Runs units of work, each in one transaction, on the store's own threads."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, threads: int = 1) -> None:
         self.engine = engine
-        # One thread: SQLite has one writer anyway, and it keeps commits in submission order.
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stella-db")
+        # SQLite: one thread. It has one writer anyway, and one thread keeps commits in
+        # submission order. PostgreSQL runs transactions concurrently and orders by locks.
+        workers = threads if engine.dialect.name == "postgresql" else 1
+        self.threads = workers
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="stella-db")
+        # Reads get their own threads and connections: in WAL mode (and on PostgreSQL) they
+        # run beside the writer instead of queueing behind claims and completions.
+        self._reader = _read_only(engine)
+        self._read_executor = ThreadPoolExecutor(
+            max_workers=READ_THREADS, thread_name_prefix="stella-read"
+        )
 
     @classmethod
-    def open(cls, url: str, *, busy_timeout_ms: int = 10_000) -> Database:
+    def open(cls, url: str, options: StoreOptions | None = None) -> Database:
         """Open the database at `url` (no schema changes; see `upgrade`)."""
-        return cls(make_engine(url, busy_timeout_ms=busy_timeout_ms))
+        options = options or StoreOptions()
+        return cls(make_engine(url, options), threads=options.threads)
 
     @property
     def dialect(self) -> str:
@@ -72,19 +174,48 @@ class Database:
         return self.engine.dialect.name
 
     def transact_sync(self, work: Callable[[Connection], T]) -> T:
-        """Run `work` in one transaction on the calling thread."""
-        try:
-            with self.engine.begin() as conn:
-                return work(conn)
-        except OperationalError as exc:
-            raise StoreUnavailable(f"store unavailable: {exc.orig}") from exc
+        """Run `work` in one transaction on the calling thread.
+
+        A unit of work that lost a race on PostgreSQL (deadlock, serialisation failure, or a
+        unique key another transaction inserted first) is rolled back and run again, so it
+        sees the winner's rows; `work` must therefore depend only on what it reads.
+        """
+        attempt = 0
+        while True:
+            try:
+                with self.engine.begin() as conn:
+                    return work(conn)
+            except PoolTimeout as exc:
+                raise StoreUnavailable(f"store unavailable: {exc}") from exc
+            except DBAPIError as exc:
+                attempt += 1
+                if is_retryable_conflict(exc) and attempt <= CONFLICT_RETRIES:
+                    log.info("store.conflict_retry", extra={"sqlstate": _sqlstate(exc)})
+                    continue
+                raise _translated(exc) from exc
 
     async def transact(self, work: Callable[[Connection], T]) -> T:
-        """Run `work` in one transaction on the store thread and await its result."""
+        """Run `work` in one transaction on a store thread and await its result."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, self.transact_sync, work)
 
+    def read_sync(self, work: Callable[[Connection], T]) -> T:
+        """Run read-only `work` in one read transaction on the calling thread."""
+        try:
+            with self._reader.begin() as conn:
+                return work(conn)
+        except PoolTimeout as exc:
+            raise StoreUnavailable(f"store unavailable: {exc}") from exc
+        except DBAPIError as exc:
+            raise _translated(exc) from exc
+
+    async def read(self, work: Callable[[Connection], T]) -> T:
+        """Run read-only `work` on a reader thread (it must not write) and await its result."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._read_executor, self.read_sync, work)
+
     def close(self) -> None:
         """Wait for queued work, then release connections."""
+        self._read_executor.shutdown(wait=True)
         self._executor.shutdown(wait=True)
         self.engine.dispose()

@@ -1,10 +1,17 @@
-"""The few statements whose SQL differs between SQLite and PostgreSQL."""
+"""The few statements whose SQL differs between SQLite and PostgreSQL.
+
+SQLite runs one write transaction at a time (every transaction begins IMMEDIATE), so the row
+and advisory locks below are PostgreSQL's way to get the same guarantees with concurrent
+transactions, and are no-ops on SQLite. The lock order every unit of work follows on
+PostgreSQL is documented in docs/decisions/0002-postgresql.md.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import hashlib
+from collections.abc import Callable, Iterable
 
-from sqlalchemy import Connection, Insert, Select, Table
+from sqlalchemy import Connection, Insert, Select, Table, text
 from sqlalchemy.dialects import postgresql, sqlite
 
 
@@ -45,3 +52,59 @@ def per_dialect(
         return built[name]
 
     return for_conn
+
+
+# -- advisory locks (PostgreSQL) ----------------------------------------------------------
+def advisory_key(*parts: str) -> int:
+    """A stable signed 64-bit advisory-lock key for a name (the same in every process)."""
+    digest = hashlib.sha256("\x1f".join(parts).encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+# Held shared by every transaction that appends ledger entries, from just before the insert
+# (which draws the ids) to commit; taken exclusive by a reader that needs a final prefix.
+LEDGER_KEY = advisory_key("stellaorch", "ledger-append")
+
+_lock_shared = text("SELECT pg_advisory_xact_lock_shared(:key)")
+_lock = text("SELECT pg_advisory_xact_lock(:key)")
+_try_lock = text("SELECT pg_try_advisory_xact_lock(:key)")
+
+
+def enter_ledger_append(conn: Connection) -> None:
+    """Announce that this transaction is about to draw ledger ids (held until commit)."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(_lock_shared, {"key": LEDGER_KEY})
+
+
+def await_ledger_appends(conn: Connection) -> None:
+    """Wait until no transaction is between drawing ledger ids and committing them.
+
+    Afterwards, until this transaction ends, every ledger id up to the largest visible one is
+    final: committed (and visible to the next statement) or rolled back, never still coming.
+    """
+    if conn.dialect.name == "postgresql":
+        conn.execute(_lock, {"key": LEDGER_KEY})
+
+
+def serialize_on(conn: Connection, *name: str) -> None:
+    """Serialise transactions on a name until commit (read-then-insert sections)."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(_lock, {"key": advisory_key(*name)})
+
+
+def lift_statement_timeout(conn: Connection) -> None:
+    """No statement timeout for the rest of this transaction (schema migrations)."""
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql("SET LOCAL statement_timeout = 0")
+
+
+def try_lock_names(conn: Connection, namespace: str, names: Iterable[str]) -> set[str]:
+    """Lock each name until commit without waiting; returns the names this transaction got."""
+    wanted = sorted(set(names))
+    if conn.dialect.name != "postgresql":
+        return set(wanted)
+    return {
+        name
+        for name in wanted
+        if conn.execute(_try_lock, {"key": advisory_key(namespace, name)}).scalar()
+    }

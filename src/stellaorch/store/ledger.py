@@ -9,6 +9,7 @@ from sqlalchemy import Connection, bindparam, select, update
 
 from stellaorch.domain.ledger import EntryDraft, LedgerEntry, StoredEntry, seal
 from stellaorch.store.bulk import execute_many, insert_rows
+from stellaorch.store.dialect import enter_ledger_append
 from stellaorch.store.schema import ledger_entries, runs
 
 
@@ -56,6 +57,9 @@ class LedgerWriter:
         """Insert pending entries and move touched runs' heads (but `skip_heads`' ones)."""
         if not self.entries:
             return []
+        # Drawing ids and committing them happen under the shared append lock, so a reader
+        # can wait for a final prefix of the global order (see stream tailing).
+        enter_ledger_append(conn)
         insert_rows(conn, ledger_entries, [_row(e) for e in self.entries])
         moved = [
             {"b_run_id": r, "b_seq": self._heads[r].seq, "b_head": self._heads[r].head}

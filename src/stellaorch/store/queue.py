@@ -9,7 +9,13 @@ from typing import Any, cast
 from sqlalchemy import Connection, bindparam, delete, func, null, or_, select, update
 
 from stellaorch.store.bulk import execute_many, insert_rows
-from stellaorch.store.dialect import claim_lock, insert_ignore, per_dialect
+from stellaorch.store.dialect import (
+    claim_lock,
+    insert_ignore,
+    lock_rows,
+    per_dialect,
+    try_lock_names,
+)
 from stellaorch.store.runs import chunks
 from stellaorch.store.schema import queue_items, tenant_queues
 
@@ -98,8 +104,17 @@ def ready_items(
     ]
 
 
+def reserve_concurrency(conn: Connection, keys: Iterable[str]) -> dict[str, int]:
+    """Concurrency keys this transaction may lease under, with their leased-item counts.
+
+    On PostgreSQL each key is locked until commit so two concurrent claims cannot both count
+    the same free place; a key another claim is counting right now is left out (no waiting).
+    """
+    return inflight_counts(conn, try_lock_names(conn, "concurrency", keys))
+
+
 def inflight_counts(conn: Connection, keys: Iterable[str]) -> dict[str, int]:
-    """Leased items per concurrency key."""
+    """Leased items per concurrency key (every key asked for; 0 when none is leased)."""
     wanted = sorted(set(keys))
     q = queue_items.c
     query = (
@@ -107,7 +122,9 @@ def inflight_counts(conn: Connection, keys: Iterable[str]) -> dict[str, int]:
         .where(q.concurrency_key.in_(wanted), q.lease_id.isnot(None))
         .group_by(q.concurrency_key)
     )
-    return {str(k): int(n) for k, n in conn.execute(query)}
+    counts = dict.fromkeys(wanted, 0)
+    counts.update({str(k): int(n) for k, n in conn.execute(query)})
+    return counts
 
 
 _grant = (
@@ -126,14 +143,49 @@ def grant_leases(conn: Connection, params: list[dict[str, Any]]) -> None:
     execute_many(conn, "grant", _grant, params)
 
 
+_lease_of = select(queue_items.c.id, queue_items.c.lease_id, queue_items.c.lease_expires_us).where(
+    queue_items.c.id.in_(bindparam("ids", expanding=True))
+)
+# locked in id order, after the runs they belong to (the lock order of every unit of work)
+_locked_leases = per_dialect(_lease_of.order_by(queue_items.c.id), lock_rows)
+
+
+def _id_chunks(ids: Iterable[int], size: int = 500) -> Iterable[list[int]]:
+    ordered = sorted(set(ids))
+    for start in range(0, len(ordered), size):
+        yield ordered[start : start + size]
+
+
+def _lease_rows(conn: Connection, ids: list[int]) -> list[tuple[int, str | None, int | None]]:
+    """(id, lease_id, lease_expires_us) of existing items, locked in id order."""
+    rows = conn.execute(_locked_leases(conn), {"ids": ids})
+    return [cast(tuple[int, str | None, int | None], tuple(r)) for r in rows]
+
+
 def current_leases(conn: Connection, ids: Sequence[int]) -> dict[int, str | None]:
-    """The lease now held on each item that still exists."""
+    """The lease now held on each item that still exists (items locked on PostgreSQL)."""
     out: dict[int, str | None] = {}
-    for start in range(0, len(ids), 500):
-        part = list(ids[start : start + 500])
-        query = select(queue_items.c.id, queue_items.c.lease_id).where(queue_items.c.id.in_(part))
-        out.update({int(i): lease for i, lease in conn.execute(query)})
+    for part in _id_chunks(ids):
+        for item_id, lease, _ in _lease_rows(conn, part):
+            out[item_id] = lease
     return out
+
+
+def lock_leases(
+    conn: Connection, found: Sequence[LeaseRow], expired_before: int | None = None
+) -> list[LeaseRow]:
+    """Lock the items of leases found earlier; keep those still under the same lease.
+
+    With `expired_before`, also drop leases a heartbeat extended past it meanwhile.
+    """
+    valid: set[int] = set()
+    wanted = {row[0]: row[1] for row in found}
+    for part in _id_chunks(wanted):
+        for item_id, lease, expires in _lease_rows(conn, part):
+            fresh = expired_before is None or (expires is not None and expires < expired_before)
+            if lease is not None and lease == wanted[item_id] and fresh:
+                valid.add(int(item_id))
+    return [row for row in found if row[0] in valid]
 
 
 def delete_items(conn: Connection, ids: Sequence[int]) -> None:
@@ -165,7 +217,10 @@ def requeue(conn: Connection, params: list[dict[str, Any]]) -> None:
 def expired_leases(
     conn: Connection, now_us: int, limit: int
 ) -> list[tuple[int, str, str, str, str, int]]:
-    """Maintenance query across tenants: (id, lease_id, tenant, run_id, step_id, attempt)."""
+    """Maintenance query across tenants: (id, lease_id, tenant, run_id, step_id, attempt).
+
+    Not locked: the caller locks the runs first, then the items (`lock_leases`).
+    """
     q = queue_items.c
     query = (
         select(q.id, q.lease_id, q.tenant, q.run_id, q.step_id, q.attempt)
@@ -173,7 +228,7 @@ def expired_leases(
         .order_by(q.lease_expires_us)
         .limit(limit)
     )
-    return [cast(LeaseRow, tuple(r)) for r in conn.execute(claim_lock(conn, query))]
+    return [cast(LeaseRow, tuple(r)) for r in conn.execute(query)]
 
 
 def leases_by_id(conn: Connection, lease_ids: Sequence[str]) -> list[LeaseRow]:
@@ -188,14 +243,20 @@ def leases_by_id(conn: Connection, lease_ids: Sequence[str]) -> list[LeaseRow]:
     return out
 
 
+_extend = update(queue_items).values(lease_expires_us=bindparam("expires"))
+
+
 def extend_leases(conn: Connection, lease_ids: Sequence[str], expires_us: int) -> set[str]:
-    """Heartbeat: push expiry of the given leases; returns the ones that are still current."""
+    """Heartbeat: push expiry of the given leases; returns the ones that are still current.
+
+    Items another transaction holds right now are not waited for (that transaction is
+    completing, recovering or cancelling them); they count as current if still leased.
+    """
     alive: set[str] = set()
-    for part in chunks(list(lease_ids)):
+    for part in chunks(sorted(lease_ids)):
+        free = claim_lock(conn, select(queue_items.c.id).where(queue_items.c.lease_id.in_(part)))
         conn.execute(
-            update(queue_items)
-            .where(queue_items.c.lease_id.in_(part))
-            .values(lease_expires_us=expires_us)
+            _extend.where(queue_items.c.id.in_(free.scalar_subquery())), {"expires": expires_us}
         )
         query = select(queue_items.c.lease_id).where(queue_items.c.lease_id.in_(part))
         alive.update(str(lease) for (lease,) in conn.execute(query))

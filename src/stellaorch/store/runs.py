@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
-from sqlalchemy import Connection, Row, bindparam, select, tuple_, update
+from sqlalchemy import Connection, Row, Select, bindparam, select, tuple_, update
 
 from stellaorch.store.bulk import execute_many, insert_rows
-from stellaorch.store.dialect import lock_rows, per_dialect
+from stellaorch.store.dialect import claim_lock, lock_rows, per_dialect
 from stellaorch.store.schema import attempts, runs, step_executions
 
 CHUNK = 500  # keeps IN lists well under every driver's bound-parameter limit
@@ -97,20 +97,32 @@ def get_run(conn: Connection, tenant: str, run_id: str) -> RunState | None:
     return _run_state(row) if row else None
 
 
-_runs_by_id = per_dialect(
-    select(runs).where(runs.c.run_id.in_(bindparam("ids", expanding=True))), lock_rows
-)
+# Locked in run_id order (LockRows sits above the sort), so two units of work that lock
+# overlapping sets of runs never wait on each other in a cycle.
+_runs_by_id = select(runs).where(runs.c.run_id.in_(bindparam("ids", expanding=True)))
+_locked_runs = per_dialect(_runs_by_id.order_by(runs.c.run_id), lock_rows)
+_free_runs = per_dialect(_runs_by_id.order_by(runs.c.run_id), claim_lock)
 
 
-def load_runs(conn: Connection, run_ids: Iterable[str]) -> dict[str, RunState]:
-    """Runs by id for a unit of work (locked on PostgreSQL); internal, ids come from leases."""
-    ids = sorted(set(run_ids))
+def _read_runs(
+    conn: Connection, query: Callable[[Connection], Select[Any]], run_ids: Iterable[str]
+) -> dict[str, RunState]:
     found: dict[str, RunState] = {}
-    for part in chunks(ids):
-        for row in conn.execute(_runs_by_id(conn), {"ids": list(part)}):
+    for part in chunks(sorted(set(run_ids))):
+        for row in conn.execute(query(conn), {"ids": list(part)}):
             state = _run_state(row)
             found[state.run_id] = state
     return found
+
+
+def load_runs(conn: Connection, run_ids: Iterable[str]) -> dict[str, RunState]:
+    """Runs by id for a unit of work, locked on PostgreSQL (waits for other holders)."""
+    return _read_runs(conn, _locked_runs, run_ids)
+
+
+def load_free_runs(conn: Connection, run_ids: Iterable[str]) -> dict[str, RunState]:
+    """Like `load_runs`, but leaves out runs another transaction holds (never waits)."""
+    return _read_runs(conn, _free_runs, run_ids)
 
 
 _save_run = (

@@ -20,7 +20,8 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
-    text,
+    false,
+    true,
 )
 
 metadata = MetaData(
@@ -44,7 +45,7 @@ dag_versions = Table(
     Column("seq", BigInteger, nullable=False),  # publication order within (tenant, dag_id)
     Column("spec_json", Text, nullable=False),
     Column("spec_hash", String(80), nullable=False),
-    Column("enabled", Boolean, nullable=False, server_default=text("1")),
+    Column("enabled", Boolean, nullable=False, server_default=true()),
     Column("created_us", BigInteger, nullable=False),
     PrimaryKeyConstraint("tenant", "dag_id", "version"),
 )
@@ -181,8 +182,21 @@ tenant_queues = Table(
     "tenant_queues",
     metadata,
     Column("tenant", String(128), primary_key=True),
-    Column("paused", Boolean, nullable=False, server_default=text("0")),
+    Column("paused", Boolean, nullable=False, server_default=false()),
     Column("created_us", BigInteger, nullable=False),
+    Column("draining", Boolean, nullable=False, server_default=false()),  # no new runs taken
+)
+
+quotas = Table(
+    "quotas",
+    metadata,
+    Column("tenant", String(128), nullable=False),
+    Column("dag_id", String(128), nullable=False),  # "*": the whole tenant
+    Column("max_active", Integer, nullable=True),  # runs running at once
+    Column("max_per_hour", Integer, nullable=True),  # runs started per hour (token refill)
+    Column("burst", Integer, nullable=True),  # token bucket size (default max_per_hour)
+    Column("updated_us", BigInteger, nullable=False),
+    PrimaryKeyConstraint("tenant", "dag_id"),
 )
 
 blobs = Table(
@@ -228,16 +242,77 @@ audit_log = Table(
 # list and export: a tenant's audit entries in order
 Index("ix_audit_tenant_id", audit_log.c.tenant, audit_log.c.id)
 
+schedules = Table(
+    "schedules",
+    metadata,
+    Column("schedule_id", String(36), primary_key=True),  # UUIDv7
+    Column("tenant", String(128), nullable=False),
+    Column("dag_id", String(128), nullable=False),
+    Column("dag_version", String(64), nullable=True),  # None: the latest enabled version
+    Column("cron", String(200), nullable=False),
+    Column("timezone", String(64), nullable=False),
+    Column("inputs_json", Text, nullable=False),
+    Column("overlap", String(16), nullable=False),  # skip | buffer_one | allow
+    Column("catchup", String(16), nullable=False),  # all | latest | none
+    Column("catchup_window_seconds", Integer, nullable=False),
+    Column("jitter_seconds", Integer, nullable=False),
+    Column("status", String(16), nullable=False),  # active | paused | deleted (soft)
+    Column("next_fire_us", BigInteger, nullable=True),  # next trigger's scheduled time
+    Column("next_due_us", BigInteger, nullable=True),  # ... plus its jitter
+    Column("last_fire_us", BigInteger, nullable=True),
+    Column("created_us", BigInteger, nullable=False),
+    Column("updated_us", BigInteger, nullable=False),
+)
+# list a tenant's schedules in id (creation) order
+Index("ix_schedules_tenant_id", schedules.c.tenant, schedules.c.schedule_id)
+# scheduler: active schedules whose next trigger is due, earliest first
+Index("ix_schedules_status_due", schedules.c.status, schedules.c.next_due_us)
+
+schedule_firings = Table(
+    "schedule_firings",
+    metadata,
+    Column("schedule_id", String(36), nullable=False),
+    Column("scheduled_us", BigInteger, nullable=False),
+    Column("tenant", String(128), nullable=False),
+    Column("outcome", String(24), nullable=False),
+    Column("run_id", String(36), nullable=True),
+    Column("detail", String(200), nullable=True),  # error code of a rejected trigger
+    Column("created_us", BigInteger, nullable=False),
+    PrimaryKeyConstraint("schedule_id", "scheduled_us"),  # a trigger is recorded once
+)
+# overlap check: a schedule's newest started trigger
+Index(
+    "ix_schedule_firings_outcome",
+    schedule_firings.c.schedule_id,
+    schedule_firings.c.outcome,
+    schedule_firings.c.scheduled_us,
+)
+# scheduler: buffered triggers and started ones whose run is not recorded yet
+Index("ix_schedule_firings_open", schedule_firings.c.outcome, schedule_firings.c.run_id)
+
+leader_leases = Table(
+    "leader_leases",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("tenant", String(128), nullable=False),  # "*": the lease covers every tenant
+    Column("holder", String(200), nullable=False),
+    Column("expires_us", BigInteger, nullable=False),
+)
+
 __all__ = [
     "attempts",
     "audit_log",
     "blobs",
     "dag_versions",
     "idempotency_keys",
+    "leader_leases",
     "ledger_entries",
     "metadata",
     "queue_items",
+    "quotas",
     "runs",
+    "schedule_firings",
+    "schedules",
     "step_executions",
     "tenant_queues",
 ]

@@ -102,9 +102,10 @@ def _time(text: str | None, name: str) -> int | None:
 
 
 @router.get("/runs/{runId}")
-async def get_run(runId: str, request: Request, caller: ReadCaller) -> dict[str, Any]:
+async def get_run(runId: str, request: Request, caller: ReadCaller) -> Response:
     """The run with its step states, attempts and hashes."""
-    return await orchestrator(request).runs.get(caller.tenant, runId)
+    body = await orchestrator(request).runs.get_json(caller.tenant, runId)
+    return Response(body, media_type="application/json")
 
 
 @router.post("/runs/{runId}:cancel")

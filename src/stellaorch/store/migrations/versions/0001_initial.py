@@ -28,7 +28,8 @@ def upgrade() -> None:
         sa.Column("seq", BIG, nullable=False),
         sa.Column("spec_json", sa.Text(), nullable=False),
         sa.Column("spec_hash", sa.String(80), nullable=False),
-        sa.Column("enabled", sa.Boolean(), nullable=False, server_default=sa.text("1")),
+        # true()/false() render 1/0 on SQLite and true/false on PostgreSQL
+        sa.Column("enabled", sa.Boolean(), nullable=False, server_default=sa.true()),
         sa.Column("created_us", BIG, nullable=False),
         sa.PrimaryKeyConstraint("tenant", "dag_id", "version", name="pk_dag_versions"),
     )
@@ -160,7 +161,7 @@ def upgrade() -> None:
     op.create_table(
         "tenant_queues",
         sa.Column("tenant", sa.String(128), nullable=False),
-        sa.Column("paused", sa.Boolean(), nullable=False, server_default=sa.text("0")),
+        sa.Column("paused", sa.Boolean(), nullable=False, server_default=sa.false()),
         sa.Column("created_us", BIG, nullable=False),
         sa.PrimaryKeyConstraint("tenant", name="pk_tenant_queues"),
     )

@@ -1,0 +1,116 @@
+"""The HTTP API served by uvicorn inside the CLI's event loop, on the process's one engine."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import Coroutine, Iterator
+from typing import Any, TypeVar
+
+import uvicorn
+
+from stellaorch.api.app import create_app
+from stellaorch.cli.embedded import ended_because, watch_task
+from stellaorch.cli.errors import ServiceFailed
+from stellaorch.engine.app import Orchestrator
+from stellaorch.settings import Settings
+
+T = TypeVar("T")
+# Open connections (a stream follower) get this long to finish after a stop is requested.
+GRACEFUL_SECONDS = 5
+
+
+class _EmbeddedServer(uvicorn.Server):
+    """uvicorn without its own signal handling: the service owns SIGINT and SIGTERM."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        """Leave signals alone (uvicorn's would replace ours and re-raise them on exit)."""
+        yield
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A bound listening socket; failing here gives a clear error instead of uvicorn's exit."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # proto must say TCP: asyncio only turns Nagle off (TCP_NODELAY) on accepted sockets whose
+    # proto is IPPROTO_TCP; with proto 0 every keep-alive response waits ~40 ms for an ACK.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        raise ServiceFailed(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    return sock
+
+
+class ApiServer:
+    """A running API server the service can watch and stop."""
+
+    def __init__(self, server: uvicorn.Server, task: asyncio.Task[None], url: str) -> None:
+        self.server = server
+        self.task = task
+        self.url = url
+        self._crash_reported = False
+
+    @classmethod
+    async def start(cls, orchestrator: Orchestrator, settings: Settings) -> ApiServer:
+        """Bind, start serving and return once requests are accepted."""
+        sock = listen(settings.api_host, settings.api_port)
+        config = uvicorn.Config(
+            create_app(orchestrator),
+            log_config=None,  # records go to the root logger: our JSON lines
+            lifespan="on",
+            timeout_graceful_shutdown=GRACEFUL_SECONDS,
+        )
+        server = _EmbeddedServer(config)
+        task = asyncio.create_task(_serve(server, sock))
+        url = f"http://{_url_host(settings.api_host)}:{sock.getsockname()[1]}"
+        api = cls(server, task, url)
+        await api._started()
+        return api
+
+    async def _started(self) -> None:
+        """Wait for uvicorn's startup (lifespan and listener) to finish."""
+        while not self.server.started:
+            if self.task.done():
+                self._crash_reported = True
+                raise self._crash()
+            await asyncio.sleep(0.01)
+
+    async def watch(self, work: Coroutine[Any, Any, T]) -> T:
+        """Await `work`, unless the server stops first: then raise ServiceFailed."""
+        return await watch_task(self.task, work, self._reported_crash)
+
+    async def stop(self) -> None:
+        """Stop accepting, let open requests finish (bounded), run the app's shutdown."""
+        self.server.should_exit = True
+        try:
+            await self.task
+        except Exception as exc:
+            if not self._crash_reported:
+                raise self._crash() from exc
+
+    def _reported_crash(self) -> ServiceFailed:
+        self._crash_reported = True
+        return self._crash()
+
+    def _crash(self) -> ServiceFailed:
+        return ServiceFailed(f"the API server stopped unexpectedly: {ended_because(self.task)}")
+
+
+async def _serve(server: uvicorn.Server, sock: socket.socket) -> None:
+    """Run uvicorn on an already bound socket; its startup `sys.exit` becomes an error."""
+    try:
+        await server.serve(sockets=[sock])
+    except SystemExit as exc:
+        raise ServiceFailed(f"the API server failed to start (uvicorn exit {exc.code})") from None
+    finally:
+        sock.close()
+
+
+def _url_host(host: str) -> str:
+    """The host as it appears in a URL (IPv6 literals in brackets)."""
+    return f"[{host}]" if ":" in host else host

@@ -1,0 +1,191 @@
+"""`stella orch dag …`: validate a file locally; list, show, publish, disable, enable via API."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+from urllib.parse import quote
+
+import typer
+
+from stellaorch.cli import dags
+from stellaorch.cli.client import ApiClient
+from stellaorch.cli.common import (
+    AllPages,
+    ApiUrl,
+    ClientTenant,
+    Output,
+    PageSize,
+    PageToken,
+    Remote,
+    Token,
+    group,
+    is_verbose,
+    run_remote,
+)
+from stellaorch.cli.errors import run_command
+from stellaorch.cli.listing import Paging
+from stellaorch.cli.render import OutputFormat, Printer
+
+dag_app = group("Check DAG spec files; publish and manage DAG versions over the API.")
+
+DagId = Annotated[str, typer.Option("--dag-id", help="The DAG.")]
+Version = Annotated[str, typer.Option("--version", help="The DAG version.")]
+Reason = Annotated[
+    str, typer.Option("--reason", help="Why (X-Stella-Operator-Reason, audited; required).")
+]
+Ticket = Annotated[
+    str | None, typer.Option("--ticket", help="Change ticket (X-Stella-Operator-Ticket).")
+]
+
+
+class TextOrJson(StrEnum):
+    """How `dag validate` prints its result."""
+
+    TEXT = "text"
+    JSON = "json"
+
+
+@dag_app.command("validate")
+def dag_validate(
+    ctx: typer.Context,
+    file: Annotated[Path, typer.Argument(help="A DAG spec file (.yaml, .yml or .json).")],
+    output: Annotated[TextOrJson, typer.Option(help="Output format.")] = TextOrJson.TEXT,
+) -> None:
+    """Check a spec file; print dagId, version, specHash and order (exit 2 if invalid)."""
+    work = dags.validate(file, as_json=output is TextOrJson.JSON)
+    run_command(work, verbose=is_verbose(ctx))
+
+
+@dag_app.command("list")
+def dag_list(
+    ctx: typer.Context,
+    dag_id: Annotated[str | None, typer.Option("--dag-id", help="Only this DAG.")] = None,
+    active: Annotated[
+        bool | None,
+        typer.Option("--active/--disabled", help="Only enabled, or only disabled, versions."),
+    ] = None,
+    page_size: PageSize = None,
+    page_token: PageToken = None,
+    every_page: AllPages = False,
+    api_url: ApiUrl = None,
+    token: Token = None,
+    tenant: ClientTenant = None,
+    output: Output = OutputFormat.TABLE,
+) -> None:
+    """DAG versions by dagId, newest version first."""
+    paging = Paging(page_size, page_token, every_page)
+    remote = Remote(api_url, token, tenant, output)
+    run_remote(ctx, remote, lambda client, out: dags.list_dags(client, out, dag_id, active, paging))
+
+
+@dag_app.command("show")
+def dag_show(
+    ctx: typer.Context,
+    dag_id: DagId,
+    version: Version,
+    api_url: ApiUrl = None,
+    token: Token = None,
+    tenant: ClientTenant = None,
+    output: Output = OutputFormat.TABLE,
+) -> None:
+    """One DAG version (JSON adds its spec)."""
+    remote = Remote(api_url, token, tenant, output)
+    run_remote(ctx, remote, lambda client, out: dags.show_dag(client, out, dag_id, version))
+
+
+@dag_app.command("publish")
+def dag_publish(
+    ctx: typer.Context,
+    file: Annotated[Path, typer.Option("--file", help="The DAG spec (.yaml, .yml or .json).")],
+    reason: Reason,
+    signature: Annotated[
+        Path | None, typer.Option("--signature", help="DSSE envelope signing the spec.")
+    ] = None,
+    ticket: Ticket = None,
+    api_url: ApiUrl = None,
+    token: Token = None,
+    tenant: ClientTenant = None,
+    output: Output = OutputFormat.TABLE,
+) -> None:
+    """Publish a DAG version (checked locally first; the same content again is a no-op)."""
+    note = dags.OperatorNote(reason, ticket)
+
+    async def work(client: ApiClient, out: Printer) -> None:
+        await dags.publish(client, out, dags.publish_body(file, signature), note)
+
+    run_remote(ctx, Remote(api_url, token, tenant, output), work)
+
+
+def _toggle(
+    ctx: typer.Context,
+    remote: Remote,
+    target: tuple[str, str],
+    note: dags.OperatorNote,
+    *,
+    enabled: bool,
+) -> None:
+    """Enable or disable one version."""
+    dag_id, version = target
+
+    async def work(client: ApiClient, out: Printer) -> None:
+        await dags.set_enabled(client, out, dag_id, version, enabled=enabled, note=note)
+
+    run_remote(ctx, remote, work)
+
+
+@dag_app.command("disable")
+def dag_disable(
+    ctx: typer.Context,
+    dag_id: DagId,
+    version: Version,
+    reason: Reason,
+    ticket: Ticket = None,
+    api_url: ApiUrl = None,
+    token: Token = None,
+    tenant: ClientTenant = None,
+    output: Output = OutputFormat.TABLE,
+) -> None:
+    """Disable a version: no new runs (running ones finish); schedules stop."""
+    remote = Remote(api_url, token, tenant, output)
+    _toggle(ctx, remote, (dag_id, version), dags.OperatorNote(reason, ticket), enabled=False)
+
+
+@dag_app.command("enable")
+def dag_enable(
+    ctx: typer.Context,
+    dag_id: DagId,
+    version: Version,
+    reason: Reason,
+    ticket: Ticket = None,
+    api_url: ApiUrl = None,
+    token: Token = None,
+    tenant: ClientTenant = None,
+    output: Output = OutputFormat.TABLE,
+) -> None:
+    """Enable a disabled version again."""
+    remote = Remote(api_url, token, tenant, output)
+    _toggle(ctx, remote, (dag_id, version), dags.OperatorNote(reason, ticket), enabled=True)
+
+
+@dag_app.command("rollback")
+def dag_rollback(
+    ctx: typer.Context,
+    dag_id: DagId,
+    to: Annotated[str, typer.Option("--to", help="The version to make the latest enabled one.")],
+    reason: Reason,
+    ticket: Ticket = None,
+    api_url: ApiUrl = None,
+    token: Token = None,
+    tenant: ClientTenant = None,
+    output: Output = OutputFormat.TABLE,
+) -> None:
+    """Disable the versions above --to and make it the latest enabled one (audited)."""
+    note = dags.OperatorNote(reason, ticket)
+
+    async def work(client: ApiClient, out: Printer) -> None:
+        path = f"/dags/{quote(dag_id, safe='')}:rollback"
+        out.one("dag", await client.post(path, {"to": to}, note.headers()))
+
+    run_remote(ctx, Remote(api_url, token, tenant, output), work)

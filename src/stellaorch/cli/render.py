@@ -1,0 +1,138 @@
+"""`--output json|ndjson|table` for API resources, with one fixed column order per resource."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from enum import StrEnum
+from typing import Any
+
+from stellaorch.cli.output import print_json, say
+
+
+class OutputFormat(StrEnum):
+    """How client commands print what the API returned."""
+
+    JSON = "json"
+    NDJSON = "ndjson"
+    TABLE = "table"
+
+
+# (header, field) per resource; a dotted field reads a nested object (error.code). The order
+# is part of the CLI's interface: scripts may cut columns by position, so only append.
+COLUMNS: Mapping[str, tuple[tuple[str, str], ...]] = {
+    "dag": (
+        ("DAG_ID", "dagId"),
+        ("VERSION", "version"),
+        ("ENABLED", "enabled"),
+        ("SPEC_HASH", "specHash"),
+        ("CREATED", "createdUtc"),
+    ),
+    "run": (
+        ("RUN_ID", "runId"),
+        ("DAG_ID", "dagId"),
+        ("VERSION", "dagVersion"),
+        ("STATUS", "status"),
+        ("TRIGGER", "trigger"),
+        ("CREATED", "createdUtc"),
+        ("STARTED", "startedUtc"),
+        ("ENDED", "endedUtc"),
+        ("DURATION_MS", "durationMs"),
+        ("ERROR", "error.code"),
+    ),
+    "step": (
+        ("STEP_ID", "stepId"),
+        ("STATUS", "status"),
+        ("ATTEMPT", "attempt"),
+        ("STARTED", "startedUtc"),
+        ("ENDED", "endedUtc"),
+        ("DURATION_MS", "durationMs"),
+        ("OUTPUTS_HASH", "outputsHash"),
+        ("ERROR", "error.code"),
+    ),
+    "log": (("ATTEMPT", "attempt"), ("LINE", "line")),
+    "manifest": (
+        ("COUNT", "count"),
+        ("SHA256", "sha256"),
+        ("ROOT_HASH", "rootHash"),
+        ("FILE", "file"),
+    ),
+    "verify": (
+        ("OK", "ok"),
+        ("COUNT", "count"),
+        ("LINE", "line"),
+        ("PROBLEM", "problem"),
+        ("FILE", "file"),
+    ),
+}
+
+
+def compact(document: Any) -> str:
+    """One line of JSON, as NDJSON wants it."""
+    return json.dumps(document, ensure_ascii=False, separators=(",", ":"))
+
+
+def cell(document: Mapping[str, Any], field: str) -> str:
+    """The text of one table cell; absent values show as `-`."""
+    value: Any = document
+    for part in field.split("."):
+        value = value.get(part) if isinstance(value, Mapping) else None
+    if value is None or value == "":
+        return "-"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return value if isinstance(value, str) else compact(value)
+
+
+def table_lines(kind: str, items: Sequence[Mapping[str, Any]]) -> list[str]:
+    """A header and one line per item, columns padded and separated by two spaces."""
+    columns = COLUMNS[kind]
+    rows = [[header for header, _ in columns]]
+    rows += [[cell(item, field) for _, field in columns] for item in items]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(columns))]
+    return [
+        "  ".join(text.ljust(w) for text, w in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    ]
+
+
+class Printer:
+    """Prints API documents on stdout in the chosen format."""
+
+    def __init__(self, fmt: OutputFormat) -> None:
+        self.fmt = fmt
+
+    def one(self, kind: str, document: Mapping[str, Any]) -> None:
+        """A single resource: pretty JSON, one NDJSON line, or a one-row table."""
+        if self.fmt is OutputFormat.JSON:
+            print_json(document)
+        elif self.fmt is OutputFormat.NDJSON:
+            say(compact(document))
+        else:
+            self._table(kind, [document])
+
+    def listing(self, kind: str, document: Mapping[str, Any]) -> None:
+        """A list response (`items`, maybe `nextPageToken`): JSON as is, else its items."""
+        items = document.get("items") or []
+        if self.fmt is OutputFormat.JSON:
+            print_json(document)
+        elif self.fmt is OutputFormat.NDJSON:
+            for item in items:
+                say(compact(item))
+        else:
+            self._table(kind, items)
+
+    def run_with_steps(self, view: Mapping[str, Any]) -> None:
+        """A run; as a table, its row and then a table of its steps."""
+        if self.fmt is not OutputFormat.TABLE:
+            self.one("run", view)
+            return
+        self._table("run", [view])
+        steps = view.get("steps")
+        if isinstance(steps, list) and steps:
+            say("")
+            self._table("step", steps)
+
+    def _table(self, kind: str, items: Sequence[Mapping[str, Any]]) -> None:
+        for line in table_lines(kind, items):
+            say(line)

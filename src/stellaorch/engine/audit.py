@@ -1,0 +1,67 @@
+"""Reading the audit log: pages by id with an action filter, and a constant-memory export."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from sqlalchemy import Connection, select
+
+from stellaorch.domain.providers import format_utc
+from stellaorch.engine.env import EngineEnv
+from stellaorch.store.schema import audit_log
+
+EXPORT_CHUNK = 500
+
+
+def audit_page(
+    conn: Connection, tenant: str, after_id: int, limit: int, action: str | None = None
+) -> list[dict[str, Any]]:
+    """select_audit_page: a tenant's entries in id order after `after_id` (served by ix_audit)."""
+    a = audit_log.c
+    query = select(audit_log).where(a.tenant == tenant, a.id > after_id)
+    if action is not None:
+        query = query.where(a.action == action)
+    return [dict(r._mapping) for r in conn.execute(query.order_by(a.id).limit(limit))]
+
+
+def audit_view(row: dict[str, Any]) -> dict[str, Any]:
+    """An audit entry as JSON."""
+    return {
+        "id": row["id"],
+        "tenant": row["tenant"],
+        "actor": row["actor"],
+        "action": row["action"],
+        "target": row["target"],
+        "reason": row["reason"],
+        "ticket": row["ticket"],
+        "createdUtc": format_utc(row["ts_us"]),
+        "details": json.loads(row["details_json"]),
+    }
+
+
+class AuditService:
+    """The tenant's audit log, read only."""
+
+    def __init__(self, env: EngineEnv) -> None:
+        self.env = env
+
+    async def page(
+        self, tenant: str, after_id: int, limit: int, action: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Entries after `after_id`, in order."""
+        rows = await self.env.db.read(lambda c: audit_page(c, tenant, after_id, limit, action))
+        return [audit_view(r) for r in rows]
+
+    async def export(self, tenant: str, action: str | None = None) -> AsyncIterator[bytes]:
+        """Every entry as NDJSON, fetched a chunk at a time."""
+        after = 0
+        while True:
+            page = await self.page(tenant, after, EXPORT_CHUNK, action)
+            if not page:
+                return
+            yield b"".join(
+                json.dumps(v, separators=(",", ":"), sort_keys=True).encode() + b"\n" for v in page
+            )
+            after = page[-1]["id"]

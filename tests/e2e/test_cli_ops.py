@@ -1,0 +1,445 @@
+"""The operations commands (`schedule`, `queue`, `quota`, `deadletter`, `audit`, `dag rollback`)
+against a real `serve` process, including the runbook's incidents played end to end.
+
+One `serve` runs for the whole module on a temp SQLite store with a temp key directory and a
+free port; every test drives it through the CLI in a subprocess, as an operator would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import pytest
+
+TIMEOUT = 30
+TENANT = "default"
+
+DAGS = {
+    "hello-v1.yaml": """\
+dagId: hello
+version: 1
+steps:
+  - {id: greet, plugin: noop, with: {outputs: {greeting: hi}}}
+""",
+    "hello-v2.yaml": """\
+dagId: hello
+version: 2
+steps:
+  - {id: greet, plugin: noop, with: {outputs: {greeting: hello}}}
+""",
+    "boom.yaml": """\
+dagId: boom
+version: 1
+steps:
+  - {id: prepare, plugin: noop}
+  - {id: explode, plugin: fail, with: {code: BOOM, message: it broke}}
+edges:
+  - {from: prepare, to: explode}
+""",
+    "slow.yaml": """\
+dagId: slow
+version: 1
+steps:
+  - {id: wait-a, plugin: sleep, with: {seconds: 0.3}}
+  - {id: wait-b, plugin: sleep, with: {seconds: 0.3}}
+edges:
+  - {from: wait-a, to: wait-b}
+""",
+    "runaway.yaml": """\
+dagId: runaway
+version: 1
+steps:
+  - {id: tick, plugin: sleep, with: {seconds: 0.2}}
+""",
+}
+
+
+@dataclass
+class Service:
+    """The running `serve` process and the environment of its clients."""
+
+    proc: subprocess.Popen[str]
+    env: dict[str, str]
+    workdir: Path
+    stderr: list[str]
+
+
+def argv(*args: str) -> list[str]:
+    """The command line of `stella orch ARGS`, run with this interpreter."""
+    return [sys.executable, "-m", "stellaorch.cli.main", "orch", *args]
+
+
+def free_port() -> int:
+    """A port nobody listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def stella(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Run `stella orch ARGS` to completion."""
+    return subprocess.run(argv(*args), env=env, capture_output=True, text=True, timeout=TIMEOUT)
+
+
+def ok_json(*args: str, env: dict[str, str]) -> Any:
+    """Run a command with `-o json`; it must exit 0; its stdout parsed."""
+    done = stella(*args, "-o", "json", env=env)
+    assert done.returncode == 0, (args, done.stderr)
+    return json.loads(done.stdout)
+
+
+def assert_one_error_line(done: subprocess.CompletedProcess[str], code: str) -> None:
+    """Exactly one `error: CODE: …` line on stderr, and no traceback."""
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith(f"error: {code}: "), done.stderr
+
+
+def _drain_pipe(pipe: IO[str] | None, sink: list[str]) -> None:
+    assert pipe is not None
+    for line in pipe:
+        sink.append(line.rstrip("\n"))
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    """`stella orch serve` with the DAGs above, and an admin token for tenant `default`."""
+    workdir = tmp_path_factory.mktemp("serve-ops")
+    dags = workdir / "dags"
+    dags.mkdir()
+    for name, text in DAGS.items():
+        (dags / name).write_text(text)
+    port = free_port()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("STELLA_")},
+        "STELLA_ORCH_KEYS_DIR": str(workdir / "keys"),
+        "STELLA_ORCH_DATABASE_URL": f"sqlite:///{workdir}/orchestrator.db",
+        "STELLA_ORCH_POLL_INTERVAL_SECONDS": "0.05",
+    }
+    proc = subprocess.Popen(
+        argv("serve", "--dags", str(dags), "--port", str(port)),
+        cwd=workdir,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    out: list[str] = []
+    err: list[str] = []
+    for pipe, sink in ((proc.stdout, out), (proc.stderr, err)):
+        threading.Thread(target=_drain_pipe, args=(pipe, sink), daemon=True).start()
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        while not any(line.startswith("ready: ") for line in out):
+            assert proc.poll() is None, "\n".join(err[-20:])
+            assert time.monotonic() < deadline, f"serve not ready: {out} {err[-20:]}"
+            time.sleep(0.05)
+        issued = stella(
+            "token", "issue", "--tenant", TENANT, "--scope", "orchestrator:admin", env=env
+        )
+        assert issued.returncode == 0, issued.stderr
+        client_env = {
+            **env,
+            "STELLA_API_URL": f"http://127.0.0.1:{port}",
+            "STELLA_TOKEN": issued.stdout.strip(),
+            "STELLA_TENANT": TENANT,
+        }
+        yield Service(proc, client_env, workdir, err)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=TIMEOUT) == 0, "\n".join(err[-20:])
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+
+
+def start_run(service: Service, dag_id: str, *extra: str) -> dict[str, Any]:
+    """`run start` (no wait); the new run."""
+    run: dict[str, Any] = ok_json("run", "start", "--dag-id", dag_id, *extra, env=service.env)
+    return run
+
+
+def wait_run(service: Service, run_id: str, timeout: float = 15) -> dict[str, Any]:
+    """Poll `run show` until the run has ended; the final run."""
+    deadline = time.monotonic() + timeout
+    while True:
+        run: dict[str, Any] = ok_json("run", "show", "--run-id", run_id, env=service.env)
+        if run["status"] in ("completed", "failed", "cancelled"):
+            return run
+        assert time.monotonic() < deadline, f"run {run_id} still {run['status']}"
+        time.sleep(0.2)
+
+
+def queue_row(service: Service) -> dict[str, Any]:
+    """The tenant's row of `queue list` (an empty one if the tenant is not listed)."""
+    document = ok_json("queue", "list", env=service.env)
+    rows = document["items"] if isinstance(document, dict) else document
+    for row in rows:
+        if row["tenant"] == TENANT:
+            return dict(row)
+    return {"tenant": TENANT, "depth": 0, "inFlight": 0}
+
+
+def resume_queue(service: Service) -> None:
+    """Leave the queue leasing again for the tests that follow."""
+    done = stella("queue", "resume", "--reason", "test cleanup", env=service.env)
+    assert done.returncode == 0, done.stderr
+
+
+# --- schedules --------------------------------------------------------------------------------
+YEARLY = "0 0 1 1 *"  # never fires during a test
+
+
+def test_schedule_create_list_pause_resume_clear_delete(service: Service) -> None:
+    env = service.env
+    created = ok_json(
+        "schedule", "create", "--dag-id", "hello", "--version", "1", "--cron", YEARLY,
+        "--timezone", "Europe/Sofia", "--overlap", "buffer_one", "--catchup", "none",
+        "--catchup-window", "600", "--jitter", "5", "--reason", "nightly hello", env=env,
+    )  # fmt: skip
+    schedule_id = created["scheduleId"]
+    assert created["status"] == "active"
+    assert (created["timezone"], created["overlap"], created["catchup"]) == (
+        "Europe/Sofia",
+        "buffer_one",
+        "none",
+    )
+    assert (created["catchupWindowSeconds"], created["jitterSeconds"]) == (600, 5)
+
+    listed = stella("schedule", "list", "--dag-id", "hello", env=env)
+    assert listed.returncode == 0, listed.stderr
+    header, *rows = listed.stdout.strip().splitlines()
+    assert header.split() == [
+        "SCHEDULE_ID", "DAG_ID", "VERSION", "STATUS", "NEXT_FIRE", "LAST_FIRE",
+        "OVERLAP", "CATCHUP", "TIMEZONE", "CRON",
+    ]  # fmt: skip
+    assert any(row.split()[:4] == [schedule_id, "hello", "1", "active"] for row in rows)
+    assert any(row.endswith(YEARLY) for row in rows)
+
+    steps = [("pause", "paused"), ("resume", "active"), ("clear", "active")]
+    for action, status in steps:
+        changed = ok_json(
+            "schedule", action, "--id", schedule_id, "--reason", f"test {action}", env=env
+        )
+        assert changed["status"] == status, action
+    shown = ok_json("schedule", "show", "--id", schedule_id, env=env)
+    assert shown["scheduleId"] == schedule_id
+    assert isinstance(shown["recentFirings"], list)
+
+    deleted = ok_json("schedule", "delete", "--id", schedule_id, "--reason", "test delete", env=env)
+    assert deleted["status"] == "deleted"
+    remaining = ok_json("schedule", "list", env=env)["items"]
+    assert schedule_id not in [s["scheduleId"] for s in remaining]
+    gone = stella("schedule", "show", "--id", schedule_id, env=env)
+    assert gone.returncode == 4
+    assert_one_error_line(gone, "SCHEDULE_NOT_FOUND")
+
+
+@pytest.mark.parametrize(
+    ("flags", "code"),
+    [
+        (["--cron", "not a cron"], "CRON_INVALID"),
+        (["--cron", "61 * * * *"], "CRON_INVALID"),
+        (["--cron", YEARLY, "--timezone", "Mars/Olympus"], "TIMEZONE_INVALID"),
+    ],
+)
+def test_schedule_create_with_bad_cron_or_zone_exits_2(
+    service: Service, flags: list[str], code: str
+) -> None:
+    done = stella(
+        "schedule", "create", "--dag-id", "hello", *flags, "--reason", "bad", env=service.env
+    )
+    assert done.returncode == 2
+    assert_one_error_line(done, code)
+    assert ok_json("schedule", "list", "--dag-id", "hello", env=service.env)["items"] == []
+
+
+def test_schedule_create_without_reason_is_a_usage_error(service: Service) -> None:
+    done = stella("schedule", "create", "--dag-id", "hello", "--cron", YEARLY, env=service.env)
+    assert done.returncode == 2
+    assert "--reason" in done.stderr
+
+
+# --- queues -----------------------------------------------------------------------------------
+def test_queue_list_prints_fixed_columns(service: Service) -> None:
+    done = stella("queue", "list", env=service.env)
+    assert done.returncode == 0, done.stderr
+    header = done.stdout.splitlines()[0]
+    assert header.split() == [
+        "TENANT", "DEPTH", "OLDEST_AGE_S", "IN_FLIGHT", "RETRYING", "PAUSED", "DRAINING",
+        "WORKERS", "QUOTA_LIMITED", "NEXT_ELIGIBLE",
+    ]  # fmt: skip
+
+
+def test_queue_pause_holds_new_work_until_resume(service: Service) -> None:
+    paused = ok_json("queue", "pause", "--reason", "hold for maintenance", env=service.env)
+    try:
+        assert paused["paused"] is True
+        run = start_run(service, "hello", "--version", "1")
+        time.sleep(0.5)  # many worker polls: nothing may be leased
+        assert ok_json("run", "show", "--run-id", run["runId"], env=service.env)["status"] == (
+            "queued"
+        )
+        row = queue_row(service)
+        assert row["paused"] is True
+        assert row["depth"] >= 1
+    finally:
+        resumed = ok_json("queue", "resume", "--reason", "maintenance over", env=service.env)
+    assert resumed["paused"] is False
+    assert wait_run(service, run["runId"])["status"] == "completed"
+
+
+def test_queue_drain_wait_exits_0_once_empty(service: Service) -> None:
+    runs = [start_run(service, "slow") for _ in range(3)]
+    try:
+        done = stella(
+            "queue", "drain", "--wait", "--reason", "drain backlog", "-o", "json", env=service.env
+        )
+        assert done.returncode == 0, done.stderr
+        final = json.loads(done.stdout)
+        assert final["depth"] == 0
+        assert final.get("inFlight", 0) == 0
+        for run in runs:
+            shown = ok_json("run", "show", "--run-id", run["runId"], env=service.env)
+            assert shown["status"] == "completed"
+    finally:
+        resume_queue(service)
+
+
+# --- quotas -----------------------------------------------------------------------------------
+def test_quota_set_and_show(service: Service) -> None:
+    env = service.env
+    ok_json("quota", "set", "--max-active", "50", "--burst", "20", "--reason", "cap", env=env)
+    shown = ok_json("quota", "show", env=env)
+    quotas = shown["items"] if isinstance(shown, dict) and "items" in shown else [shown]
+    assert any(q.get("maxActive") == 50 and q.get("burst") == 20 for q in quotas), shown
+    negative = stella("quota", "set", "--max-active", "-1", "--reason", "bad", env=env)
+    assert negative.returncode == 2
+    nothing = stella("quota", "set", "--reason", "nothing to set", env=env)
+    assert nothing.returncode == 2
+    assert_one_error_line(nothing, "USAGE_INVALID")
+
+
+# --- DAG rollback -----------------------------------------------------------------------------
+def test_dag_rollback_makes_the_old_version_latest(service: Service) -> None:
+    env = service.env
+    done = stella(
+        "dag", "rollback", "--dag-id", "hello", "--to", "1",
+        "--reason", "regression in v2", "--ticket", "INC-77", env=env,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    versions = {
+        d["version"]: d["enabled"]
+        for d in ok_json("dag", "list", "--dag-id", "hello", env=env)["items"]
+    }
+    assert versions == {"2": False, "1": True} or versions == {2: False, 1: True}
+    run = start_run(service, "hello")
+    assert str(run["dagVersion"]) == "1"
+    missing = stella("dag", "rollback", "--dag-id", "nope", "--to", "1", "--reason", "x", env=env)
+    assert missing.returncode == 4
+
+
+# --- dead letter ------------------------------------------------------------------------------
+def test_deadletter_lists_a_failing_run_by_error_code_and_replays_it(service: Service) -> None:
+    env = service.env
+    failed = stella("run", "start", "--dag-id", "boom", "--wait", "-o", "json", env=env)
+    assert failed.returncode == 1
+    run_id = json.loads(failed.stdout)["runId"]
+
+    table = stella("deadletter", "list", env=env)
+    assert table.returncode == 0, table.stderr
+    assert table.stdout.splitlines()[0].split() == [
+        "CODE", "COUNT", "FIRST_SEEN", "LAST_SEEN", "DAG_VERSIONS", "PLUGINS", "SAMPLE_RUN_IDS",
+    ]  # fmt: skip
+    groups = {g["code"]: g for g in ok_json("deadletter", "list", env=env)["items"]}
+    assert groups["BOOM"]["count"] >= 1
+    assert run_id in groups["BOOM"]["sampleRunIds"]
+
+    no_reason = stella("deadletter", "replay", "--code", "BOOM", env=env)
+    assert no_reason.returncode == 2
+    replayed = stella("deadletter", "replay", "--code", "BOOM", "--reason", "after fix", env=env)
+    assert replayed.returncode == 0, replayed.stderr
+
+
+# --- audit ------------------------------------------------------------------------------------
+def test_audit_list_shows_admin_actions_with_reasons(service: Service) -> None:
+    env = service.env
+    created = ok_json(
+        "schedule", "create", "--dag-id", "hello", "--cron", YEARLY,
+        "--reason", "audit me: create", "--ticket", "CHG-1", env=env,
+    )  # fmt: skip
+    sid = created["scheduleId"]
+    ok_json("schedule", "pause", "--id", sid, "--reason", "audit me: pause", env=env)
+    ok_json("schedule", "delete", "--id", sid, "--reason", "audit me: delete", env=env)
+
+    entries = ok_json("audit", "list", "--all", env=env)["items"]
+    mine = {e["action"]: e for e in entries if str(e.get("reason", "")).startswith("audit me")}
+    assert set(mine) >= {"schedule.create", "schedule.pause", "schedule.delete"}
+    assert mine["schedule.create"]["ticket"] == "CHG-1"
+    assert mine["schedule.pause"]["target"] == f"schedule:{sid}"
+
+    filtered = ok_json("audit", "list", "--action", "schedule.pause", "--all", env=env)["items"]
+    assert filtered
+    assert {e["action"] for e in filtered} == {"schedule.pause"}
+
+    table = stella("audit", "list", "--all", env=env)
+    assert table.returncode == 0, table.stderr
+    assert table.stdout.splitlines()[0].split() == [
+        "TIME", "TENANT", "ACTOR", "ACTION", "TARGET", "TICKET", "REASON",
+    ]  # fmt: skip
+
+    out = service.workdir / "audit.ndjson"
+    exported = ok_json("audit", "export", "--out", str(out), env=env)
+    lines = [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
+    assert exported["count"] == len(out.read_text().splitlines())
+    assert any(line.get("reason") == "audit me: pause" for line in lines)
+    assert not out.with_name(out.name + ".partial").exists()
+
+
+# --- runbook incidents ------------------------------------------------------------------------
+def test_incident_scheduler_runaway(service: Service) -> None:
+    """Disable the offending version, clear its triggers, confirm the queue drains."""
+    env = service.env
+    runaway = ok_json(
+        "schedule", "create", "--dag-id", "runaway", "--version", "1", "--cron", "* * * * * *",
+        "--overlap", "allow", "--reason", "every second (oops)", env=env,
+    )  # fmt: skip
+    sid = runaway["scheduleId"]
+    deadline = time.monotonic() + 10
+    while not ok_json("run", "list", "--dag-id", "runaway", env=env)["items"]:
+        assert time.monotonic() < deadline, "the runaway schedule never fired"
+        time.sleep(0.3)
+
+    reason = ("--reason", "runaway schedule", "--ticket", "INC-78")
+    disabled = ok_json("dag", "disable", "--dag-id", "runaway", "--version", "1", *reason, env=env)
+    assert disabled["enabled"] is False
+    cleared = ok_json("schedule", "clear", "--id", sid, *reason, env=env)
+    assert "cleared" in cleared
+    try:
+        drained = stella("queue", "drain", "--wait", *reason, "-o", "json", env=env)
+        assert drained.returncode == 0, drained.stderr
+        assert json.loads(drained.stdout)["depth"] == 0
+    finally:
+        resume_queue(service)
+    ok_json("schedule", "delete", "--id", sid, "--reason", "incident closed", env=env)
+
+
+def test_incident_repeated_failures(service: Service) -> None:
+    """Find error.code in the dead-letter view; compare versions; roll back (boom has one)."""
+    env = service.env
+    stella("run", "start", "--dag-id", "boom", "--wait", env=env)
+    groups = {g["code"]: g for g in ok_json("deadletter", "list", env=env)["items"]}
+    assert "BOOM" in groups
+    assert groups["BOOM"]["dagVersions"]
+    assert groups["BOOM"]["plugins"]

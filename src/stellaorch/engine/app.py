@@ -120,6 +120,7 @@ class Orchestrator:
         """Stop the scheduler and the worker, then release the store."""
         await self.stop_scheduler()
         await self.stop_worker()
+        await asyncio.to_thread(self.env.notifier.close)
         self.env.db.close()
 
 

@@ -10,6 +10,7 @@ from stellaorch.engine.catalog import DagCatalog
 from stellaorch.engine.events import EventBus
 from stellaorch.settings import Settings
 from stellaorch.store.database import Database
+from stellaorch.store.notify import Notifier
 
 
 @dataclass
@@ -23,6 +24,7 @@ class EngineEnv:
     clock: Clock = field(default_factory=SystemClock)
     ids: IdProvider = field(default_factory=IdProvider)
     rng: random.Random = field(default_factory=random.Random)
+    notifier: Notifier = field(default_factory=lambda: Notifier("sqlite://"))
 
     @classmethod
     def build(
@@ -44,4 +46,8 @@ class EngineEnv:
             clock=clock,
             ids=ids or IdProvider(clock),
             rng=rng or random.Random(),
+            notifier=Notifier(
+                settings.database_url,
+                connect_timeout_seconds=settings.database_connect_timeout_seconds,
+            ),
         )

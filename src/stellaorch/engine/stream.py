@@ -226,6 +226,7 @@ class StreamHub:
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop_listening: Callable[[], None] | None = None
+        self._stop_notified: Callable[[], None] | None = None
         self.last_seen = 0
 
     @property
@@ -296,24 +297,32 @@ class StreamHub:
             self._loop = asyncio.get_running_loop()
             self._wake = asyncio.Event()
             self._stop_listening = self._env.bus.subscribe(self._on_committed)
+            self._stop_notified = self._env.notifier.subscribe(self._on_notified)
             self._task = asyncio.create_task(self._tail(), name="stella-stream-tail")
 
     def _stop_tailing(self) -> None:
         if self._stop_listening is not None:
             self._stop_listening()
             self._stop_listening = None
+        if self._stop_notified is not None:
+            self._stop_notified()
+            self._stop_notified = None
         if self._task is not None:
             self._task.cancel()
             self._task = None
 
     def _on_committed(self, _entry: LedgerEntry) -> None:
         """Bus listener: wake the tailer (thread-safe: publishers may be on other threads)."""
+        self._on_notified()
+
+    def _on_notified(self) -> None:
+        """Wake the tailer from any thread (bus publishers, the NOTIFY listen thread)."""
         loop = self._loop
         if loop is None:
             return
         if _running_loop() is loop:
             self._wake.set()
-        else:
+        elif not loop.is_closed():
             loop.call_soon_threadsafe(self._wake.set)
 
     async def _tail(self) -> None:

@@ -63,6 +63,7 @@ class Worker:
     async def run(self) -> None:
         """Work until `stop()`; then finish or release in-flight attempts and return."""
         unsubscribe = self.env.bus.subscribe(self._on_entry)
+        unlisten = self.env.notifier.subscribe(self._on_notified(asyncio.get_running_loop()))
         loops = [
             _resilient(self._claim_loop, self._stopping),
             self._complete_loop(),
@@ -82,6 +83,7 @@ class Worker:
         finally:
             stopping.cancel()
             unsubscribe()
+            unlisten()
 
     def stop(self) -> None:
         """Ask the worker to stop taking work."""
@@ -103,6 +105,15 @@ class Worker:
         if leftover:
             entries = await self.env.db.transact(lambda c: execution.recover(c, self.env, leftover))
             self.env.bus.publish(entries)
+
+    def _on_notified(self, loop: asyncio.AbstractEventLoop) -> Callable[[], None]:
+        """A NOTIFY callback (listen thread): another process committed work, claim now."""
+
+        def wake() -> None:
+            if not loop.is_closed():
+                loop.call_soon_threadsafe(self._wake.set)
+
+        return wake
 
     def _on_entry(self, entry: LedgerEntry) -> None:
         if entry.entry_type in _WAKES and not self._quiet:

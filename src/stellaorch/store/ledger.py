@@ -10,6 +10,7 @@ from sqlalchemy import Connection, bindparam, select, update
 from stellaorch.domain.ledger import EntryDraft, LedgerEntry, StoredEntry, seal
 from stellaorch.store.bulk import execute_many, insert_rows
 from stellaorch.store.dialect import enter_ledger_append
+from stellaorch.store.notify import notify_committed
 from stellaorch.store.schema import ledger_entries, runs
 
 
@@ -61,6 +62,8 @@ class LedgerWriter:
         # can wait for a final prefix of the global order (see stream tailing).
         enter_ledger_append(conn)
         insert_rows(conn, ledger_entries, [_row(e) for e in self.entries])
+        # Other processes' workers and stream tailers wake when this commits (PostgreSQL).
+        notify_committed(conn)
         moved = [
             {"b_run_id": r, "b_seq": self._heads[r].seq, "b_head": self._heads[r].head}
             for r in sorted(self._moved)

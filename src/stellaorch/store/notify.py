@@ -1,0 +1,115 @@
+"""Cross-process wake-ups on PostgreSQL: NOTIFY when work or ledger entries commit, LISTEN here.
+
+The notification is a signal, never the payload: a listener reacts by reading the store (a
+claim, a tail read) as it would at its next poll, only sooner. The channel is derived from
+the connection's schema, so stores that share a database (one schema each) never cross-talk.
+SQLite has one process per store file in practice, and the in-process bus covers it: no-op.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Callable
+
+import psycopg
+from sqlalchemy import Connection, text
+from sqlalchemy.engine import make_url
+
+log = logging.getLogger("stellaorch.notify")
+
+Callback = Callable[[], None]
+# md5 keeps the name a safe identifier under PostgreSQL's 63-byte limit for any schema name.
+_CHANNEL_SQL = "SELECT 'stella_' || md5(coalesce(current_schema(), ''))"
+_notify = text(f"SELECT pg_notify(({_CHANNEL_SQL}), '')")
+LISTEN_TIMEOUT_SECONDS = 0.5  # how often the listen thread checks whether to stop
+MAX_BACKOFF_SECONDS = 5.0
+
+
+def notify_committed(conn: Connection) -> None:
+    """Queue a wake-up on this store's channel; PostgreSQL delivers it when the unit commits."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(_notify)
+
+
+def libpq_url(url: str) -> str:
+    """The store URL as psycopg takes it (no SQLAlchemy driver suffix, options kept)."""
+    parsed = make_url(url).set(drivername="postgresql")
+    return parsed.render_as_string(hide_password=False)
+
+
+class Notifier:
+    """LISTENs on the store's channel in a background thread and calls the registered callbacks.
+
+    The thread starts with the first subscriber and reconnects with backoff if its connection
+    drops; callbacks run on that thread, so they must be quick and thread-safe.
+    """
+
+    def __init__(self, url: str, *, connect_timeout_seconds: int = 5) -> None:
+        self.enabled = not url.startswith("sqlite")
+        self._url = libpq_url(url) if self.enabled else ""
+        self._connect_timeout = connect_timeout_seconds
+        self._callbacks: list[Callback] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.received = 0  # notifications delivered to callbacks (for tests and metrics)
+
+    def subscribe(self, callback: Callback) -> Callable[[], None]:
+        """Call `callback` on every notification; returns a function that removes it."""
+        with self._lock:
+            self._callbacks.append(callback)
+        self._ensure_started()
+        return lambda: self._unsubscribe(callback)
+
+    def _unsubscribe(self, callback: Callback) -> None:
+        with self._lock, contextlib.suppress(ValueError):
+            self._callbacks.remove(callback)
+
+    def _ensure_started(self) -> None:
+        if not self.enabled or self._thread is not None or self._stop.is_set():
+            return
+        self._thread = threading.Thread(target=self._run, name="stella-listen", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        """Stop listening and wait for the thread to end."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=LISTEN_TIMEOUT_SECONDS * 4)
+            self._thread = None
+
+    def _run(self) -> None:
+        delay = 0.1
+        while not self._stop.is_set():
+            try:
+                self._listen()
+                delay = 0.1
+            except psycopg.Error as exc:
+                log.warning("notify.listen_failed, retrying in %.1fs: %s", delay, exc)
+                self._stop.wait(delay)
+                delay = min(delay * 2, MAX_BACKOFF_SECONDS)
+
+    def _listen(self) -> None:
+        """One LISTEN session: deliver notifications until stopped or the connection drops."""
+        with psycopg.connect(
+            self._url, autocommit=True, connect_timeout=self._connect_timeout
+        ) as conn:
+            channel = str(conn.execute(_CHANNEL_SQL).fetchone()[0])  # type: ignore[index]
+            conn.execute(f'LISTEN "{channel}"')
+            # Anything committed while we were not listening is picked up by one wake now.
+            self._deliver()
+            while not self._stop.is_set():
+                for _ in conn.notifies(timeout=LISTEN_TIMEOUT_SECONDS):
+                    self._deliver()
+
+    def _deliver(self) -> None:
+        with self._lock:
+            callbacks = list(self._callbacks)
+        self.received += 1
+        for callback in callbacks:
+            try:
+                callback()
+            except Exception:  # a listener bug must not end the listen thread
+                log.exception("notify.callback_failed")

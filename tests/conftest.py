@@ -167,6 +167,14 @@ def new_store_url(stores: Stores) -> Callable[[], str]:
     return stores.new_url
 
 
+@pytest.fixture
+def pg_store_url(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Callable[[], str]]:
+    """Like new_store_url, PostgreSQL only: for tests of several processes on one store."""
+    provisioner = Stores("postgresql", tmp_path, request.getfixturevalue("pg_database"))
+    yield provisioner.new_url
+    provisioner.drop()
+
+
 # -- the harness --------------------------------------------------------------------------
 class Harness:
     """An Orchestrator on its own store, plus the moves every scenario repeats.

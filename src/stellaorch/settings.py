@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Annotated, Any
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
@@ -35,6 +37,11 @@ class Settings(BaseSettings):
     max_log_bytes: int = Field(default=1024 * 1024, ge=1024)
     lost_attempt_limit: int = Field(default=3, ge=0, le=100)
     sqlite_busy_timeout_ms: int = Field(default=10_000, ge=0)
+    # Which tenants this process's worker serves; empty: every tenant.
+    worker_tenants: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # The scheduler leader lease: a standby takes over at most this long after the leader died.
+    scheduler_lease_ttl_seconds: float = Field(default=10.0, gt=0)
+    scheduler_poll_seconds: float = Field(default=1.0, gt=0)
     # PostgreSQL only (SQLite has one writer: one store thread, no pool)
     database_threads: int = Field(default=4, ge=1, le=64)  # concurrent transactions
     database_pool_size: int = Field(default=5, ge=1, le=200)
@@ -52,6 +59,14 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     idempotency_ttl_seconds: int = Field(default=86_400, ge=60)
     stream_queue_limit: int = Field(default=10_000, ge=10)
+
+    @field_validator("worker_tenants", mode="before")
+    @classmethod
+    def _split_tenants(cls, value: Any) -> Any:
+        """`a,b` (the flag and the variable) or a list (the TOML file)."""
+        if isinstance(value, str):
+            return [t.strip() for t in value.split(",") if t.strip()]
+        return value
 
     @property
     def heartbeat_seconds(self) -> float:

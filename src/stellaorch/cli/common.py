@@ -57,6 +57,14 @@ Concurrency = Annotated[
     int | None,
     typer.Option(min=1, help="Worker concurrency (default: STELLA_ORCH_WORKER_CONCURRENCY or 64)."),
 ]
+WorkerTenants = Annotated[
+    str | None,
+    typer.Option(
+        "--tenants",
+        help="Serve only these tenants, comma-separated (default: STELLA_ORCH_WORKER_TENANTS, "
+        "empty: every tenant).",
+    ),
+]
 DagsDir = Annotated[
     Path | None,
     typer.Option(

@@ -19,6 +19,7 @@ from stellaorch.cli.common import (
     RunId,
     Tenant,
     Verbose,
+    WorkerTenants,
     group,
     remember_verbose,
     run_local,
@@ -156,17 +157,19 @@ def worker_command(
     ctx: typer.Context,
     db: Db = None,
     concurrency: Concurrency = None,
+    tenants: WorkerTenants = None,
     log_level: LogLevelOption = LogLevel.INFO,
 ) -> None:
     """Execute queued steps from the store until SIGINT/SIGTERM (no API)."""
-    _service(ctx, "worker", log_level, {"db": db, "concurrency": concurrency})
+    flags = {"db": db, "concurrency": concurrency, "tenants": tenants}
+    _service(ctx, "worker", log_level, flags)
 
 
 @orch.command("scheduler")
 def scheduler_command(
     ctx: typer.Context, db: Db = None, log_level: LogLevelOption = LogLevel.INFO
 ) -> None:
-    """Run the scheduler (a placeholder that waits: schedules arrive in a later release)."""
+    """Fire cron triggers while holding the leader lease; other schedulers stand by."""
     _service(ctx, "scheduler", log_level, {"db": db})
 
 

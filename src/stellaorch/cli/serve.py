@@ -110,7 +110,10 @@ async def _run_parts(
     api: ApiServer | None = None
     background: set[asyncio.Task[None]] = set()
     if role.schedules:
-        orchestrator.start_scheduler()
+        orchestrator.start_scheduler(
+            lease_ttl_seconds=settings.scheduler_lease_ttl_seconds,
+            poll_seconds=settings.scheduler_poll_seconds,
+        )
     try:
         api = await ApiServer.start(orchestrator, settings) if role.serves_api else None
         _announce_ready(settings, options.role, dag_count, api.url if api else None)
@@ -139,7 +142,9 @@ def _announce_ready(settings: Settings, role: Role, dag_count: int, api_url: str
     elif role is Role.API:
         what = f"API on {api_url} for {where} (no worker here: run `stella orch worker`)"
     elif role is Role.WORKER:
-        what = f"worker (concurrency {settings.worker_concurrency}) on {where}"
+        only = settings.worker_tenants
+        served = f", tenants {','.join(only)}" if only else ""
+        what = f"worker (concurrency {settings.worker_concurrency}{served}) on {where}"
     else:
         what = f"scheduler on {where} (fires triggers while it holds the leader lease)"
     say(f"ready: {what}; Ctrl-C stops")

@@ -248,14 +248,15 @@ def claim(
 ) -> Claimed:
     """Lease up to `limit` due steps, round-robin across tenants, FIFO within each."""
     unit = RunUnit(conn, env)
-    tenants = queue.claimable_tenants(conn)
+    only = env.settings.worker_tenants
+    tenants = queue.claimable_tenants(conn, only)
     start = rotation % max(1, len(tenants))
     gate = QuotaGate.load(conn, tenants, unit.now)
     picked = _fair_pick(conn, tenants[start:] + tenants[:start], unit.now, limit, gate)
     free = _within_concurrency(conn, _of_free_runs(unit, picked))
     items = gate.admit(free, unit.runs)
     if not items:
-        due = queue.next_due_us(conn)
+        due = queue.next_due_us(conn, only)
         if len(free) < len(picked):  # due work held back by other transactions: look again soon
             due = min(due or unit.now, unit.now + BUSY_RETRY_US)
         return Claimed([], [], _quota_wake(gate, due, unit.now))

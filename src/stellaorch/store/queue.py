@@ -53,8 +53,10 @@ _claimable = (
 )
 
 
-def claimable_tenants(conn: Connection) -> list[str]:
-    """Maintenance query across tenants: every tenant whose queue is not paused."""
+def claimable_tenants(conn: Connection, only: Sequence[str] = ()) -> list[str]:
+    """Maintenance query across tenants: every tenant (of `only`, if given) not paused."""
+    if only:
+        return [t for (t,) in conn.execute(_claimable.where(tenant_queues.c.tenant.in_(only)))]
     return [t for (t,) in conn.execute(_claimable)]
 
 
@@ -274,8 +276,10 @@ def delete_run_items(conn: Connection, run_id: str) -> list[tuple[str, str | Non
     return rows
 
 
-def next_due_us(conn: Connection) -> int | None:
+def next_due_us(conn: Connection, only: Sequence[str] = ()) -> int | None:
     """Maintenance query: the earliest time an unleased item becomes due, across tenants."""
     q = queue_items.c
     query = select(func.min(q.available_us)).where(q.lease_id.is_(None), _has_room)
+    if only:
+        query = query.where(q.tenant.in_(only))
     return conn.execute(query).scalar()

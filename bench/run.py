@@ -203,8 +203,8 @@ async def bench_many_runs(orch: Orchestrator, n: int) -> list[Row]:
     ]
 
 
-async def _count_completed(orch: Orchestrator) -> int:
-    """Wait until no run is open; return how many completed."""
+async def _count_completed(orch: Orchestrator, timeout_s: float = 24.0) -> int:
+    """Wait until no run is open; return how many completed (-1 after `timeout_s`)."""
 
     def count(conn: Any) -> tuple[int, int]:
         q = select(runs.c.status, func.count()).group_by(runs.c.status)
@@ -212,7 +212,7 @@ async def _count_completed(orch: Orchestrator) -> int:
         open_runs = by_status.get("queued", 0) + by_status.get("running", 0)
         return open_runs, by_status.get("completed", 0)
 
-    for _ in range(1200):
+    for _ in range(max(1, round(timeout_s / 0.02))):
         open_runs, completed = await orch.env.db.transact(count)
         if open_runs == 0:
             return int(completed)
@@ -226,17 +226,39 @@ def _rss_row() -> Row:
 
 
 def _print(rows: list[Row]) -> None:
-    header = (
-        f"| {'scenario':<22} | {'measure':<24} | {'value':>10} | {'unit':<7} | "
-        f"{'target':<8} | ok  |"
+    """Print the results table (scenario | measure | value | unit | target | ok)."""
+    _table(
+        ["scenario", "measure", "value", "unit", "target", "ok"],
+        [
+            [r.scenario, r.measure, f"{r.value:.2f}", r.unit, r.target, "yes" if r.ok else "NO"]
+            for r in rows
+        ],
+        right={2},
     )
-    print(header)
-    print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
-    for r in rows:
-        print(
-            f"| {r.scenario:<22} | {r.measure:<24} | {r.value:>10.2f} | {r.unit:<7} | "
-            f"{r.target:<8} | {'yes' if r.ok else 'NO ':<3} |"
+
+
+def _table(header: list[str], cells: list[list[str]], right: set[int] | None = None) -> None:
+    """Print a Markdown table whose columns fit their widest cell; `right`: right-aligned."""
+    widths = [max(len(c) for c in column) for column in zip(header, *cells, strict=True)]
+
+    def line(row: list[str]) -> str:
+        return (
+            "| "
+            + " | ".join(
+                _fit(c, w, i in (right or set()))
+                for i, (c, w) in enumerate(zip(row, widths, strict=True))
+            )
+            + " |"
         )
+
+    print(line(header))
+    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    for row in cells:
+        print(line(row))
+
+
+def _fit(cell: str, width: int, right: bool) -> str:
+    return cell.rjust(width) if right else cell.ljust(width)
 
 
 async def main(quick: bool, store: str) -> int:

@@ -61,6 +61,7 @@ class LocalCluster:
     directory: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="stella-pg.")))
     port: int = field(default_factory=_free_port)
     process: subprocess.Popen[bytes] | None = None
+    _settings: dict[str, str] = field(default_factory=dict, init=False, repr=False)
 
     @property
     def url(self) -> str:
@@ -75,7 +76,7 @@ class LocalCluster:
         done = subprocess.run(_as_owner(initdb), capture_output=True, check=False)
         if done.returncode != 0:
             raise Unavailable(f"initdb failed: {done.stderr.decode(errors='replace')[-500:]}")
-        settings = {
+        self._settings = {
             "listen_addresses": "127.0.0.1",
             "port": str(self.port),
             "unix_socket_directories": str(self.directory),
@@ -84,11 +85,15 @@ class LocalCluster:
             "full_page_writes": "off",
             "max_connections": "200",
         }
-        argv = [str(self.bindir / "postgres"), "-D", str(data)]
-        for name, value in settings.items():
+        self._launch("wb")
+
+    def _launch(self, mode: str) -> None:
+        """Run the server on the initialised data directory and wait until it accepts."""
+        argv = [str(self.bindir / "postgres"), "-D", str(self.directory / "data")]
+        for name, value in self._settings.items():
             argv += ["-c", f"{name}={value}"]
-        log = (self.directory / "server.log").open("wb")
-        self.process = subprocess.Popen(_as_owner(argv), stdout=log, stderr=subprocess.STDOUT)
+        with (self.directory / "server.log").open(mode) as log:
+            self.process = subprocess.Popen(_as_owner(argv), stdout=log, stderr=subprocess.STDOUT)
         self._wait_ready()
 
     def _wait_ready(self, within: float = 30.0) -> None:
@@ -105,8 +110,22 @@ class LocalCluster:
         self.stop()
         raise Unavailable(f"the PostgreSQL server did not start:\n{log}")
 
+    def halt(self) -> None:
+        """Fast shutdown, as `stop`, but keep the data directory so `resume` can restart it."""
+        self._shut_down()
+
+    def resume(self) -> None:
+        """Start a halted cluster again, on the same port and data directory."""
+        assert self.process is None or self.process.poll() is not None, "the server is running"
+        self._launch("ab")
+
     def stop(self) -> None:
         """Fast shutdown (SIGINT to the postmaster), wait for it, delete the directory."""
+        self._shut_down()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+    def _shut_down(self) -> None:
+        """Fast shutdown (SIGINT to the postmaster) and wait for the server to exit."""
         if self.process is not None and self.process.poll() is None:
             pg_ctl = [str(self.bindir / "pg_ctl"), "-D", str(self.directory / "data")]
             stopped = subprocess.run(
@@ -119,7 +138,6 @@ class LocalCluster:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-        shutil.rmtree(self.directory, ignore_errors=True)
 
 
 def _url_for(base: str, database: str, schema: str | None = None) -> str:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import inspect
 
 from stellaorch.store.database import Database
-from stellaorch.store.migrate import current_revision, head_revision, upgrade
+from stellaorch.store.migrate import alembic_config, current_revision, head_revision, upgrade
 from stellaorch.store.schema import metadata
 
 # Tables that belong to the migration tool, not to the product.
@@ -81,3 +82,49 @@ def test_every_table_carries_a_required_tenant_column(store_url: str) -> None:
 
     assert tables
     assert without == []
+
+
+def _revisions(db: Database) -> list[str]:
+    """Every revision this code ships, oldest first."""
+    script = ScriptDirectory.from_config(alembic_config(db.engine))
+    return [r.revision for r in reversed(list(script.walk_revisions()))]
+
+
+def _columns(db: Database) -> dict[str, dict[str, tuple[str, bool, bool]]]:
+    """table -> column -> (type, nullable, has a server default)."""
+    inspector = inspect(db.engine)
+    return {
+        table: {
+            c["name"]: (str(c["type"]), bool(c["nullable"]), c.get("default") is not None)
+            for c in inspector.get_columns(table)
+        }
+        for table in inspector.get_table_names()
+    }
+
+
+def test_each_migration_only_adds_so_processes_of_the_previous_release_keep_working(
+    store_url: str,
+) -> None:
+    """`db upgrade` may run while old processes are up: nothing they read or write changes."""
+    db = Database.open(store_url)
+    try:
+        revisions = _revisions(db)
+        upgrade(db.engine, revisions[0])
+        before = _columns(db)
+        for revision in revisions[1:]:
+            upgrade(db.engine, revision)
+            after = _columns(db)
+            for table, columns in before.items():
+                assert table in after, f"{revision} drops table {table}"
+                for name, (kind, nullable, _) in columns.items():
+                    assert name in after[table], f"{revision} drops {table}.{name}"
+                    new_kind, new_nullable, _ = after[table][name]
+                    assert new_kind == kind, f"{revision} changes the type of {table}.{name}"
+                    assert new_nullable or not nullable, f"{revision} makes {table}.{name} required"
+                added = set(after[table]) - set(columns)
+                for name in added:  # an old process's INSERT does not name it
+                    _, nullable, has_default = after[table][name]
+                    assert nullable or has_default, f"{revision} adds required {table}.{name}"
+            before = after
+    finally:
+        db.close()

@@ -1,0 +1,30 @@
+"""Settings from the environment: the worker's tenant filter and the scheduler lease."""
+
+from __future__ import annotations
+
+import pytest
+
+from stellaorch.settings import Settings
+
+
+def test_worker_tenants_come_comma_separated_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("STELLA_ORCH_WORKER_TENANTS", "acme, beta,,")
+    assert Settings().worker_tenants == ["acme", "beta"]
+
+
+def test_no_worker_tenants_means_every_tenant(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("STELLA_ORCH_WORKER_TENANTS", raising=False)
+    assert Settings().worker_tenants == []
+
+
+def test_a_list_is_taken_as_given() -> None:
+    assert Settings(worker_tenants=["acme"]).worker_tenants == ["acme"]
+
+
+def test_the_scheduler_lease_is_tunable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STELLA_ORCH_SCHEDULER_LEASE_TTL_SECONDS", "1.5")
+    assert Settings().scheduler_lease_ttl_seconds == 1.5
+    with pytest.raises(ValueError, match="greater than 0"):
+        Settings(scheduler_lease_ttl_seconds=0)

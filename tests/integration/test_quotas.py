@@ -15,6 +15,8 @@ from api_fixtures import BASE, Api, assert_envelope, spec  # noqa: E402
 
 from stellaorch.engine import execution  # noqa: E402
 from stellaorch.engine.execution import RunRequest  # noqa: E402
+from stellaorch.store import controls  # noqa: E402
+from stellaorch.store.controls import ALL_DAGS, QuotaRow  # noqa: E402
 
 A, B = "acme", "globex"
 NOOP = spec("job", [{"id": "s", "plugin": "noop"}])
@@ -112,3 +114,31 @@ async def test_fairness_b_starts_before_a_has_started_a_thousand(api: Api) -> No
 
 async def _pause() -> None:
     await asyncio.sleep(0.05)
+
+
+async def test_max_active_holds_with_two_engines_claiming_at_once(make_harness: Any) -> None:
+    """Two processes' claims must not both count the last free slot (PostgreSQL: concurrent)."""
+    first = await make_harness(worker_concurrency=16, poll_interval_seconds=0.01)
+    url = first.orchestrator.env.settings.database_url
+    second = await make_harness(url, worker_concurrency=16, poll_interval_seconds=0.01)
+    fast = spec("quick", [{"id": "s", "plugin": "sleep", "with": {"seconds": 0.02}}])
+    await first.publish(fast, tenant=A)
+
+    def limit(conn: Any) -> None:
+        row = QuotaRow(A, ALL_DAGS, max_active=2, max_per_hour=None, burst=None, updated_us=0)
+        controls.put_quota(conn, row)
+
+    await first.orchestrator.env.db.transact(limit)
+    runs = [(await first.create("quick", {"i": i}, tenant=A)).run.run_id for i in range(40)]
+    first.start_worker()
+    second.start_worker()
+    peak = 0
+    while True:
+        rows = await first.sql("SELECT status FROM runs WHERE status IN ('running', 'queued')")
+        peak = max(peak, sum(1 for r in rows if r["status"] == "running"))
+        if not rows:
+            break
+        await asyncio.sleep(0.002)
+    assert 1 <= peak <= 2
+    for run_id in runs:
+        assert (await first.view(run_id, tenant=A))["status"] == "completed"

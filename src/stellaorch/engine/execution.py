@@ -251,7 +251,7 @@ def claim(
     only = env.settings.worker_tenants
     tenants = queue.claimable_tenants(conn, only)
     start = rotation % max(1, len(tenants))
-    gate = QuotaGate.load(conn, tenants, unit.now)
+    gate = QuotaGate.load(conn, tenants, unit.now, claiming=True)
     picked = _fair_pick(conn, tenants[start:] + tenants[:start], unit.now, limit, gate)
     free = _within_concurrency(conn, _of_free_runs(unit, picked))
     items = gate.admit(free, unit.runs)
@@ -259,6 +259,8 @@ def claim(
         due = queue.next_due_us(conn, only)
         if len(free) < len(picked):  # due work held back by other transactions: look again soon
             due = min(due or unit.now, unit.now + BUSY_RETRY_US)
+        if gate.contended:  # another claim is counting those tenants' quotas
+            return Claimed([], [], unit.now + BUSY_RETRY_US)
         return Claimed([], [], _quota_wake(gate, due, unit.now))
     expires = unit.now + int(env.settings.lease_ttl_seconds * 1_000_000)
     grants = [

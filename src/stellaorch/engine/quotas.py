@@ -14,6 +14,7 @@ from sqlalchemy import Connection
 
 from stellaorch.store import controls
 from stellaorch.store.controls import ALL_DAGS, QuotaRow, QuotaUsage
+from stellaorch.store.dialect import try_lock_names
 from stellaorch.store.queue import QueueItem
 from stellaorch.store.runs import RunState
 
@@ -67,18 +68,33 @@ class QuotaGate:
 
     now_us: int
     states: dict[str, list[QuotaState]] = field(default_factory=dict)
+    # Tenants whose quotas another claim is counting right now: none of their runs may start.
+    contended: set[str] = field(default_factory=set)
 
     @classmethod
-    def load(cls, conn: Connection, tenants: Iterable[str], now_us: int) -> QuotaGate:
-        """One small read of the quota rows; one aggregate per quota a tenant has."""
-        gate = cls(now_us)
-        for quota in controls.list_quotas(conn, tenants):
-            usage = controls.quota_usage(conn, quota, now_us - window_us(quota))
-            gate.states.setdefault(quota.tenant, []).append(QuotaState(quota, usage))
+    def load(
+        cls, conn: Connection, tenants: Iterable[str], now_us: int, *, claiming: bool = False
+    ) -> QuotaGate:
+        """One small read of the quota rows; one aggregate per quota a tenant has.
+
+        Counting and starting must not interleave between two claims (both would see room
+        for the same last slot), so a claim takes each quota tenant's lock, without waiting:
+        a tenant another claim holds is skipped this time, and the claim looks again soon.
+        """
+        found = controls.list_quotas(conn, tenants)
+        wanted = {q.tenant for q in found}
+        held = try_lock_names(conn, "quota", wanted) if claiming else wanted
+        gate = cls(now_us, contended=wanted - held)
+        for quota in found:
+            if quota.tenant in held:
+                usage = controls.quota_usage(conn, quota, now_us - window_us(quota))
+                gate.states.setdefault(quota.tenant, []).append(QuotaState(quota, usage))
         return gate
 
     def blocked_dags(self, tenant: str) -> set[str]:
         """DAGs of the tenant ("*": all) whose queued runs may not start now."""
+        if tenant in self.contended:
+            return {ALL_DAGS}
         return {s.quota.dag_id for s in self.states.get(tenant, []) if s.room() <= 0}
 
     def next_eligible_us(self, tenant: str, dag_id: str = ALL_DAGS) -> int | None:
@@ -94,7 +110,7 @@ class QuotaGate:
 
     def admit(self, items: list[QueueItem], runs: Mapping[str, RunState]) -> list[QueueItem]:
         """Items of running runs, and of queued runs that fit their quotas (counted as started)."""
-        if not self.states:
+        if not self.states and not self.contended:
             return items
         started: set[str] = set()
         kept: list[QueueItem] = []
@@ -109,6 +125,8 @@ class QuotaGate:
 
     def _start(self, run: RunState) -> bool:
         """Count a new run against every quota that covers it, if all have room."""
+        if run.tenant in self.contended:
+            return False
         covering = [s for s in self.states.get(run.tenant, []) if s.applies(run.dag_id)]
         if any(s.room() <= 0 for s in covering):
             return False

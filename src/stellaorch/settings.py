@@ -59,6 +59,8 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     idempotency_ttl_seconds: int = Field(default=86_400, ge=60)
     stream_queue_limit: int = Field(default=10_000, ge=10)
+    # Workers and schedulers: serve their own /metrics on this port (on api_host); unset: none.
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
 
     @field_validator("worker_tenants", mode="before")
     @classmethod

@@ -61,23 +61,29 @@ def _no_builtin_telemetry() -> dict[str, Any]:
     return {}
 
 
-def create_app(orch: Orchestrator, auth: Authenticator | None = None) -> FastAPI:
-    """Build the app around an open Orchestrator."""
+def _observed_app(orch: Orchestrator, auth: Authenticator | None, **options: Any) -> FastAPI:
+    """An app with the engine, token checks, the error envelope and the process's metrics."""
     app = FastAPI(
-        title="Stella Orchestrator",
-        version=__version__,
-        openapi_url=f"{BASE}/.well-known/openapi",
-        docs_url=None,
-        redoc_url=None,
-        lifespan=_lifespan,
-        **_no_builtin_telemetry(),
+        version=__version__, docs_url=None, redoc_url=None, **options, **_no_builtin_telemetry()
     )
     app.state.orchestrator = orch
     app.state.auth = auth or authenticator_for(orch)
-    app.state.stream_hub = StreamHub(orch.env)
     errors.install(app)
     app.state.metrics = metrics = OrchestratorMetrics()
     orch.env.bus.subscribe(metrics.observe)
+    return app
+
+
+def create_app(orch: Orchestrator, auth: Authenticator | None = None) -> FastAPI:
+    """Build the app around an open Orchestrator."""
+    app = _observed_app(
+        orch,
+        auth,
+        title="Stella Orchestrator",
+        openapi_url=f"{BASE}/.well-known/openapi",
+        lifespan=_lifespan,
+    )
+    app.state.stream_hub = StreamHub(orch.env)
     # Routers go straight onto the app: each level of nesting costs every request a walk.
     for module in (
         dags,
@@ -95,5 +101,16 @@ def create_app(orch: Orchestrator, auth: Authenticator | None = None) -> FastAPI
     app.include_router(admin.root_router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=orch.env.settings.max_body_bytes)
     app.add_middleware(TraceMiddleware)
-    app.add_middleware(HttpMetricsMiddleware, observer=metrics)
+    app.add_middleware(HttpMetricsMiddleware, observer=app.state.metrics)
+    return app
+
+
+def create_metrics_app(orch: Orchestrator, auth: Authenticator | None = None) -> FastAPI:
+    """Only `GET /metrics`, for worker and scheduler processes: their own counters, same auth.
+
+    Each process counts what it commits, so Prometheus scrapes every process and sums.
+    """
+    app = _observed_app(orch, auth, title="Stella Orchestrator metrics", openapi_url=None)
+    app.include_router(admin.root_router)
+    app.add_middleware(TraceMiddleware)
     return app

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 import uvicorn
 
-from stellaorch.api.app import create_app
+from stellaorch.api.app import create_app, create_metrics_app
 from stellaorch.cli.embedded import ended_because, watch_task
 from stellaorch.cli.errors import ServiceFailed
 from stellaorch.engine.app import Orchestrator
@@ -56,11 +56,21 @@ class ApiServer:
         self._crash_reported = False
 
     @classmethod
-    async def start(cls, orchestrator: Orchestrator, settings: Settings) -> ApiServer:
-        """Bind, start serving and return once requests are accepted."""
-        sock = listen(settings.api_host, settings.api_port)
+    async def start(
+        cls, orchestrator: Orchestrator, settings: Settings, *, metrics_only: bool = False
+    ) -> ApiServer:
+        """Bind, start serving and return once requests are accepted.
+
+        `metrics_only`: just `/metrics` on `metrics_port`, for a worker or scheduler process.
+        """
+        if metrics_only:
+            assert settings.metrics_port is not None
+            app, port = create_metrics_app(orchestrator), settings.metrics_port
+        else:
+            app, port = create_app(orchestrator), settings.api_port
+        sock = listen(settings.api_host, port)
         config = uvicorn.Config(
-            create_app(orchestrator),
+            app,
             log_config=None,  # records go to the root logger: our JSON lines
             lifespan="on",
             timeout_graceful_shutdown=GRACEFUL_SECONDS,

@@ -65,6 +65,16 @@ WorkerTenants = Annotated[
         "empty: every tenant).",
     ),
 ]
+MetricsPort = Annotated[
+    int | None,
+    typer.Option(
+        "--metrics-port",
+        min=1,
+        max=65535,
+        help="Serve this process's Prometheus /metrics on this port (admin token; "
+        "default: STELLA_ORCH_METRICS_PORT, unset: none).",
+    ),
+]
 DagsDir = Annotated[
     Path | None,
     typer.Option(

@@ -16,6 +16,7 @@ from stellaorch.cli.common import (
     Concurrency,
     DagsDir,
     Db,
+    MetricsPort,
     RunId,
     Tenant,
     Verbose,
@@ -158,19 +159,24 @@ def worker_command(
     db: Db = None,
     concurrency: Concurrency = None,
     tenants: WorkerTenants = None,
+    metrics_port: MetricsPort = None,
     log_level: LogLevelOption = LogLevel.INFO,
 ) -> None:
     """Execute queued steps from the store until SIGINT/SIGTERM (no API)."""
     flags = {"db": db, "concurrency": concurrency, "tenants": tenants}
+    flags["metrics_port"] = metrics_port
     _service(ctx, "worker", log_level, flags)
 
 
 @orch.command("scheduler")
 def scheduler_command(
-    ctx: typer.Context, db: Db = None, log_level: LogLevelOption = LogLevel.INFO
+    ctx: typer.Context,
+    db: Db = None,
+    metrics_port: MetricsPort = None,
+    log_level: LogLevelOption = LogLevel.INFO,
 ) -> None:
     """Fire cron triggers while holding the leader lease; other schedulers stand by."""
-    _service(ctx, "scheduler", log_level, {"db": db})
+    _service(ctx, "scheduler", log_level, {"db": db, "metrics_port": metrics_port})
 
 
 # --- keys and tokens -----------------------------------------------------------------------------

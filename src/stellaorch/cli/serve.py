@@ -81,7 +81,7 @@ async def serve(settings: Settings, options: ServeOptions) -> None:
     """Publish the DAGs, run the role's parts until SIGINT/SIGTERM, then stop gracefully."""
     options.check()
     role, tenant = options.role, settings.default_tenant
-    if role.serves_api:
+    if role.serves_api or settings.metrics_port is not None:
         prepare_auth(settings)
     # Signals are caught from the start, so a stop during startup still shuts down cleanly.
     with _stop_on_signals() as stop:
@@ -115,7 +115,10 @@ async def _run_parts(
             poll_seconds=settings.scheduler_poll_seconds,
         )
     try:
-        api = await ApiServer.start(orchestrator, settings) if role.serves_api else None
+        if role.serves_api:
+            api = await ApiServer.start(orchestrator, settings)
+        elif settings.metrics_port is not None:
+            api = await ApiServer.start(orchestrator, settings, metrics_only=True)
         _announce_ready(settings, options.role, dag_count, api.url if api else None)
         for sample in samples:
             background |= await _start_sample(orchestrator, settings.default_tenant, sample)
@@ -147,6 +150,8 @@ def _announce_ready(settings: Settings, role: Role, dag_count: int, api_url: str
         what = f"worker (concurrency {settings.worker_concurrency}{served}) on {where}"
     else:
         what = f"scheduler on {where} (fires triggers while it holds the leader lease)"
+    if api_url is not None and not role.serves_api:
+        what += f"; metrics on {api_url}/metrics"
     say(f"ready: {what}; Ctrl-C stops")
     log.info("orchestrator.ready", extra={"tenant": tenant, "role": role.value, "api": api_url})
 

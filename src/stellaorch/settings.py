@@ -42,6 +42,8 @@ class Settings(BaseSettings):
     # The scheduler leader lease: a standby takes over at most this long after the leader died.
     scheduler_lease_ttl_seconds: float = Field(default=10.0, gt=0)
     scheduler_poll_seconds: float = Field(default=1.0, gt=0)
+    # Settled triggers older than this are deleted (their runs and ledger stay).
+    schedule_firing_retention_days: float = Field(default=7.0, gt=0)
     # PostgreSQL only (SQLite has one writer: one store thread, no pool)
     database_threads: int = Field(default=4, ge=1, le=64)  # concurrent transactions
     database_pool_size: int = Field(default=5, ge=1, le=200)

@@ -368,3 +368,29 @@ async def test_a_dag_with_every_version_disabled_takes_no_schedule(clocked: Cloc
 
     with pytest.raises(DagDisabled):
         await clocked.schedule()
+
+
+# -- retention ----------------------------------------------------------------------------
+async def test_old_settled_triggers_are_pruned_but_open_and_newest_started_ones_stay(
+    clocked: Clocked,
+) -> None:
+    await clocked.publish(dag())
+    sid = await clocked.schedule(overlap="buffer_one")
+    scheduler = clocked.scheduler()
+    for minute in (1, 2, 3):
+        await clocked.step_at(scheduler, f"2026-01-01T00:0{minute}:00Z")
+    week_later = parse_utc("2026-01-09T00:00:00Z")  # the default retention is 7 days
+
+    assert await scheduler.prune(parse_utc("2026-01-02T00:00:00Z")) == 0  # too young
+    assert await scheduler.prune(week_later) == 1
+    assert await clocked.outcomes(sid) == ["started", "buffered"]
+
+    first = (await clocked.runs_of(sid))[0]["run_id"]
+    await clocked.orchestrator.runs.cancel(TENANT, first)
+    await clocked.step_at(scheduler, "2026-01-01T00:03:10Z")  # the buffered trigger starts
+    assert await scheduler.prune(week_later) == 1  # the older start goes, the newest stays
+
+    [(when, outcome, run_id)] = await clocked.firings(sid)
+    assert (when, outcome) == ("2026-01-01T00:02:00.000Z", "started")
+    assert [r["run_id"] for r in await clocked.runs_of(sid)][1] == run_id
+    assert len(await clocked.runs_of(sid)) == 2  # runs and their ledgers are never pruned

@@ -42,6 +42,9 @@ log = logging.getLogger("stellaorch.scheduler")
 
 LEASE_NAME = "scheduler"
 US = 1_000_000
+DAY_US = 86_400 * US
+PRUNE_EVERY_US = 600 * US  # the leader deletes old triggers this often, a batch at a time
+PRUNE_BATCH = 5_000
 _TERMINAL = frozenset(s.value for s in TERMINAL_RUN)
 
 
@@ -117,6 +120,8 @@ class Scheduler:
         self._leader = False
         self._renew_at = 0
         self._buffered = False
+        self._prune_at = 0
+        self.retention_us = int(env.settings.schedule_firing_retention_days * DAY_US)
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
 
@@ -221,7 +226,19 @@ class Scheduler:
             self._tally(done, tick)
         tick.next_due_us = await self.env.db.transact(store.earliest_due_us)
         self._buffered = tick.buffered
+        if now >= self._prune_at:
+            await self.prune(now)
         return tick
+
+    async def prune(self, now: int) -> int:
+        """Delete a batch of triggers older than the retention; returns how many went."""
+        before = now - self.retention_us
+        pruned = await self.env.db.transact(lambda c: store.prune_firings(c, before, PRUNE_BATCH))
+        # A full batch means more are waiting: come back at the next pass, not in 10 minutes.
+        self._prune_at = now if pruned >= PRUNE_BATCH else now + PRUNE_EVERY_US
+        if pruned:
+            log.info("scheduler.pruned firings=%d", pruned)
+        return pruned
 
     # -- (1) decide and record triggers, on the store thread ------------------------------
     def _claim(self, conn: Connection, now: int) -> _Claim:

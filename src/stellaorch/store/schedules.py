@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any
 
-from sqlalchemy import Connection, Row, bindparam, func, select, update
+from sqlalchemy import Connection, Row, bindparam, delete, func, select, tuple_, update
 
 from stellaorch.store.dialect import insert_ignore, lock_rows
 from stellaorch.store.schema import runs, schedule_firings, schedules
@@ -224,3 +224,30 @@ def recent_firings(conn: Connection, tenant: str, schedule_id: str, limit: int) 
         .limit(limit)
     )
     return [_firing(r) for r in conn.execute(query)]
+
+
+def prune_firings(conn: Connection, before_us: int, limit: int) -> int:
+    """Delete up to `limit` settled triggers scheduled before `before_us`; returns how many.
+
+    Kept whatever their age: triggers still open (buffered, or started without a run yet)
+    and each schedule's newest started trigger, which the overlap check reads.
+    """
+    newer = schedule_firings.alias("newer")
+    has_newer_start = (
+        select(newer.c.scheduled_us)
+        .where(
+            newer.c.schedule_id == _f.schedule_id,
+            newer.c.outcome == "started",
+            newer.c.scheduled_us > _f.scheduled_us,
+        )
+        .exists()
+    )
+    settled = (_f.outcome != "buffered") & ((_f.outcome != "started") | _f.run_id.isnot(None))
+    kept_start = (_f.outcome == "started") & ~has_newer_start
+    victims = (
+        select(_f.schedule_id, _f.scheduled_us)
+        .where(_f.scheduled_us < before_us, settled, ~kept_start)
+        .limit(limit)
+    )
+    stmt = delete(schedule_firings).where(tuple_(_f.schedule_id, _f.scheduled_us).in_(victims))
+    return int(conn.execute(stmt).rowcount)

@@ -24,6 +24,7 @@ from stellaorch.domain.errors import (  # noqa: E402
 from stellaorch.domain.firing import jitter_us, run_token  # noqa: E402
 from stellaorch.domain.providers import format_utc, parse_utc  # noqa: E402
 from stellaorch.engine.execution import RunRequest  # noqa: E402
+from stellaorch.engine.scheduler import Scheduler  # noqa: E402
 from stellaorch.engine.schedules import ScheduleNotFound, ScheduleSpec  # noqa: E402
 
 
@@ -125,14 +126,20 @@ async def test_overlap_skip_records_triggers_while_a_run_is_in_flight(clocked: C
     assert len(await clocked.runs_of(sid)) == 2
 
 
-async def test_overlap_buffer_one_keeps_one_trigger_and_starts_it_when_the_run_ends(
-    clocked: Clocked,
-) -> None:
+async def three_triggers_buffer_one(clocked: Clocked) -> tuple[str, Scheduler]:
+    """A buffer_one schedule after its first three minutely triggers (the first run queued)."""
     await clocked.publish(dag())
     sid = await clocked.schedule(overlap="buffer_one")
     scheduler = clocked.scheduler()
     for minute in (1, 2, 3):
         await clocked.step_at(scheduler, f"2026-01-01T00:0{minute}:00Z")
+    return sid, scheduler
+
+
+async def test_overlap_buffer_one_keeps_one_trigger_and_starts_it_when_the_run_ends(
+    clocked: Clocked,
+) -> None:
+    sid, scheduler = await three_triggers_buffer_one(clocked)
     assert await clocked.outcomes(sid) == ["started", "buffered", "skipped_overlap"]
     first = (await clocked.runs_of(sid))[0]["run_id"]
     await clocked.orchestrator.runs.cancel(TENANT, first)
@@ -374,11 +381,7 @@ async def test_a_dag_with_every_version_disabled_takes_no_schedule(clocked: Cloc
 async def test_old_settled_triggers_are_pruned_but_open_and_newest_started_ones_stay(
     clocked: Clocked,
 ) -> None:
-    await clocked.publish(dag())
-    sid = await clocked.schedule(overlap="buffer_one")
-    scheduler = clocked.scheduler()
-    for minute in (1, 2, 3):
-        await clocked.step_at(scheduler, f"2026-01-01T00:0{minute}:00Z")
+    sid, scheduler = await three_triggers_buffer_one(clocked)
     week_later = parse_utc("2026-01-09T00:00:00Z")  # the default retention is 7 days
 
     assert await scheduler.prune(parse_utc("2026-01-02T00:00:00Z")) == 0  # too young

@@ -135,38 +135,33 @@ def _toggle(
     run_remote(ctx, remote, work)
 
 
-@dag_app.command("disable")
-def dag_disable(
-    ctx: typer.Context,
-    dag_id: DagId,
-    version: Version,
-    reason: Reason,
-    ticket: Ticket = None,
-    api_url: ApiUrl = None,
-    token: Token = None,
-    tenant: ClientTenant = None,
-    output: Output = OutputFormat.TABLE,
-) -> None:
-    """Disable a version: no new runs (running ones finish); schedules stop."""
-    remote = Remote(api_url, token, tenant, output)
-    _toggle(ctx, remote, (dag_id, version), dags.OperatorNote(reason, ticket), enabled=False)
+def _toggle_command(action: str, enabled: bool, summary: str) -> None:
+    """Register `dag disable|enable --dag-id D --version V --reason R`."""
+
+    def command(
+        ctx: typer.Context,
+        dag_id: DagId,
+        version: Version,
+        reason: Reason,
+        ticket: Ticket = None,
+        api_url: ApiUrl = None,
+        token: Token = None,
+        tenant: ClientTenant = None,
+        output: Output = OutputFormat.TABLE,
+    ) -> None:
+        remote = Remote(api_url, token, tenant, output)
+        note = dags.OperatorNote(reason, ticket)
+        _toggle(ctx, remote, (dag_id, version), note, enabled=enabled)
+
+    command.__doc__ = summary
+    command.__name__ = f"dag_{action}"
+    dag_app.command(action)(command)
 
 
-@dag_app.command("enable")
-def dag_enable(
-    ctx: typer.Context,
-    dag_id: DagId,
-    version: Version,
-    reason: Reason,
-    ticket: Ticket = None,
-    api_url: ApiUrl = None,
-    token: Token = None,
-    tenant: ClientTenant = None,
-    output: Output = OutputFormat.TABLE,
-) -> None:
-    """Enable a disabled version again."""
-    remote = Remote(api_url, token, tenant, output)
-    _toggle(ctx, remote, (dag_id, version), dags.OperatorNote(reason, ticket), enabled=True)
+_toggle_command(
+    "disable", False, "Disable a version: no new runs (running ones finish); schedules stop."
+)
+_toggle_command("enable", True, "Enable a disabled version again.")
 
 
 @dag_app.command("rollback")

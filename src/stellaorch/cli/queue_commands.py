@@ -73,34 +73,28 @@ def _control(ctx: typer.Context, remote: Remote, action: str, note: OperatorNote
     run_ops(ctx, remote, work)
 
 
-@queue_app.command("pause")
-def queue_pause(
-    ctx: typer.Context,
-    reason: Reason,
-    ticket: Ticket = None,
-    api_url: ApiUrl = None,
-    token: Token = None,
-    tenant: ClientTenant = None,
-    output: Output = OutputFormat.TABLE,
-) -> None:
-    """Lease nothing new from the tenant's queue; work in flight finishes."""
-    remote = Remote(api_url, token, tenant, output)
-    _control(ctx, remote, "pause", OperatorNote(reason, ticket))
+def _control_command(action: str, summary: str) -> None:
+    """Register `queue ACTION --reason R`: the controls that differ only by name."""
+
+    def command(
+        ctx: typer.Context,
+        reason: Reason,
+        ticket: Ticket = None,
+        api_url: ApiUrl = None,
+        token: Token = None,
+        tenant: ClientTenant = None,
+        output: Output = OutputFormat.TABLE,
+    ) -> None:
+        remote = Remote(api_url, token, tenant, output)
+        _control(ctx, remote, action, OperatorNote(reason, ticket))
+
+    command.__doc__ = summary
+    command.__name__ = f"queue_{action}"
+    queue_app.command(action)(command)
 
 
-@queue_app.command("resume")
-def queue_resume(
-    ctx: typer.Context,
-    reason: Reason,
-    ticket: Ticket = None,
-    api_url: ApiUrl = None,
-    token: Token = None,
-    tenant: ClientTenant = None,
-    output: Output = OutputFormat.TABLE,
-) -> None:
-    """Lease from the tenant's queue again (ends a pause or a drain)."""
-    remote = Remote(api_url, token, tenant, output)
-    _control(ctx, remote, "resume", OperatorNote(reason, ticket))
+_control_command("pause", "Lease nothing new from the tenant's queue; work in flight finishes.")
+_control_command("resume", "Lease from the tenant's queue again (ends a pause or a drain).")
 
 
 @queue_app.command("drain")

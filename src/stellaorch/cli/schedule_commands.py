@@ -176,65 +176,34 @@ def _change(
     run_ops(ctx, remote, work)
 
 
-@schedule_app.command("pause")
-def schedule_pause(
-    ctx: typer.Context,
-    schedule_id: ScheduleId,
-    reason: Reason,
-    ticket: Ticket = None,
-    api_url: ApiUrl = None,
-    token: Token = None,
-    tenant: ClientTenant = None,
-    output: Output = OutputFormat.TABLE,
-) -> None:
-    """Stop firing; triggers during the pause are neither fired nor caught up."""
-    remote = Remote(api_url, token, tenant, output)
-    _change(ctx, remote, schedule_id, "pause", OperatorNote(reason, ticket))
+def _change_command(action: str, summary: str) -> None:
+    """Register `schedule ACTION --id ID --reason R`: the changes that differ only by name."""
+
+    def command(
+        ctx: typer.Context,
+        schedule_id: ScheduleId,
+        reason: Reason,
+        ticket: Ticket = None,
+        api_url: ApiUrl = None,
+        token: Token = None,
+        tenant: ClientTenant = None,
+        output: Output = OutputFormat.TABLE,
+    ) -> None:
+        remote = Remote(api_url, token, tenant, output)
+        _change(ctx, remote, schedule_id, action, OperatorNote(reason, ticket))
+
+    command.__doc__ = summary
+    command.__name__ = f"schedule_{action}"
+    schedule_app.command(action)(command)
 
 
-@schedule_app.command("resume")
-def schedule_resume(
-    ctx: typer.Context,
-    schedule_id: ScheduleId,
-    reason: Reason,
-    ticket: Ticket = None,
-    api_url: ApiUrl = None,
-    token: Token = None,
-    tenant: ClientTenant = None,
-    output: Output = OutputFormat.TABLE,
-) -> None:
-    """Fire again from the next trigger after now."""
-    remote = Remote(api_url, token, tenant, output)
-    _change(ctx, remote, schedule_id, "resume", OperatorNote(reason, ticket))
-
-
-@schedule_app.command("clear")
-def schedule_clear(
-    ctx: typer.Context,
-    schedule_id: ScheduleId,
-    reason: Reason,
-    ticket: Ticket = None,
-    api_url: ApiUrl = None,
-    token: Token = None,
-    tenant: ClientTenant = None,
-    output: Output = OutputFormat.TABLE,
-) -> None:
-    """Clear scheduled triggers: drop pending and catch-up ones (runs already started stay)."""
-    remote = Remote(api_url, token, tenant, output)
-    _change(ctx, remote, schedule_id, "clear", OperatorNote(reason, ticket))
-
-
-@schedule_app.command("delete")
-def schedule_delete(
-    ctx: typer.Context,
-    schedule_id: ScheduleId,
-    reason: Reason,
-    ticket: Ticket = None,
-    api_url: ApiUrl = None,
-    token: Token = None,
-    tenant: ClientTenant = None,
-    output: Output = OutputFormat.TABLE,
-) -> None:
-    """Delete a schedule: it never fires again; its trigger history is kept."""
-    remote = Remote(api_url, token, tenant, output)
-    _change(ctx, remote, schedule_id, "delete", OperatorNote(reason, ticket))
+for _action, _summary in (
+    ("pause", "Stop firing; triggers during the pause are neither fired nor caught up."),
+    ("resume", "Fire again from the next trigger after now."),
+    (
+        "clear",
+        "Clear scheduled triggers: drop pending and catch-up ones (runs already started stay).",
+    ),
+    ("delete", "Delete a schedule: it never fires again; its trigger history is kept."),
+):
+    _change_command(_action, _summary)

@@ -17,6 +17,8 @@ from stellaorch.engine.stream import StreamFilter, StreamHub
 if TYPE_CHECKING:
     from conftest import Harness, MakeHarness
 
+# LISTEN/NOTIFY exists on PostgreSQL only (the SQLite notifier is a no-op): no SQLite case.
+pytestmark = pytest.mark.parametrize("store_kind", ["postgresql"], indirect=True)
 SLOW_POLL = {"poll_interval_seconds": 5.0}
 SPEC = {
     "dagId": "notified",
@@ -24,12 +26,6 @@ SPEC = {
     "steps": [{"id": "s", "plugin": "sleep", "with": {"seconds": 0.3}}],
     "edges": [],
 }
-
-
-def skip_unless_postgresql(store_kind: str) -> None:
-    """LISTEN/NOTIFY exists on PostgreSQL only; on SQLite the notifier is a no-op."""
-    if store_kind != "postgresql":
-        pytest.skip("LISTEN/NOTIFY wake-ups are PostgreSQL-only (the SQLite notifier is a no-op)")
 
 
 async def two_slow_engines(make_harness: MakeHarness) -> tuple[Harness, Harness]:
@@ -49,9 +45,8 @@ async def wait_listening(harness: Harness) -> None:
 
 
 async def test_notify_wakes_another_engines_worker_and_stream(
-    store_kind: str, make_harness: MakeHarness
+    make_harness: MakeHarness,
 ) -> None:
-    skip_unless_postgresql(store_kind)
     one, two = await two_slow_engines(make_harness)
     await one.publish(SPEC)
     hub = StreamHub(two.orchestrator.env)
@@ -76,3 +71,26 @@ async def test_notify_wakes_another_engines_worker_and_stream(
     assert event["type"] == "run.updated"
     await one.wait_done(created.run.run_id, within=5.0)
     await hub.close()
+
+
+async def test_an_engine_is_not_woken_by_its_own_notifications(
+    make_harness: MakeHarness,
+) -> None:
+    """Its own commits reach its worker and streams through the in-process bus already."""
+    one, two = await two_slow_engines(make_harness)
+    await one.publish(SPEC)
+    for harness in (one, two):
+        harness.orchestrator.env.notifier.subscribe(lambda: None)
+        await wait_listening(harness)
+    own_before = one.orchestrator.env.notifier.received
+    other_before = two.orchestrator.env.notifier.received
+
+    for i in range(3):
+        await one.create("notified", {"i": i})
+
+    async def other_woken() -> bool:
+        return two.orchestrator.env.notifier.received >= other_before + 1
+
+    await two.wait_until(other_woken, 2.0, "engine 2 heard engine 1's commits")
+    await asyncio.sleep(0.3)  # engine 1's own notifications would have arrived by now too
+    assert one.orchestrator.env.notifier.received == own_before

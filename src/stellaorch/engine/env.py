@@ -49,5 +49,6 @@ class EngineEnv:
             notifier=Notifier(
                 settings.database_url,
                 connect_timeout_seconds=settings.database_connect_timeout_seconds,
+                own=db.notify_token,
             ),
         )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -23,6 +24,7 @@ from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from stellaorch.domain.errors import StoreUnavailable, ValidationError
+from stellaorch.store.notify import SENDER_KEY
 
 T = TypeVar("T")
 log = logging.getLogger("stellaorch.store")
@@ -150,6 +152,9 @@ class Database:
 
     def __init__(self, engine: Engine, *, threads: int = 1) -> None:
         self.engine = engine
+        # Marks this Database's NOTIFYs, so its own listener can tell them from others'.
+        self.notify_token = secrets.token_hex(8)
+        event.listen(engine, "connect", self._mark_connection)
         # SQLite: one thread. It has one writer anyway, and one thread keeps commits in
         # submission order. PostgreSQL runs transactions concurrently and orders by locks.
         workers = threads if engine.dialect.name == "postgresql" else 1
@@ -161,6 +166,9 @@ class Database:
         self._read_executor = ThreadPoolExecutor(
             max_workers=READ_THREADS, thread_name_prefix="stella-read"
         )
+
+    def _mark_connection(self, _dbapi_conn: Any, record: Any) -> None:
+        record.info[SENDER_KEY] = self.notify_token
 
     @classmethod
     def open(cls, url: str, options: StoreOptions | None = None) -> Database:

@@ -22,7 +22,10 @@ log = logging.getLogger("stellaorch.notify")
 Callback = Callable[[], None]
 # md5 keeps the name a safe identifier under PostgreSQL's 63-byte limit for any schema name.
 _CHANNEL_SQL = "SELECT 'stella_' || md5(coalesce(current_schema(), ''))"
-_notify = text(f"SELECT pg_notify(({_CHANNEL_SQL}), '')")
+_notify = text(f"SELECT pg_notify(({_CHANNEL_SQL}), :sender)")
+# Connection info key of the sending Database's token: its own Notifier skips what it sent,
+# since the in-process event bus already woke everyone there.
+SENDER_KEY = "stella_notify_sender"
 LISTEN_TIMEOUT_SECONDS = 0.5  # how often the listen thread checks whether to stop
 MAX_BACKOFF_SECONDS = 5.0
 
@@ -30,7 +33,7 @@ MAX_BACKOFF_SECONDS = 5.0
 def notify_committed(conn: Connection) -> None:
     """Queue a wake-up on this store's channel; PostgreSQL delivers it when the unit commits."""
     if conn.dialect.name == "postgresql":
-        conn.execute(_notify)
+        conn.execute(_notify, {"sender": conn.info.get(SENDER_KEY, "")})
 
 
 def libpq_url(url: str) -> str:
@@ -46,8 +49,9 @@ class Notifier:
     drops; callbacks run on that thread, so they must be quick and thread-safe.
     """
 
-    def __init__(self, url: str, *, connect_timeout_seconds: int = 5) -> None:
+    def __init__(self, url: str, *, connect_timeout_seconds: int = 5, own: str = "") -> None:
         self.enabled = not url.startswith("sqlite")
+        self._own = own  # the sender token of this engine's Database: not a wake-up for us
         self._url = libpq_url(url) if self.enabled else ""
         self._connect_timeout = connect_timeout_seconds
         self._callbacks: list[Callback] = []
@@ -101,8 +105,9 @@ class Notifier:
             # Anything committed while we were not listening is picked up by one wake now.
             self._deliver()
             while not self._stop.is_set():
-                for _ in conn.notifies(timeout=LISTEN_TIMEOUT_SECONDS):
-                    self._deliver()
+                for note in conn.notifies(timeout=LISTEN_TIMEOUT_SECONDS):
+                    if not self._own or note.payload != self._own:
+                        self._deliver()
 
     def _deliver(self) -> None:
         with self._lock:

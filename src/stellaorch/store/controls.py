@@ -9,7 +9,7 @@ from typing import Any, cast
 from sqlalchemy import Connection, case, delete, func, select, update
 
 from stellaorch.store.dialect import claim_lock, insert_ignore
-from stellaorch.store.queue import QueueItem, _ready, ensure_tenant
+from stellaorch.store.queue import READY_ITEMS, QueueItem, ensure_tenant
 from stellaorch.store.schema import queue_items, quotas, runs, tenant_queues
 
 ItemRow = tuple[int, str, str, str, int, str | None, int | None]
@@ -169,6 +169,6 @@ def ready_items_unblocked(
     held = select(r.run_id).where(r.run_id == _q.run_id, r.status == "queued")
     if ALL_DAGS not in blocked_dags:
         held = held.where(r.dag_id.in_(sorted(blocked_dags)))
-    query = claim_lock(conn, _ready.where(~held.exists()))
+    query = claim_lock(conn, READY_ITEMS.where(~held.exists()))
     params = {"tenant": tenant, "now": now_us, "after": after_id, "limit": limit}
     return [QueueItem(*cast(ItemRow, tuple(row))) for row in conn.execute(query, params)]

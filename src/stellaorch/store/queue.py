@@ -71,8 +71,8 @@ _has_room = or_(
     .scalar_subquery()
     < _q.concurrency_limit,
 )
-# claim: the tenant's oldest due unleased items (served by ix_queue_ready)
-_ready = (
+# claim: the tenant's oldest due unleased items (served by ix_queue_ready); controls.py narrows it
+READY_ITEMS = (
     select(
         _q.id,
         _q.tenant,
@@ -92,7 +92,7 @@ _ready = (
     .order_by(_q.id)
     .limit(bindparam("limit"))
 )
-_ready_by_dialect = per_dialect(_ready, claim_lock)
+_ready_by_dialect = per_dialect(READY_ITEMS, claim_lock)
 
 
 def ready_items(

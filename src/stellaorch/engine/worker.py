@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
@@ -306,10 +307,13 @@ async def _resilient(loop: Callable[[], Awaitable[None]], stopping: asyncio.Even
     """Keep a loop alive through store outages (locked or unreachable), with backoff."""
     delay = 0.05
     while not stopping.is_set():
+        began = time.monotonic()
         try:
             await loop()
             return
         except StoreUnavailable as exc:
+            if time.monotonic() - began > 30:  # it ran fine for a while: a new outage
+                delay = 0.05
             log.warning("store unavailable, retrying in %.2fs: %s", delay, exc.message)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)

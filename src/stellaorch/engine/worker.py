@@ -54,6 +54,8 @@ class Worker:
         self._slots: dict[str, _Slot] = {}
         self._outcomes: list[Outcome] = []
         self._wake = asyncio.Event()
+        # Set when slots or reservations come back: what a claim loop without room waits for.
+        self._room = asyncio.Event()
         self._outcome_ready = asyncio.Event()
         self._stopping = asyncio.Event()
         self._rotation = 0
@@ -90,6 +92,7 @@ class Worker:
         """Ask the worker to stop taking work."""
         self._stopping.set()
         self._wake.set()
+        self._room.set()
 
     async def _drain(self, tasks: list[asyncio.Task[None]]) -> None:
         claim_loop, complete_loop, maintenance = tasks
@@ -134,11 +137,15 @@ class Worker:
 
     def _take(self, leases: list[Lease], reserved: int, entries: list[LedgerEntry]) -> None:
         """Start claimed leases and return the reservation."""
-        self._reserved -= reserved
+        self._unreserve(reserved)
         self._rotation += 1
         self._publish_own(entries)
         for lease in leases:
             self._start(lease)
+
+    def _unreserve(self, reserved: int) -> None:
+        self._reserved -= reserved
+        self._room.set()
 
     def _publish_own(self, entries: list[LedgerEntry]) -> None:
         """Announce our own entries without waking our claim loop (we just looked)."""
@@ -152,7 +159,10 @@ class Worker:
         while not self._stopping.is_set():
             limit = self._reserve()
             if limit == 0:
-                await self._wait_for_wake(None)
+                # Every slot is busy or booked by a completion's claim. Waiting for a wake
+                # here would spin: a pending wake is for the next claim, so it stays set.
+                self._room.clear()
+                await self._wait_for(self._room)
                 continue
             self._wake.clear()
             try:
@@ -166,19 +176,20 @@ class Worker:
                     )
                 )
             except BaseException:
-                self._reserved -= limit
+                self._unreserve(limit)
                 raise
             self._take(claimed.leases, limit, claimed.entries)
             if len(claimed.leases) < limit:
-                await self._wait_for_wake(claimed.next_due_us)
+                await self._wait_for(self._wake, claimed.next_due_us)
 
-    async def _wait_for_wake(self, next_due_us: int | None) -> None:
+    async def _wait_for(self, event: asyncio.Event, next_due_us: int | None = None) -> None:
+        """Until `event` is set, the next due time, or the poll interval, whichever is first."""
         timeout = self.env.settings.poll_interval_seconds
         if next_due_us is not None:
             due_in = (next_due_us - self.env.clock.now_us()) / 1_000_000
             timeout = max(0.0, min(timeout, due_in))
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), timeout)
+            await asyncio.wait_for(event.wait(), timeout)
 
     def _start(self, lease: Lease) -> None:
         task = asyncio.create_task(self._execute(lease))
@@ -189,6 +200,7 @@ class Worker:
         try:
             outcome = await self._attempt(lease)
         except asyncio.CancelledError:
+            self._room.set()  # no outcome follows, so no completion claims for this slot
             return  # run cancelled, lease revoked, or shutdown: the store already knows
         finally:
             self._slots.pop(lease.lease_id, None)
@@ -263,7 +275,7 @@ class Worker:
                 )
             )
         except BaseException:
-            self._reserved -= limit
+            self._unreserve(limit)
             raise
         self._publish_own(done.entries)
         self._take(claimed.leases, limit, claimed.entries)

@@ -240,25 +240,19 @@ def _print(rows: list[Row]) -> None:
 def _table(header: list[str], cells: list[list[str]], right: set[int] | None = None) -> None:
     """Print a Markdown table whose columns fit their widest cell; `right`: right-aligned."""
     widths = [max(len(c) for c in column) for column in zip(header, *cells, strict=True)]
+    aligned = right or set()
 
     def line(row: list[str]) -> str:
-        return (
-            "| "
-            + " | ".join(
-                _fit(c, w, i in (right or set()))
-                for i, (c, w) in enumerate(zip(row, widths, strict=True))
-            )
-            + " |"
+        padded = (
+            c.rjust(w) if i in aligned else c.ljust(w)
+            for i, (c, w) in enumerate(zip(row, widths, strict=True))
         )
+        return "| " + " | ".join(padded) + " |"
 
     print(line(header))
     print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
     for row in cells:
         print(line(row))
-
-
-def _fit(cell: str, width: int, right: bool) -> str:
-    return cell.rjust(width) if right else cell.ljust(width)
 
 
 async def main(quick: bool, store: str) -> int:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from stellaorch.engine.stream import StreamFilter, StreamHub
+from stellaorch.store.notify import Topic
 
 if TYPE_CHECKING:
     from conftest import Harness, MakeHarness
@@ -80,7 +81,7 @@ async def test_an_engine_is_not_woken_by_its_own_notifications(
     one, two = await two_slow_engines(make_harness)
     await one.publish(SPEC)
     for harness in (one, two):
-        harness.orchestrator.env.notifier.subscribe(lambda: None)
+        harness.orchestrator.env.notifier.subscribe(Topic.EVENTS, lambda: None)
         await wait_listening(harness)
     own_before = one.orchestrator.env.notifier.received
     other_before = two.orchestrator.env.notifier.received
@@ -94,3 +95,41 @@ async def test_an_engine_is_not_woken_by_its_own_notifications(
     await two.wait_until(other_woken, 2.0, "engine 2 heard engine 1's commits")
     await asyncio.sleep(0.3)  # engine 1's own notifications would have arrived by now too
     assert one.orchestrator.env.notifier.received == own_before
+
+
+async def work_notifications(harness: Harness) -> list[int]:
+    """A counter of WORK notifications the harness's engine receives from now on."""
+    heard = [0]
+
+    def count() -> None:
+        heard[0] += 1
+
+    harness.orchestrator.env.notifier.subscribe(Topic.WORK, count)
+    await wait_listening(harness)
+    await asyncio.sleep(0.1)
+    heard[0] = 0  # the wake every subscriber gets when the listener connects
+    return heard
+
+
+async def test_other_workers_hear_only_of_work_the_completing_worker_left(
+    make_harness: MakeHarness,
+) -> None:
+    one, two = await two_slow_engines(make_harness)
+    chain = one.spec(
+        "chain", [{"id": s, "plugin": "noop"} for s in "abcde"], ["ab", "bc", "cd", "de"]
+    )
+    fan = one.spec("fan", [{"id": s, "plugin": "noop"} for s in "abcd"], ["ab", "ac", "ad"])
+    await one.publish(chain)
+    await one.publish(fan)
+    heard = await work_notifications(two)
+
+    one.start_worker(concurrency=2)
+    await one.wait_done((await one.create("chain")).run.run_id)
+    await asyncio.sleep(0.3)
+    # The create announces step a; b to e are each leased by the transaction that queued them.
+    assert heard[0] == 1
+
+    await one.wait_done((await one.create("fan")).run.run_id)
+    await asyncio.sleep(0.3)
+    # After a, three steps wait for two free slots: what may be left is announced.
+    assert heard[0] >= 3

@@ -31,6 +31,7 @@ from stellaorch.engine.env import EngineEnv
 from stellaorch.engine.quotas import QuotaGate
 from stellaorch.engine.unit import RunUnit
 from stellaorch.store import blobs, controls, queue, runs
+from stellaorch.store.notify import Topic, notify_committed
 from stellaorch.store.queue import QueueItem
 from stellaorch.store.runs import RunState
 
@@ -92,6 +93,7 @@ class Completed:
 
     entries: list[LedgerEntry]
     rejected: list[Outcome]
+    queued_work: bool = False  # successors or retries were queued
 
 
 # -- create -------------------------------------------------------------------------------
@@ -248,6 +250,13 @@ def claim(
 ) -> Claimed:
     """Lease up to `limit` due steps, round-robin across tenants, FIFO within each."""
     unit = RunUnit(conn, env)
+    claimed = _claim_into(unit, worker_id, limit, rotation)
+    return Claimed(claimed.leases, unit.flush(), claimed.next_due_us)
+
+
+def _claim_into(unit: RunUnit, worker_id: str, limit: int, rotation: int) -> Claimed:
+    """The claim's changes, left in `unit` for its caller to flush (entries left empty)."""
+    conn, env = unit.conn, unit.env
     only = env.settings.worker_tenants
     tenants = queue.claimable_tenants(conn, only)
     start = rotation % max(1, len(tenants))
@@ -279,7 +288,7 @@ def claim(
         _start_attempt(unit, item, str(g["b_lease_id"]), worker_id)
         for item, g in zip(items, grants, strict=True)
     ]
-    return Claimed(leases, unit.flush())
+    return Claimed(leases, [])
 
 
 def _quota_wake(gate: QuotaGate, due: int | None, now: int) -> int | None:
@@ -410,9 +419,22 @@ def _resolve(
 
 
 # -- complete -----------------------------------------------------------------------------
-def complete(conn: Connection, env: EngineEnv, outcomes: Sequence[Outcome]) -> Completed:
-    """Record attempt outcomes for current leases; refuse the others. One transaction."""
+def complete(
+    conn: Connection, env: EngineEnv, outcomes: Sequence[Outcome], *, announce_work: bool = True
+) -> Completed:
+    """Record attempt outcomes for current leases; refuse the others. One transaction.
+
+    `announce_work=False`: the caller decides whether other workers hear of queued work.
+    """
     unit = RunUnit(conn, env)
+    unit.announce_work = announce_work
+    rejected = _complete_into(unit, outcomes)
+    return Completed(unit.flush(), rejected, unit.queued_work)
+
+
+def _complete_into(unit: RunUnit, outcomes: Sequence[Outcome]) -> list[Outcome]:
+    """The outcomes' changes, left in `unit` for its caller to flush; returns the refused."""
+    conn = unit.conn
     unit.load(o.lease.run_id for o in outcomes)  # runs first, then their queue items
     held = queue.current_leases(conn, [o.lease.queue_id for o in outcomes])
     fresh: list[Outcome] = []
@@ -436,7 +458,7 @@ def complete(conn: Connection, env: EngineEnv, outcomes: Sequence[Outcome]) -> C
             _succeed(unit, run, outcome)
         else:
             _attempt_failed(unit, run, outcome)
-    return Completed(unit.flush(), rejected)
+    return rejected
 
 
 def _logs_ref(unit: RunUnit, run: RunState, logs: str) -> str | None:
@@ -566,11 +588,25 @@ def complete_and_claim(
     limit: int,
     rotation: int = 0,
 ) -> tuple[Completed, Claimed]:
-    """Record outcomes, then lease more work in the same transaction (one commit, not two)."""
-    done = complete(conn, env, outcomes)
-    if limit <= 0:
-        return done, Claimed([], [])
-    return done, claim(conn, env, worker_id, limit, rotation)
+    """Record outcomes, then lease more work in the same transaction (one commit, not two).
+
+    Other processes' workers are woken only when queued work may be left for them: waking
+    them for a successor this transaction leased itself costs every one of them a claim.
+    """
+    # One unit for both halves: the run rows and the ledger are written once, not twice.
+    unit = RunUnit(conn, env)
+    unit.announce_work = False
+    rejected = _complete_into(unit, outcomes)
+    claimed = Claimed([], [])
+    if limit > 0:
+        unit.settle()
+        claimed = _claim_into(unit, worker_id, limit, rotation)
+    entries = unit.flush()
+    # Fewer leases than room means the claim took every due item it may serve.
+    took_all = limit > 0 and len(claimed.leases) < limit and not env.settings.worker_tenants
+    if unit.queued_work and not took_all:
+        notify_committed(conn, Topic.WORK)
+    return Completed(entries, rejected, unit.queued_work), claimed
 
 
 # -- recover and release ------------------------------------------------------------------

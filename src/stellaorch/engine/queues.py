@@ -12,6 +12,7 @@ from stellaorch.engine.quotas import MAX_LIMIT, QuotaGate
 from stellaorch.engine.records import AuditEntry, record_audit
 from stellaorch.store import controls
 from stellaorch.store.controls import ALL_DAGS, QueueFigures, QuotaRow
+from stellaorch.store.notify import Topic, notify_committed
 
 QUEUE_ACTIONS = {
     "pause": {"paused": True},
@@ -66,6 +67,8 @@ class QueueService:
             now = self.env.clock.now_us()
             controls.set_queue_flags(conn, tenant, now, **flags)
             record_audit(conn, audit, now)
+            if action == "resume":  # its queued steps may be leased again: tell the workers
+                notify_committed(conn, Topic.WORK)
             return self._view(conn, tenant)
 
         return await self.env.db.transact(work)
@@ -96,6 +99,7 @@ class QueueService:
             row = _merged(tenant, key, old, limits, now)
             controls.put_quota(conn, row)
             record_audit(conn, audit, now)
+            notify_committed(conn, Topic.WORK)  # a raised limit may let queued runs start
             return row
 
         return await self.env.db.transact(work)

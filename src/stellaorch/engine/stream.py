@@ -27,6 +27,7 @@ from stellaorch.domain.ledger import LedgerEntry
 from stellaorch.domain.providers import format_utc
 from stellaorch.engine.env import EngineEnv
 from stellaorch.store.dialect import await_ledger_appends
+from stellaorch.store.notify import Topic
 from stellaorch.store.schema import ledger_entries
 
 log = logging.getLogger("stellaorch.stream")
@@ -297,7 +298,7 @@ class StreamHub:
             self._loop = asyncio.get_running_loop()
             self._wake = asyncio.Event()
             self._stop_listening = self._env.bus.subscribe(self._on_committed)
-            self._stop_notified = self._env.notifier.subscribe(self._on_notified)
+            self._stop_notified = self._env.notifier.subscribe(Topic.EVENTS, self._on_notified)
             self._task = asyncio.create_task(self._tail(), name="stella-stream-tail")
 
     def _stop_tailing(self) -> None:

@@ -28,6 +28,7 @@ from stellaorch.domain.status import (
 from stellaorch.engine.env import EngineEnv
 from stellaorch.store import queue, runs
 from stellaorch.store.ledger import LedgerWriter
+from stellaorch.store.notify import Topic, notify_committed
 from stellaorch.store.runs import RunState
 
 StepKey = tuple[str, str]
@@ -44,6 +45,7 @@ class RunUnit:
         self.ledger = LedgerWriter()
         self.runs: dict[str, RunState] = {}
         self._dirty: set[str] = set()
+        self._ended: set[str] = set()  # runs this unit moved to a terminal status
         self._status: dict[StepKey, str] = {}
         self._deps: dict[StepKey, int] = {}
         self._step_cols: dict[StepKey, dict[str, Any]] = defaultdict(dict)
@@ -57,6 +59,10 @@ class RunUnit:
         self._known_tenants: set[str] = set()
         self._resolved: dict[tuple[str, str, str | None], CompiledDag] = {}
         self._new_steps: dict[StepKey, dict[str, Any]] = {}
+        # Whether flush queued claimable work, and whether it tells other processes' workers
+        # (off when the caller leases that work itself in the same transaction).
+        self.queued_work = False
+        self.announce_work = True
 
     # -- loading -------------------------------------------------------------------------
     def adopt(self, state: RunState) -> RunState:
@@ -161,6 +167,7 @@ class RunUnit:
         if status in TERMINAL_RUN:
             run.ended_us = self.now
             run.started_us = run.started_us or self.now
+            self._ended.add(run.run_id)
         self._dirty.add(run.run_id)
         self.record(run, f"run.{_run_event(status)}", status.value, data=data)
 
@@ -313,23 +320,55 @@ class RunUnit:
         """Write every deferred change; returns the ledger entries to announce after commit."""
         self.finish_done_runs()
         self._insert_new()
+        self._flush_rows()
+        if self.queued_work and self.announce_work:
+            notify_committed(self.conn, Topic.WORK)
+        new = set(self._new_runs)
+        saved = sorted(self._dirty - new)
+        self._save(saved)
+        self._dirty.clear()
+        return self.ledger.flush(self.conn, skip_heads=new | set(saved))
+
+    def settle(self) -> None:
+        """Write what a claim in this same transaction and unit must read from the store.
+
+        Queue, step and attempt rows (the claim reads due items, concurrency counts and
+        upstream outputs), and the runs that ended (quotas count running runs). The runs'
+        other changes and the ledger wait for `flush`, which writes them once.
+        """
+        if self._new_runs:
+            raise RuntimeError("settle() is for units that create no runs")
+        self.finish_done_runs()
+        self._flush_rows()
+        self._save(sorted(self._ended & self._dirty))
+
+    def _flush_rows(self) -> None:
+        """Queue, step and attempt changes; each buffer is emptied once written."""
         live = {r for r, s in self.runs.items() if s.status not in _TERMINAL_RUN_VALUES}
-        queue.enqueue(self.conn, [r for r in self._enqueue if r["run_id"] in live])
-        queue.requeue(
-            self.conn,
-            [
-                {k: v for k, v in r.items() if k != "run_id"}
-                for r in self._requeue
-                if r["run_id"] in live
-            ],
-        )
+        enqueued = [r for r in self._enqueue if r["run_id"] in live]
+        requeued = [
+            {k: v for k, v in r.items() if k != "run_id"}
+            for r in self._requeue
+            if r["run_id"] in live
+        ]
+        queue.enqueue(self.conn, enqueued)
+        queue.requeue(self.conn, requeued)
+        self.queued_work = self.queued_work or bool(enqueued or requeued)
         queue.delete_items(self.conn, self._delete)
         self._flush_steps()
         runs.insert_attempts(self.conn, self._attempt_rows)
         self._flush_attempts()
-        new = set(self._new_runs)
-        runs.save_runs(self.conn, [self.runs[r] for r in sorted(self._dirty - new)])
-        return self.ledger.flush(self.conn, skip_heads=new)
+        self._enqueue, self._requeue, self._delete = [], [], []
+        self._attempt_rows = []
+        self._step_cols.clear()
+        self._attempt_cols.clear()
+
+    def _save(self, run_ids: list[str]) -> None:
+        """Write the runs' rows with their chain heads as of the entries appended so far."""
+        for run_id in run_ids:
+            state, head = self.runs[run_id], self.ledger.head(run_id)
+            state.ledger_seq, state.ledger_head = head.seq, head.head
+        runs.save_runs(self.conn, [self.runs[r] for r in run_ids])
 
     def _insert_new(self) -> None:
         """Insert runs and steps created in this unit with their final state and heads."""

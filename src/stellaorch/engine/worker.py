@@ -23,6 +23,7 @@ from stellaorch.engine import execution
 from stellaorch.engine.env import EngineEnv
 from stellaorch.engine.execution import Lease, Outcome
 from stellaorch.plugins.base import PluginRegistry, StepContext, check_outputs
+from stellaorch.store.notify import Topic
 
 log = logging.getLogger("stellaorch.worker")
 
@@ -66,7 +67,8 @@ class Worker:
     async def run(self) -> None:
         """Work until `stop()`; then finish or release in-flight attempts and return."""
         unsubscribe = self.env.bus.subscribe(self._on_entry)
-        unlisten = self.env.notifier.subscribe(self._on_notified(asyncio.get_running_loop()))
+        on_work = self._on_notified(asyncio.get_running_loop())
+        unlisten = self.env.notifier.subscribe(Topic.WORK, on_work)
         loops = [
             _resilient(self._claim_loop, self._stopping),
             self._complete_loop(),

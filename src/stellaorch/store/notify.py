@@ -12,6 +12,7 @@ import contextlib
 import logging
 import threading
 from collections.abc import Callable
+from enum import StrEnum
 
 import psycopg
 from sqlalchemy import Connection, text
@@ -20,9 +21,18 @@ from sqlalchemy.engine import make_url
 log = logging.getLogger("stellaorch.notify")
 
 Callback = Callable[[], None]
-# md5 keeps the name a safe identifier under PostgreSQL's 63-byte limit for any schema name.
-_CHANNEL_SQL = "SELECT 'stella_' || md5(coalesce(current_schema(), ''))"
-_notify = text(f"SELECT pg_notify(({_CHANNEL_SQL}), :sender)")
+
+
+class Topic(StrEnum):
+    """What a notification announces; each topic is its own channel."""
+
+    EVENTS = "events"  # ledger entries committed: stream tailers read them
+    WORK = "work"  # steps became claimable that the sender did not lease itself: workers claim
+
+
+# md5 keeps the names safe identifiers under PostgreSQL's 63-byte limit for any schema name.
+_BASE_SQL = "'stella_' || md5(coalesce(current_schema(), ''))"
+_notify = text(f"SELECT pg_notify({_BASE_SQL} || '_' || :topic, :sender)")
 # Connection info key of the sending Database's token: its own Notifier skips what it sent,
 # since the in-process event bus already woke everyone there.
 SENDER_KEY = "stella_notify_sender"
@@ -30,10 +40,10 @@ LISTEN_TIMEOUT_SECONDS = 0.5  # how often the listen thread checks whether to st
 MAX_BACKOFF_SECONDS = 5.0
 
 
-def notify_committed(conn: Connection) -> None:
+def notify_committed(conn: Connection, topic: Topic = Topic.EVENTS) -> None:
     """Queue a wake-up on this store's channel; PostgreSQL delivers it when the unit commits."""
     if conn.dialect.name == "postgresql":
-        conn.execute(_notify, {"sender": conn.info.get(SENDER_KEY, "")})
+        conn.execute(_notify, {"topic": topic.value, "sender": conn.info.get(SENDER_KEY, "")})
 
 
 def libpq_url(url: str) -> str:
@@ -54,22 +64,27 @@ class Notifier:
         self._own = own  # the sender token of this engine's Database: not a wake-up for us
         self._url = libpq_url(url) if self.enabled else ""
         self._connect_timeout = connect_timeout_seconds
-        self._callbacks: list[Callback] = []
+        self._callbacks: list[tuple[Topic, Callback]] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.received = 0  # notifications delivered to callbacks (for tests and metrics)
 
-    def subscribe(self, callback: Callback) -> Callable[[], None]:
-        """Call `callback` on every notification; returns a function that removes it."""
-        with self._lock:
-            self._callbacks.append(callback)
-        self._ensure_started()
-        return lambda: self._unsubscribe(callback)
+    def subscribe(self, topic: Topic, callback: Callback) -> Callable[[], None]:
+        """Call `callback` on every notification of `topic`; returns a function that removes it.
 
-    def _unsubscribe(self, callback: Callback) -> None:
+        Callbacks are also called once whenever the listen connection (re)connects: anything
+        committed while nobody listened is picked up then.
+        """
+        entry = (topic, callback)
+        with self._lock:
+            self._callbacks.append(entry)
+        self._ensure_started()
+        return lambda: self._unsubscribe(entry)
+
+    def _unsubscribe(self, entry: tuple[Topic, Callback]) -> None:
         with self._lock, contextlib.suppress(ValueError):
-            self._callbacks.remove(callback)
+            self._callbacks.remove(entry)
 
     def _ensure_started(self) -> None:
         if not self.enabled or self._thread is not None or self._stop.is_set():
@@ -100,18 +115,20 @@ class Notifier:
         with psycopg.connect(
             self._url, autocommit=True, connect_timeout=self._connect_timeout
         ) as conn:
-            channel = str(conn.execute(_CHANNEL_SQL).fetchone()[0])  # type: ignore[index]
-            conn.execute(f'LISTEN "{channel}"')
+            base = str(conn.execute(f"SELECT {_BASE_SQL}").fetchone()[0])  # type: ignore[index]
+            channels = {f"{base}_{topic.value}": topic for topic in Topic}
+            for channel in channels:
+                conn.execute(f'LISTEN "{channel}"')
             # Anything committed while we were not listening is picked up by one wake now.
-            self._deliver()
+            self._deliver(set(Topic))
             while not self._stop.is_set():
                 for note in conn.notifies(timeout=LISTEN_TIMEOUT_SECONDS):
                     if not self._own or note.payload != self._own:
-                        self._deliver()
+                        self._deliver({channels[note.channel]})
 
-    def _deliver(self) -> None:
+    def _deliver(self, topics: set[Topic]) -> None:
         with self._lock:
-            callbacks = list(self._callbacks)
+            callbacks = [c for t, c in self._callbacks if t in topics]
         self.received += 1
         for callback in callbacks:
             try:

@@ -47,7 +47,16 @@ class RunState:
 
 
 _RUN_FIELDS = [f.name for f in fields(RunState)]
-_MUTABLE = ("status", "started_us", "ended_us", "outputs_hash", "error_json", "open_steps")
+_MUTABLE = (
+    "status",
+    "started_us",
+    "ended_us",
+    "outputs_hash",
+    "error_json",
+    "open_steps",
+    "ledger_seq",
+    "ledger_head",
+)
 
 
 def _run_state(row: Row[Any]) -> RunState:
@@ -133,7 +142,7 @@ _save_run = (
 
 
 def save_runs(conn: Connection, states: Iterable[RunState]) -> None:
-    """Write back the mutable columns of the given runs."""
+    """Write back the mutable columns of the given runs, their ledger head included."""
     params = [{"b_run_id": s.run_id, **{f"b_{k}": getattr(s, k) for k in _MUTABLE}} for s in states]
     execute_many(conn, "save_run", _save_run, params)
 

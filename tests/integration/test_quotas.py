@@ -142,3 +142,24 @@ async def test_max_active_holds_with_two_engines_claiming_at_once(make_harness: 
     assert 1 <= peak <= 2
     for run_id in runs:
         assert (await first.view(run_id, tenant=A))["status"] == "completed"
+
+
+async def test_a_run_ending_frees_its_slot_for_the_next_in_the_same_transaction(
+    make_harness: Any,
+) -> None:
+    """The completing worker starts the waiting run at once, without another claim."""
+    harness = await make_harness(worker_concurrency=4)
+    await harness.publish(NOOP, tenant=A)
+
+    def limit(conn: Any) -> None:
+        row = QuotaRow(A, ALL_DAGS, max_active=1, max_per_hour=None, burst=None, updated_us=0)
+        controls.put_quota(conn, row)
+
+    await harness.orchestrator.env.db.transact(limit)
+    first = (await harness.create("job", {"i": 1}, tenant=A)).run.run_id
+    second = (await harness.create("job", {"i": 2}, tenant=A)).run.run_id
+    harness.start_worker()
+    await harness.wait_done(second, tenant=A)
+    [ended] = await harness.sql("SELECT ended_us FROM runs WHERE run_id = :r", r=first)
+    [started] = await harness.sql("SELECT started_us FROM runs WHERE run_id = :r", r=second)
+    assert started["started_us"] == ended["ended_us"]

@@ -261,6 +261,7 @@ def _claim_into(unit: RunUnit, worker_id: str, limit: int, rotation: int) -> Cla
     tenants = queue.claimable_tenants(conn, only)
     start = rotation % max(1, len(tenants))
     gate = QuotaGate.load(conn, tenants, unit.now, claiming=True)
+    gate.release(unit.ended_runs())
     picked = _fair_pick(conn, tenants[start:] + tenants[:start], unit.now, limit, gate)
     free = _within_concurrency(conn, _of_free_runs(unit, picked))
     items = gate.admit(free, unit.runs)

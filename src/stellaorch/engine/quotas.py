@@ -37,6 +37,12 @@ class QuotaState:
     quota: QuotaRow
     usage: QuotaUsage
     admitted: int = 0
+    ended: int = 0  # runs still running in the store that this transaction has ended
+
+    @property
+    def active(self) -> int:
+        """Runs running now, as of this transaction."""
+        return self.usage.active - self.ended
 
     def applies(self, dag_id: str) -> bool:
         """Whether runs of this DAG count against the quota."""
@@ -46,7 +52,7 @@ class QuotaState:
         """How many more runs may start now."""
         q, free = self.quota, MAX_LIMIT
         if q.max_active is not None:
-            free = min(free, q.max_active - self.usage.active)
+            free = min(free, q.max_active - self.active)
         if q.max_per_hour is not None:
             bucket = q.burst if q.burst is not None else q.max_per_hour
             free = min(free, bucket - self.usage.recent)
@@ -57,7 +63,7 @@ class QuotaState:
         if self.room() > 0:
             return now_us
         q, u = self.quota, self.usage
-        if q.max_active is not None and u.active + self.admitted >= q.max_active:
+        if q.max_active is not None and self.active + self.admitted >= q.max_active:
             return None
         return (u.oldest_recent_us or now_us) + window_us(q)
 
@@ -90,6 +96,13 @@ class QuotaGate:
                 usage = controls.quota_usage(conn, quota, now_us - window_us(quota))
                 gate.states.setdefault(quota.tenant, []).append(QuotaState(quota, usage))
         return gate
+
+    def release(self, ended: Iterable[RunState]) -> None:
+        """Stop counting runs this transaction ended (the store still says running)."""
+        for run in ended:
+            for state in self.states.get(run.tenant, []):
+                if state.applies(run.dag_id):
+                    state.ended += 1
 
     def blocked_dags(self, tenant: str) -> set[str]:
         """DAGs of the tenant ("*": all) whose queued runs may not start now."""

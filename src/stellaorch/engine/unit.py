@@ -332,15 +332,18 @@ class RunUnit:
     def settle(self) -> None:
         """Write what a claim in this same transaction and unit must read from the store.
 
-        Queue, step and attempt rows (the claim reads due items, concurrency counts and
-        upstream outputs), and the runs that ended (quotas count running runs). The runs'
-        other changes and the ledger wait for `flush`, which writes them once.
+        Queue, step and attempt rows: the claim reads due items, concurrency counts and
+        upstream outputs. Run rows and the ledger wait for `flush`, which writes them once;
+        the claim learns which runs ended from `ended_runs` (quotas count running runs).
         """
         if self._new_runs:
             raise RuntimeError("settle() is for units that create no runs")
         self.finish_done_runs()
         self._flush_rows()
-        self._save(sorted(self._ended & self._dirty))
+
+    def ended_runs(self) -> list[RunState]:
+        """Runs this unit moved to a terminal status (not yet written before `flush`)."""
+        return [self.runs[r] for r in sorted(self._ended)]
 
     def _flush_rows(self) -> None:
         """Queue, step and attempt changes; each buffer is emptied once written."""

@@ -163,8 +163,7 @@ def worker_command(
     log_level: LogLevelOption = LogLevel.INFO,
 ) -> None:
     """Execute queued steps from the store until SIGINT/SIGTERM (no API)."""
-    flags = {"db": db, "concurrency": concurrency, "tenants": tenants}
-    flags["metrics_port"] = metrics_port
+    flags = {"db": db, "concurrency": concurrency, "tenants": tenants, "metrics_port": metrics_port}
     _service(ctx, "worker", log_level, flags)
 
 

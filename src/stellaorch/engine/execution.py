@@ -93,7 +93,6 @@ class Completed:
 
     entries: list[LedgerEntry]
     rejected: list[Outcome]
-    queued_work: bool = False  # successors or retries were queued
 
 
 # -- create -------------------------------------------------------------------------------
@@ -420,17 +419,11 @@ def _resolve(
 
 
 # -- complete -----------------------------------------------------------------------------
-def complete(
-    conn: Connection, env: EngineEnv, outcomes: Sequence[Outcome], *, announce_work: bool = True
-) -> Completed:
-    """Record attempt outcomes for current leases; refuse the others. One transaction.
-
-    `announce_work=False`: the caller decides whether other workers hear of queued work.
-    """
+def complete(conn: Connection, env: EngineEnv, outcomes: Sequence[Outcome]) -> Completed:
+    """Record attempt outcomes for current leases; refuse the others. One transaction."""
     unit = RunUnit(conn, env)
-    unit.announce_work = announce_work
     rejected = _complete_into(unit, outcomes)
-    return Completed(unit.flush(), rejected, unit.queued_work)
+    return Completed(unit.flush(), rejected)
 
 
 def _complete_into(unit: RunUnit, outcomes: Sequence[Outcome]) -> list[Outcome]:
@@ -607,7 +600,7 @@ def complete_and_claim(
     took_all = limit > 0 and len(claimed.leases) < limit and not env.settings.worker_tenants
     if unit.queued_work and not took_all:
         notify_committed(conn, Topic.WORK)
-    return Completed(entries, rejected, unit.queued_work), claimed
+    return Completed(entries, rejected), claimed
 
 
 # -- recover and release ------------------------------------------------------------------

@@ -33,10 +33,40 @@ from stellaorch.engine.catalog import Published
 from stellaorch.engine.execution import Created, RunRequest
 from stellaorch.engine.runs import RunService
 from stellaorch.engine.worker import Worker
+from stellaorch.plugins.sandbox import Sandbox, SandboxConfig
 from stellaorch.settings import Settings
 
 TENANT = "acme"
+SANDBOX_REQUIRED_ENV = "STELLA_TEST_SANDBOX_REQUIRED"
 TERMINAL_RUN = frozenset({"completed", "failed", "cancelled"})
+
+
+# -- the step sandbox ----------------------------------------------------------------------
+def _sandbox_problem() -> str:
+    """Why bubblewrap cannot run steps on this machine, or '' when it can."""
+    return Sandbox(SandboxConfig()).status().reason
+
+
+SANDBOX_PROBLEM = _sandbox_problem()
+if SANDBOX_PROBLEM and not os.environ.get(SANDBOX_REQUIRED_ENV):
+    # Everything else still runs, unconfined; the sandbox's own tests skip with the reason.
+    os.environ["STELLA_ORCH_SANDBOX"] = "off"
+
+
+def pytest_report_header() -> str:
+    """Say on top of the run whether script steps run sandboxed."""
+    if not SANDBOX_PROBLEM:
+        return "step sandbox: bubblewrap available, script steps run sandboxed"
+    return f"step sandbox: UNAVAILABLE ({SANDBOX_PROBLEM}); script steps run unconfined"
+
+
+@pytest.fixture
+def require_sandbox() -> None:
+    """Skip (or fail where CI sets STELLA_TEST_SANDBOX_REQUIRED) without bubblewrap."""
+    if SANDBOX_PROBLEM:
+        if os.environ.get(SANDBOX_REQUIRED_ENV):
+            pytest.fail(f"the step sandbox is required here: {SANDBOX_PROBLEM}")
+        pytest.skip(f"sandbox tests skipped: {SANDBOX_PROBLEM}")
 
 
 # -- stores -------------------------------------------------------------------------------

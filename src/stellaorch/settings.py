@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import (
@@ -63,6 +63,22 @@ class Settings(BaseSettings):
     stream_queue_limit: int = Field(default=10_000, ge=10)
     # Workers and schedulers: serve their own /metrics on this port (on api_host); unset: none.
     metrics_port: int | None = Field(default=None, ge=1, le=65535)
+
+    # Sandbox of script steps (SPEC §5): "off" runs them unconfined (never in production).
+    sandbox: Literal["on", "off"] = "on"
+    sandbox_bwrap: str = "bwrap"
+    sandbox_uid: int = Field(default=65534, ge=1, le=2**32 - 2)  # used when the worker is root
+    sandbox_gid: int = Field(default=65534, ge=1, le=2**32 - 2)
+    # Per-step defaults; a step's `resources` may ask for more, up to the maximum.
+    sandbox_cpu_seconds: int = Field(default=300, ge=1, le=86_400)
+    sandbox_memory_mb: int = Field(default=1024, ge=16, le=1_048_576)
+    sandbox_max_cpu_seconds: int = Field(default=3600, ge=1, le=86_400)
+    sandbox_max_memory_mb: int = Field(default=8192, ge=16, le=1_048_576)
+    sandbox_processes: int = Field(default=256, ge=8, le=65_536)
+    sandbox_open_files: int = Field(default=1024, ge=16, le=1_048_576)
+    sandbox_file_size_mb: int = Field(default=256, ge=1, le=1_048_576)
+    sandbox_tmp_mb: int = Field(default=64, ge=1, le=65_536)
+    sandbox_work_mb: int = Field(default=256, ge=1, le=1_048_576)
 
     @field_validator("worker_tenants", mode="before")
     @classmethod

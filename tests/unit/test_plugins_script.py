@@ -182,10 +182,11 @@ async def test_missing_or_invalid_command_is_params_invalid(params: dict[str, An
         {"env": {"A=B": "x"}},
         {"env": ["A"]},
         {"stdin": 5},
-        {"cwd": "relative/dir"},
+        {"cwd": "../escape"},
         {"cwd": "/stella/no/such/dir"},
+        {"cwd": 7},
     ],
-    ids=["env-value", "env-name", "env-list", "stdin", "relative-cwd", "missing-cwd"],
+    ids=["env-value", "env-name", "env-list", "stdin", "cwd-above-work", "cwd-outside", "cwd-int"],
 )
 async def test_invalid_env_stdin_or_cwd_is_params_invalid(params: dict[str, Any]) -> None:
     error = await script_failure(command=["true"], **params)
@@ -239,9 +240,11 @@ async def test_home_is_a_fresh_working_directory_removed_afterwards() -> None:
     assert not path_exists(home)
 
 
-async def test_cwd_param_sets_the_working_directory(tmp_path: Path) -> None:
-    result = await run_script(command=["pwd"], cwd=str(tmp_path))
-    assert result.logs == f"{tmp_path}\n"
+@pytest.mark.parametrize("cwd", ["sub/dir", "/work/sub/dir", "./sub/x/../dir"])
+async def test_cwd_param_is_a_directory_under_the_work_dir(cwd: str) -> None:
+    result = await run_script(command='pwd; echo "$HOME"', cwd=cwd)
+    where, home = result.logs.splitlines()
+    assert where == f"{home}/sub/dir"
 
 
 # --- bounded output ----------------------------------------------------------------------

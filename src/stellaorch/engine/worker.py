@@ -239,6 +239,8 @@ class Worker:
             params=lease.params,
             timeout_seconds=lease.step.timeout_seconds,
             trace_id=lease.trace_id,
+            network=tuple(lease.step.network),
+            resources=dict(lease.step.resources or {}),
         )
 
     # -- completing ----------------------------------------------------------------------

@@ -27,6 +27,9 @@ class StepContext:
     params: Mapping[str, Any]
     timeout_seconds: float
     trace_id: str
+    # The step's declared `network` allowlist and `resources` (the sandbox enforces them).
+    network: tuple[str, ...] = ()
+    resources: Mapping[str, float] = field(default_factory=dict)
     # Kept out of repr so a logged context never leaks a secret value.
     secrets: Mapping[str, str] = field(default_factory=dict, repr=False)
 

@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 
 from stellaorch.domain.errors import StepFailed
 from stellaorch.plugins.base import PluginRegistry, PluginResult, StepContext, params_invalid
+from stellaorch.plugins.sandbox import Sandbox
 from stellaorch.plugins.script import ScriptPlugin
 
 _DEFAULT_FAIL_CODE = "INJECTED_FAILURE"
@@ -91,11 +92,13 @@ def _optional_int(params: Mapping[str, Any], key: str) -> int | None:
     return value
 
 
-def builtin_registry(*, max_log_bytes: int = 1024 * 1024) -> PluginRegistry:
-    """A registry holding noop, sleep, fail and script, all at version 1."""
+def builtin_registry(
+    *, max_log_bytes: int = 1024 * 1024, sandbox: Sandbox | None = None
+) -> PluginRegistry:
+    """A registry holding noop, sleep, fail and script (in `sandbox`), all at version 1."""
     registry = PluginRegistry()
     registry.register(NoopPlugin())
     registry.register(SleepPlugin())
     registry.register(FailPlugin())
-    registry.register(ScriptPlugin(max_log_bytes=max_log_bytes))
+    registry.register(ScriptPlugin(max_log_bytes=max_log_bytes, sandbox=sandbox))
     return registry

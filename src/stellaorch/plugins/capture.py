@@ -11,6 +11,7 @@ logged in pieces and can never be the outputs line.
 from __future__ import annotations
 
 import json
+from collections import deque
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,6 +20,8 @@ from stellaorch.plugins.base import MAX_OUTPUT_BYTES
 STDERR_PREFIX = b"[stderr] "
 # Room for an outputs object that is pretty-printed on one line yet compacts under the limit.
 LINE_CAP = MAX_OUTPUT_BYTES + 64 * 1024
+_TAIL_LINES = 8
+_TAIL_LINE_BYTES = 512
 
 
 class LogBuffer:
@@ -91,6 +94,8 @@ class OutputCapture:
         self._log = LogBuffer(max_log_bytes)
         self._stdout = LineSplitter()
         self._stderr = LineSplitter()
+        # The last stderr lines, whatever the log cap kept: they tell why a command died.
+        self._stderr_tail: deque[bytes] = deque(maxlen=_TAIL_LINES)
         self.outputs: dict[str, Any] = {}
 
     def feed(self, data: bytes, *, stderr: bool) -> None:
@@ -111,11 +116,16 @@ class OutputCapture:
         """The captured log text."""
         return self._log.text()
 
+    def stderr_tail(self) -> str:
+        """The last few stderr lines (each cut to a few hundred bytes), newline-joined."""
+        return b"\n".join(self._stderr_tail).decode("utf-8", errors="replace")
+
     def _take(self, lines: Iterator[tuple[bytes, bool]], *, stderr: bool) -> None:
         """Log each line; a whole stdout line that is a JSON object becomes the outputs."""
         for line, whole in lines:
             if stderr:
                 self._log.add_line(line, STDERR_PREFIX)
+                self._stderr_tail.append(line[:_TAIL_LINE_BYTES])
                 continue
             self._log.add_line(line)
             if whole and (parsed := parse_json_object(line)) is not None:

@@ -25,7 +25,10 @@ from typing import Any
 from stellaorch.domain.errors import StepFailed
 from stellaorch.plugins.base import PluginResult, StepContext, check_outputs, params_invalid
 from stellaorch.plugins.capture import OutputCapture
+from stellaorch.plugins.egress_step import step_network
+from stellaorch.plugins.overrun import limit_failure
 from stellaorch.plugins.procgroup import terminate_group
+from stellaorch.plugins.sandbox import TMP_DIR, WORK_DIR, Launch, Limits, Sandbox, sandbox_cwd
 
 DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
 SHELL = "/bin/sh"
@@ -36,6 +39,10 @@ _STDIN, _STDERR = 0, 2
 # Bounded wait for the pipes to close once the group is gone; only a process that left the
 # group (setsid) while holding them could keep them open.
 _DRAIN_SECONDS = 5.0
+# Inside the sandbox `prlimit` executes the command and says so when it cannot; bubblewrap
+# reports death by signal N as exit code 128 + N.
+_PRLIMIT_EXEC_FAILED = "prlimit: failed to execute"
+_SIGNAL_EXIT_BASE = 128
 
 
 @dataclass(frozen=True)
@@ -46,7 +53,7 @@ class ScriptParams:
     via_shell: bool
     env: dict[str, str]
     stdin: bytes | None
-    cwd: str | None
+    cwd: str
 
     @classmethod
     def parse(cls, params: Mapping[str, Any]) -> ScriptParams:
@@ -73,32 +80,67 @@ class ScriptPlugin:
     version = "1"
 
     def __init__(
-        self, *, max_log_bytes: int = 1024 * 1024, kill_grace_seconds: float = 2.0
+        self,
+        *,
+        max_log_bytes: int = 1024 * 1024,
+        kill_grace_seconds: float = 2.0,
+        sandbox: Sandbox | None = None,
     ) -> None:
         self._max_log_bytes = max_log_bytes
         self._kill_grace_seconds = kill_grace_seconds
+        # None runs commands unconfined: for tests of the plugin itself, never for a server.
+        self._sandbox = sandbox
 
     async def run(self, ctx: StepContext) -> PluginResult:
         """Run the command to completion and turn its exit status into a result or error."""
         params = ScriptParams.parse(ctx.params)
+        if self._sandbox is not None and self._sandbox.enabled:
+            # The first call probes bubblewrap (a blocking subprocess): off the event loop.
+            await asyncio.to_thread(self._sandbox.require)
+            return await self._run_sandboxed(ctx, params, self._sandbox)
         # One mkdir, done inline: in a thread, a cancellation could lose the path and leak it.
         workdir = tempfile.mkdtemp(prefix="stella-step-")
         try:
-            return await self._run_in(ctx, params, workdir)
+            cwd = _host_cwd(workdir, params.cwd)
+            env = child_env(ctx, workdir, params.env)
+            return await self._run_in(params, Launch(list(params.argv), {}), env, cwd, None)
         finally:
             await asyncio.to_thread(shutil.rmtree, workdir, ignore_errors=True)
 
-    async def _run_in(self, ctx: StepContext, params: ScriptParams, home: str) -> PluginResult:
-        """Spawn, supervise and judge the command with `home` as its HOME (and default cwd)."""
+    async def _run_sandboxed(
+        self, ctx: StepContext, params: ScriptParams, sandbox: Sandbox
+    ) -> PluginResult:
+        """Run inside bubblewrap with the step's limits; the work dir lives and dies with it."""
+        limits = sandbox.config.defaults.for_step(ctx.resources, sandbox.config.ceiling)
+        env = {**child_env(ctx, WORK_DIR, params.env), "TMPDIR": TMP_DIR}
+        owner = (sandbox.config.uid, sandbox.config.gid) if sandbox.separate_uid else None
+        async with step_network(ctx.network, owner=owner) as network:
+            env.update(network.env)
+            argv = [*network.argv_prefix, *params.argv]
+            launch = sandbox.launch(
+                argv, limits, cwd=params.cwd, binds=network.binds, ro_binds=network.ro_binds
+            )
+            return await self._run_in(params, launch, env, "/", limits)
+
+    async def _run_in(
+        self,
+        params: ScriptParams,
+        launch: Launch,
+        env: dict[str, str],
+        cwd: str,
+        limits: Limits | None,
+    ) -> PluginResult:
+        """Spawn, supervise and judge the command; `limits` is None when unconfined."""
         capture = OutputCapture(self._max_log_bytes)
-        env = child_env(ctx, home, params.env)
-        transport, protocol = await _spawn(params, env, params.cwd or home, capture)
+        transport, protocol = await _spawn(params, launch, env, cwd, capture)
         try:
             await self._supervise(transport, protocol, params.stdin)
         finally:
             transport.close()
         returncode = transport.get_returncode()
         assert returncode is not None  # _supervise returns only once the leader has exited
+        if limits is not None:
+            return _sandboxed_result(params, returncode, capture, limits)
         return _result(params, returncode, capture)
 
     async def _supervise(
@@ -168,20 +210,21 @@ def child_env(ctx: StepContext, home: str, extra: Mapping[str, str]) -> dict[str
 
 
 async def _spawn(
-    params: ScriptParams, env: dict[str, str], cwd: str, capture: OutputCapture
+    params: ScriptParams, launch: Launch, env: dict[str, str], cwd: str, capture: OutputCapture
 ) -> tuple[SubprocessTransport, _StepProtocol]:
     """Start the command as leader of a new session, so its whole group can be signalled."""
     loop = asyncio.get_running_loop()
     try:
         return await loop.subprocess_exec(
             lambda: _StepProtocol(capture),
-            *params.argv,
+            *launch.argv,
             stdin=DEVNULL if params.stdin is None else PIPE,
             stdout=PIPE,
             stderr=PIPE,
             env=env,
             cwd=cwd,
             start_new_session=True,
+            **launch.popen,
         )
     except OSError as exc:
         # subprocess names the directory when chdir failed and the program when exec failed.
@@ -220,6 +263,21 @@ def _result(params: ScriptParams, returncode: int, capture: OutputCapture) -> Pl
     except StepFailed as exc:
         raise StepFailed(exc.code, exc.message, retryable=exc.retryable, logs=logs) from exc
     return PluginResult(outputs=outputs, logs=logs)
+
+
+def _sandboxed_result(
+    params: ScriptParams, returncode: int, capture: OutputCapture, limits: Limits
+) -> PluginResult:
+    """Like `_result`, but a hit resource limit is its own error and 128+N means signal N."""
+    overrun = limit_failure(returncode, capture.stderr_tail(), limits, capture.logs())
+    if overrun is not None:
+        raise overrun
+    if returncode in _SHELL_NOT_FOUND_CODES and _PRLIMIT_EXEC_FAILED in capture.stderr_tail():
+        message = f"{params.program} cannot be executed in the sandbox (not found or no access)"
+        raise StepFailed("SCRIPT_NOT_FOUND", message, logs=capture.logs())
+    if _SIGNAL_EXIT_BASE < returncode < _SIGNAL_EXIT_BASE + signal.NSIG:
+        returncode = _SIGNAL_EXIT_BASE - returncode  # negative: the signal's number
+    return _result(params, returncode, capture)
 
 
 def _exit_failure(params: ScriptParams, returncode: int, logs: str) -> StepFailed:
@@ -274,13 +332,20 @@ def _stdin(value: object) -> bytes | None:
     return value.encode("utf-8")
 
 
-def _cwd(value: object) -> str | None:
-    """The optional working directory; relative paths would depend on the worker's cwd."""
+def _cwd(value: object) -> str:
+    """The working directory inside the sandbox (`/work`, or relative to or under it)."""
     if value is None:
-        return None
-    if not isinstance(value, str) or not os.path.isabs(value):
-        raise params_invalid("script: 'cwd' must be an absolute path")
-    return _no_nul(value, "cwd")
+        return WORK_DIR
+    if not isinstance(value, str):
+        raise params_invalid("script: 'cwd' must be a string")
+    return sandbox_cwd(_no_nul(value, "cwd"))
+
+
+def _host_cwd(workdir: str, cwd: str) -> str:
+    """Unconfined, `/work` is the temporary work dir: the same path as inside the sandbox."""
+    path = os.path.join(workdir, os.path.relpath(cwd, WORK_DIR))
+    os.makedirs(path, exist_ok=True)
+    return os.path.normpath(path)
 
 
 def _no_nul(text: str, field: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -72,6 +73,7 @@ def health_document(
         "store": {"reachable": ready, "latencyMs": latency_ms},
         "queues": queues,
         "worker": {"running": worker_running(orch)},
+        "sandbox": orch.sandbox.status().document(),
         "bundles": {"status": "none"},
     }
 
@@ -81,6 +83,7 @@ async def admin_health(request: Request, caller: ReadCaller) -> JSONResponse:
     """Liveness, readiness (store reachable), the caller's queue, worker and bundle status."""
     orch = orchestrator(request)
     stats, latency_ms = await _read_queue(orch, caller.tenant)
+    await asyncio.to_thread(orch.sandbox.status)  # probes bubblewrap once, off the loop
     document = health_document(orch, stats, latency_ms)
     return JSONResponse(document, status_code=200 if document["ready"] else 503)
 

@@ -85,10 +85,13 @@ def main() -> None:
         row = f"{label:<20} {mode:<11} {p50[(label, mode)]:7.2f}"
         print(f"{row} {quantile(values, 0.9):7.2f} {quantile(values, 0.99):7.2f}")
     print()
+    missed = False
     for label in COMMANDS:
         overhead = p50[(label, "sandboxed")] - p50[(label, "unconfined")]
+        missed |= overhead > TARGET_OVERHEAD_MS
         verdict = "ok" if overhead <= TARGET_OVERHEAD_MS else "OVER TARGET"
         print(f"p50 overhead {label:<20} {overhead:6.2f} ms (target <= 10 ms: {verdict})")
+    sys.exit(1 if missed else 0)
 
 
 if __name__ == "__main__":

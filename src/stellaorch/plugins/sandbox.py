@@ -31,6 +31,9 @@ WORK_DIR = "/work"
 # Paths inside the sandbox's own mount namespace, not the host's shared /tmp.
 TMP_DIR = "/tmp"  # noqa: S108
 _PRLIMIT = "/usr/bin/prlimit"
+# Dropping the uid in an exec'd helper rather than in the event loop's spawn: uvloop's
+# subprocess support takes no user/group arguments, and preexec_fn is unsafe with threads.
+_SETPRIV = "/usr/bin/setpriv"
 _MB = 1024 * 1024
 _PROBE_TIMEOUT_SECONDS = 10.0
 # Host files a program may reasonably need, bound read-only when they exist; never secrets.
@@ -148,14 +151,6 @@ class SandboxStatus:
         }
 
 
-@dataclass(frozen=True)
-class Launch:
-    """How to start one sandboxed command: the full argv and the extra `Popen` arguments."""
-
-    argv: list[str]
-    popen: dict[str, Any]
-
-
 class Sandbox:
     """Builds bubblewrap command lines for steps, after checking once that bubblewrap works."""
 
@@ -200,14 +195,13 @@ class Sandbox:
         cwd: str = WORK_DIR,
         binds: Sequence[tuple[str, str]] = (),
         ro_binds: Sequence[tuple[str, str]] = (),
-    ) -> Launch:
+    ) -> list[str]:
         """The bubblewrap invocation running `argv` under `limits` with `cwd` inside /work."""
-        args = self._base_args(limits)
+        args = [*self._identity_args(), *self._base_args(limits)]
         args += _bind_args("--bind", binds) + _bind_args("--ro-bind", ro_binds)
         if cwd != WORK_DIR:
             args += ["--dir", cwd]
-        args += ["--remount-ro", "/", "--chdir", cwd, "--", *limits.prlimit_argv(), *argv]
-        return Launch(args, self._popen_identity())
+        return [*args, "--remount-ro", "/", "--chdir", cwd, "--", *limits.prlimit_argv(), *argv]
 
     def _probe(self) -> SandboxStatus:
         if not self.config.enabled:
@@ -222,18 +216,18 @@ class Sandbox:
         """Why a trivial sandboxed command fails, or '' when it works."""
         if shutil.which(self.config.bwrap) is None:
             return f"bubblewrap ({self.config.bwrap!r}) is not installed"
-        if not os.access(_PRLIMIT, os.X_OK):
-            return f"{_PRLIMIT} (util-linux) is missing"
-        launch = self.launch(["/bin/true"], self.config.defaults)
+        for tool in (_PRLIMIT, _SETPRIV):
+            if not os.access(tool, os.X_OK):
+                return f"{tool} (util-linux) is missing"
+        argv = self.launch(["/bin/true"], self.config.defaults)
         try:
             done = subprocess.run(
-                launch.argv,
+                argv,
                 capture_output=True,
                 timeout=_PROBE_TIMEOUT_SECONDS,
                 env={"PATH": "/usr/bin:/bin"},
                 cwd="/",
                 check=False,
-                **launch.popen,
             )
         except (OSError, subprocess.SubprocessError) as exc:
             return f"bubblewrap could not be started: {exc}"
@@ -242,10 +236,12 @@ class Sandbox:
             return f"bubblewrap failed ({detail[-1] if detail else done.returncode})"
         return ""
 
-    def _popen_identity(self) -> dict[str, Any]:
+    def _identity_args(self) -> list[str]:
+        """`setpriv` dropping root to the sandbox's uid before bubblewrap starts."""
         if not self.separate_uid:
-            return {}
-        return {"user": self.config.uid, "group": self.config.gid, "extra_groups": []}
+            return []
+        uid, gid = self.config.uid, self.config.gid
+        return [_SETPRIV, f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--"]
 
     def _base_args(self, limits: Limits) -> list[str]:
         args = [

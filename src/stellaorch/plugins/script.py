@@ -28,7 +28,7 @@ from stellaorch.plugins.capture import OutputCapture
 from stellaorch.plugins.egress_step import step_network
 from stellaorch.plugins.overrun import limit_failure
 from stellaorch.plugins.procgroup import terminate_group
-from stellaorch.plugins.sandbox import TMP_DIR, WORK_DIR, Launch, Limits, Sandbox, sandbox_cwd
+from stellaorch.plugins.sandbox import TMP_DIR, WORK_DIR, Limits, Sandbox, sandbox_cwd
 
 DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
 SHELL = "/bin/sh"
@@ -103,7 +103,7 @@ class ScriptPlugin:
         try:
             cwd = _host_cwd(workdir, params.cwd)
             env = child_env(ctx, workdir, params.env)
-            return await self._run_in(params, Launch(list(params.argv), {}), env, cwd, None)
+            return await self._run_in(params, list(params.argv), env, cwd, None)
         finally:
             await asyncio.to_thread(shutil.rmtree, workdir, ignore_errors=True)
 
@@ -117,22 +117,22 @@ class ScriptPlugin:
         async with step_network(ctx.network, owner=owner) as network:
             env.update(network.env)
             argv = [*network.argv_prefix, *params.argv]
-            launch = sandbox.launch(
+            command = sandbox.launch(
                 argv, limits, cwd=params.cwd, binds=network.binds, ro_binds=network.ro_binds
             )
-            return await self._run_in(params, launch, env, "/", limits)
+            return await self._run_in(params, command, env, "/", limits)
 
     async def _run_in(
         self,
         params: ScriptParams,
-        launch: Launch,
+        argv: list[str],
         env: dict[str, str],
         cwd: str,
         limits: Limits | None,
     ) -> PluginResult:
         """Spawn, supervise and judge the command; `limits` is None when unconfined."""
         capture = OutputCapture(self._max_log_bytes)
-        transport, protocol = await _spawn(params, launch, env, cwd, capture)
+        transport, protocol = await _spawn(params, argv, env, cwd, capture)
         try:
             await self._supervise(transport, protocol, params.stdin)
         finally:
@@ -210,21 +210,20 @@ def child_env(ctx: StepContext, home: str, extra: Mapping[str, str]) -> dict[str
 
 
 async def _spawn(
-    params: ScriptParams, launch: Launch, env: dict[str, str], cwd: str, capture: OutputCapture
+    params: ScriptParams, argv: list[str], env: dict[str, str], cwd: str, capture: OutputCapture
 ) -> tuple[SubprocessTransport, _StepProtocol]:
     """Start the command as leader of a new session, so its whole group can be signalled."""
     loop = asyncio.get_running_loop()
     try:
         return await loop.subprocess_exec(
             lambda: _StepProtocol(capture),
-            *launch.argv,
+            *argv,
             stdin=DEVNULL if params.stdin is None else PIPE,
             stdout=PIPE,
             stderr=PIPE,
             env=env,
             cwd=cwd,
             start_new_session=True,
-            **launch.popen,
         )
     except OSError as exc:
         # subprocess names the directory when chdir failed and the program when exec failed.

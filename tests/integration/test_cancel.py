@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,54 +18,57 @@ def three_levels(harness: Harness) -> dict[str, Any]:
     return harness.spec("levels", steps, edges)
 
 
-def script_spec(harness: Harness, pidfile: Path) -> dict[str, Any]:
-    """One script step that records its process group id, then sleeps for long."""
-    command = f"echo $$ > {pidfile}; sleep 30; echo done"
+def script_spec(harness: Harness, marker: str) -> dict[str, Any]:
+    """One script step with a child in the background, both sleeping `marker` seconds.
+
+    The marker (a duration no other process uses) finds the step's processes from the host,
+    inside or outside the sandbox, by their command line.
+    """
+    command = f"sleep {marker} & sleep {marker}; echo done"
     return harness.spec(
         "scripted", [{"id": "long", "plugin": "script", "with": {"command": command}}]
     )
 
 
-def running_members(pgid: int) -> list[int]:
-    """Pids of non-zombie processes in group `pgid`, read from /proc."""
-    members = []
+def unique_marker() -> str:
+    """A sleep duration of about 30 s that names this test's processes."""
+    return f"30.{secrets.randbelow(10**9):09d}"
+
+
+def running_with(marker: str) -> list[int]:
+    """Pids of non-zombie processes whose command line holds `marker`, read from /proc."""
+    found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
             stat = (entry / "stat").read_text()
         except OSError:
             continue
-        state, _ppid, group = stat[stat.rindex(")") + 2 :].split()[:3]
-        if state != "Z" and int(group) == pgid:
-            members.append(int(entry.name))
-    return members
+        if marker.encode() in argv and stat[stat.rindex(")") + 2] != "Z":
+            found.append(int(entry.name))
+    return found
 
 
-def read_pgid(pidfile: Path) -> int | None:
-    """The group id the script wrote with `echo $$ > pidfile`, once fully written."""
-    text = pidfile.read_text() if pidfile.exists() else ""
-    return int(text) if text.endswith("\n") else None
-
-
-async def group_of(pidfile: Path) -> int:
-    """The process group id the script wrote, once it is running."""
-    for _ in range(250):
-        pgid = read_pgid(pidfile)
-        if pgid and running_members(pgid):
-            return pgid
+async def started(marker: str) -> None:
+    """Wait until the step and its background child both run."""
+    for _ in range(500):
+        if len(running_with(marker)) >= 2:
+            return
         await asyncio.sleep(0.02)
     raise AssertionError("the script never started")
 
 
-async def wait_group_gone(pgid: int, within: float) -> None:
+async def wait_gone(marker: str, within: float) -> None:
+    """Fail unless every process of the step is gone within `within` seconds."""
     deadline = time.monotonic() + within
-    while running_members(pgid):
-        assert time.monotonic() < deadline, f"processes of group {pgid} still run after {within}s"
+    while running_with(marker):
+        still = running_with(marker)
+        assert time.monotonic() < deadline, f"processes {still} still run after {within}s"
         await asyncio.sleep(0.05)
 
 
-# -- queued runs --------------------------------------------------------------------------
 async def test_cancel_of_a_queued_run_cancels_every_step(harness: Harness) -> None:
     await harness.publish(three_levels(harness))
     run_id = (await harness.create("levels")).run.run_id
@@ -146,16 +150,16 @@ async def test_cancel_stops_a_running_sleep_and_frees_the_worker(harness: Harnes
 
 
 async def test_cancel_kills_a_running_script_and_its_children(
-    harness: Harness, tmp_path: Path
+    harness: Harness,
 ) -> None:
-    pidfile = tmp_path / "pgid"
-    await harness.publish(script_spec(harness, pidfile))
+    marker = unique_marker()
+    await harness.publish(script_spec(harness, marker))
     run_id = (await harness.create("scripted")).run.run_id
 
     async with harness.worker():
-        pgid = await group_of(pidfile)
+        await started(marker)
         await harness.runs.cancel(harness.tenant, run_id)
-        await wait_group_gone(pgid, within=4)
+        await wait_gone(marker, within=4)
 
     view = await harness.view(run_id)
     attempts = harness.step(view, "long")["attempts"]
@@ -164,18 +168,18 @@ async def test_cancel_kills_a_running_script_and_its_children(
 
 
 async def test_cancel_from_another_process_stops_the_attempt_at_a_heartbeat(
-    make_harness: MakeHarness, tmp_path: Path
+    make_harness: MakeHarness,
 ) -> None:
     serving = await make_harness(lease_ttl_seconds=1.5)
     elsewhere = await make_harness(url=serving.orchestrator.env.settings.database_url)
-    pidfile = tmp_path / "pgid"
-    await serving.publish(script_spec(serving, pidfile))
+    marker = unique_marker()
+    await serving.publish(script_spec(serving, marker))
     run_id = (await serving.create("scripted")).run.run_id
 
     async with serving.worker():
-        pgid = await group_of(pidfile)
+        await started(marker)
         await elsewhere.runs.cancel(serving.tenant, run_id)
-        await wait_group_gone(pgid, within=4)
+        await wait_gone(marker, within=4)
 
     view = await serving.view(run_id)
     assert view["status"] == "cancelled"
@@ -183,18 +187,18 @@ async def test_cancel_from_another_process_stops_the_attempt_at_a_heartbeat(
 
 
 async def test_script_exceeding_its_timeout_is_killed_with_its_children(
-    harness: Harness, tmp_path: Path
+    harness: Harness,
 ) -> None:
-    pidfile = tmp_path / "pgid"
-    spec = script_spec(harness, pidfile)
+    marker = unique_marker()
+    spec = script_spec(harness, marker)
     spec["steps"][0]["timeoutSeconds"] = 0.5
     await harness.publish(spec)
     run_id = (await harness.create("scripted")).run.run_id
 
     async with harness.worker():
-        pgid = await group_of(pidfile)
+        await started(marker)
         view = await harness.wait_done(run_id, within=5)
-        await wait_group_gone(pgid, within=3)
+        await wait_gone(marker, within=3)
 
     attempts = harness.step(view, "long")["attempts"]
     assert [a["status"] for a in attempts] == ["timed_out"]

@@ -25,6 +25,7 @@ from typing import Any
 from stellaorch.domain.errors import StepFailed
 from stellaorch.plugins.base import PluginResult, StepContext, check_outputs, params_invalid
 from stellaorch.plugins.capture import OutputCapture
+from stellaorch.plugins.egress_forward import EXEC_FAILED
 from stellaorch.plugins.egress_step import step_network
 from stellaorch.plugins.overrun import limit_failure
 from stellaorch.plugins.procgroup import terminate_group
@@ -39,9 +40,9 @@ _STDIN, _STDERR = 0, 2
 # Bounded wait for the pipes to close once the group is gone; only a process that left the
 # group (setsid) while holding them could keep them open.
 _DRAIN_SECONDS = 5.0
-# Inside the sandbox `prlimit` executes the command and says so when it cannot; bubblewrap
-# reports death by signal N as exit code 128 + N.
-_PRLIMIT_EXEC_FAILED = "prlimit: failed to execute"
+# Inside the sandbox `prlimit` (or the egress forwarder) executes the command and says so when
+# it cannot; bubblewrap reports death by signal N as exit code 128 + N.
+_EXEC_FAILED = ("prlimit: failed to execute", EXEC_FAILED)
 _SIGNAL_EXIT_BASE = 128
 
 
@@ -271,7 +272,8 @@ def _sandboxed_result(
     overrun = limit_failure(returncode, capture.stderr_tail(), limits, capture.logs())
     if overrun is not None:
         raise overrun
-    if returncode in _SHELL_NOT_FOUND_CODES and _PRLIMIT_EXEC_FAILED in capture.stderr_tail():
+    tail = capture.stderr_tail()
+    if returncode in _SHELL_NOT_FOUND_CODES and any(marker in tail for marker in _EXEC_FAILED):
         message = f"{params.program} cannot be executed in the sandbox (not found or no access)"
         raise StepFailed("SCRIPT_NOT_FOUND", message, logs=capture.logs())
     if _SIGNAL_EXIT_BASE < returncode < _SIGNAL_EXIT_BASE + signal.NSIG:

@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from stellaorch import __version__
 from stellaorch.api import errors
 from stellaorch.api.auth import Authenticator
-from stellaorch.api.middleware import BodyLimitMiddleware, TraceMiddleware
+from stellaorch.api.middleware import BodyLimitMiddleware, JsonDepthMiddleware, TraceMiddleware
 from stellaorch.api.routers import (
     admin,
     audit,
@@ -99,6 +99,7 @@ def create_app(orch: Orchestrator, auth: Authenticator | None = None) -> FastAPI
     ):
         app.include_router(module.router, prefix=BASE)
     app.include_router(admin.root_router)
+    app.add_middleware(JsonDepthMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_bytes=orch.env.settings.max_body_bytes)
     app.add_middleware(TraceMiddleware)
     app.add_middleware(HttpMetricsMiddleware, observer=app.state.metrics)

@@ -1,4 +1,4 @@
-"""ASGI middleware: W3C traceparent (honoured and echoed) and the request body limit."""
+"""ASGI middleware: W3C traceparent (honoured and echoed), the request body size and depth."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from typing import Any
 
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from stellaorch.domain.limits import MAX_JSON_DEPTH, text_depth_exceeds
 
 _TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
 
@@ -87,19 +89,50 @@ class BodyTooLarge(HTTPException):
 
 
 async def _too_large(scope: Scope, send: Send, limit: int) -> None:
+    await _refuse(scope, send, 413, "BODY_TOO_LARGE", f"request body exceeds {limit} bytes")
+
+
+class JsonDepthMiddleware:
+    """Refuse a JSON body nesting deeper than MAX_JSON_DEPTH with 400, before it is parsed.
+
+    Runs inside the body limit, so the buffered body is bounded; recursive code further in
+    (validation, canonical JSON, hashing) then never meets a document deep enough to fail.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("method") in ("GET", "HEAD", "OPTIONS"):
+            await self.app(scope, receive, send)
+            return
+        messages: list[Message] = []
+        more = True
+        while more:
+            message = await receive()
+            messages.append(message)
+            more = message["type"] == "http.request" and bool(message.get("more_body"))
+        body = b"".join(m.get("body", b"") for m in messages if m["type"] == "http.request")
+        if text_depth_exceeds(body):
+            message_text = f"the JSON body nests deeper than {MAX_JSON_DEPTH} levels"
+            await _refuse(scope, send, 400, "NESTING_TOO_DEEP", message_text)
+            return
+
+        async def replay() -> Message:
+            return messages.pop(0) if messages else await receive()
+
+        await self.app(scope, replay, send)
+
+
+async def _refuse(scope: Scope, send: Send, status: int, code: str, message: str) -> None:
+    """Answer with the JSON error envelope from the middleware layer."""
     trace_id = scope.get("state", {}).get("trace_id", "")
-    body: dict[str, Any] = {
-        "error": {
-            "code": "BODY_TOO_LARGE",
-            "traceId": trace_id,
-            "message": f"request body exceeds {limit} bytes",
-        }
-    }
+    body: dict[str, Any] = {"error": {"code": code, "traceId": trace_id, "message": message}}
     raw = json.dumps(body).encode()
     await send(
         {
             "type": "http.response.start",
-            "status": 413,
+            "status": status,
             "headers": [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(raw)).encode()),

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from stellaorch.domain.errors import InputsInvalid
+from stellaorch.domain.limits import MAX_JSON_DEPTH, text_depth_exceeds
 
 
 def read_inputs(path: Path) -> dict[str, Any]:
@@ -15,6 +16,8 @@ def read_inputs(path: Path) -> dict[str, Any]:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise InputsInvalid(f"cannot read inputs file {path}: {exc.strerror}") from None
+    if text_depth_exceeds(text.encode()):
+        raise InputsInvalid(f"inputs file {path} nests deeper than {MAX_JSON_DEPTH} levels")
     try:
         document = json.loads(text, parse_constant=_reject_constant)
     except ValueError as exc:

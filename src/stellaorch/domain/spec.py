@@ -19,7 +19,14 @@ from pydantic.alias_generators import to_camel
 from stellaorch.domain.canonical import hash_json
 from stellaorch.domain.errors import SpecInvalid
 from stellaorch.domain.graph import adjacency, reverse, topological_order
+from stellaorch.domain.limits import (
+    MAX_JSON_DEPTH,
+    MAX_SPEC_BYTES,
+    text_depth_exceeds,
+    value_depth_exceeds,
+)
 from stellaorch.domain.spec_rules import SpecOutline, graph_problems, problem
+from stellaorch.domain.spec_yaml import load_yaml
 from stellaorch.domain.templating import find_references
 
 __all__ = [
@@ -33,6 +40,7 @@ __all__ = [
     "load_spec_file",
     "parse_spec",
     "spec_hash",
+    "spec_invalid",
     "topological_order",
 ]
 
@@ -51,9 +59,16 @@ _PLUGIN_NAME = re.compile(r"[a-z][a-z0-9_.-]{0,63}")
 _PLUGIN_VERSION = re.compile(r"[A-Za-z0-9._+-]{1,64}")
 # ASCII digits only: Python's \d would also accept other scripts' digits.
 _VERSION = re.compile(r"[0-9]+(\.[0-9]+){0,2}([-+][0-9A-Za-z.-]+)?")
-_NETWORK_ENTRY = re.compile(r"[^\s/@]+")
-_RESOURCE_KEYS = ("cpuSeconds", "memoryMb")
+_NETWORK_ENTRY = re.compile(r"[^\s/@]{1,260}")
+_PORT_SUFFIX = re.compile(r"(\[[^\]]*\]|[^:]*):([0-9]+)")
+# Every number a spec carries is bounded: each reaches the database or an OS limit, where an
+# out-of-range value fails every run of the version instead of its publish (README, DagSpec).
+_RESOURCE_LIMITS = {"cpuSeconds": 86_400.0, "memoryMb": 1_048_576.0}
 _MAX_STEPS = 10_000
+_MAX_CONCURRENCY = 10_000
+_MAX_NETWORK_ENTRIES = 100
+_MAX_VERSION_LENGTH = 64  # the store's column
+_MAX_DELAY_MS = 86_400_000
 
 
 class Backoff(BaseModel):
@@ -61,9 +76,9 @@ class Backoff(BaseModel):
 
     model_config = _MODEL_CONFIG
 
-    initial_ms: int = Field(default=1000, ge=0)
+    initial_ms: int = Field(default=1000, ge=0, le=_MAX_DELAY_MS)
     factor: float = Field(default=2.0, ge=1, le=10)
-    max_ms: int = Field(default=60_000, le=86_400_000)
+    max_ms: int = Field(default=60_000, ge=0, le=_MAX_DELAY_MS)
     jitter: float = Field(default=0.2, ge=0, le=1)
 
     @model_validator(mode="after")
@@ -92,9 +107,9 @@ class StepSpec(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict, alias="with")
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
     timeout_seconds: float = Field(default=300.0, gt=0, le=86_400)
-    concurrency: int | None = Field(default=None, ge=1)
+    concurrency: int | None = Field(default=None, ge=1, le=_MAX_CONCURRENCY)
     disabled: bool = False
-    network: list[str] = Field(default_factory=list)
+    network: list[str] = Field(default_factory=list, max_length=_MAX_NETWORK_ENTRIES)
     resources: dict[str, float] | None = None
 
     @property
@@ -127,17 +142,21 @@ class StepSpec(BaseModel):
     def _check_network(cls, value: list[str]) -> list[str]:
         bad = [entry for entry in value if not _NETWORK_ENTRY.fullmatch(entry)]
         if bad:
-            raise ValueError(f"network entries must be host[:port], got {bad[0]!r}")
+            raise ValueError(f"network entries must be host[:port] (max 260), got {bad[0]!r:.80}")
+        ports = [int(m.group(2)) for e in value if (m := _PORT_SUFFIX.fullmatch(e))]
+        if any(not 1 <= port <= 65_535 for port in ports):
+            raise ValueError("network ports must be from 1 to 65535")
         return value
 
     @field_validator("resources")
     @classmethod
     def _check_resources(cls, value: dict[str, float] | None) -> dict[str, float] | None:
-        unknown = sorted(set(value or {}) - set(_RESOURCE_KEYS))
-        if unknown:
-            raise ValueError(f"unknown resource {unknown[0]!r}; allowed: cpuSeconds, memoryMb")
-        if any(not (limit > 0 and math.isfinite(limit)) for limit in (value or {}).values()):
-            raise ValueError("resource limits must be positive finite numbers")
+        for name, limit in (value or {}).items():
+            top = _RESOURCE_LIMITS.get(name)
+            if top is None:
+                raise ValueError(f"unknown resource {name!r}; allowed: cpuSeconds, memoryMb")
+            if not (0 < limit <= top and math.isfinite(limit)):
+                raise ValueError(f"{name} must be a number > 0 and <= {top:g}, got {limit:g}")
         return value
 
 
@@ -166,12 +185,15 @@ class DagSpec(BaseModel):
     def _normalise_version(cls, value: Any) -> Any:
         # Integers are stored as their decimal string so 3 and "3" are one version.
         if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-            return str(value)
-        if isinstance(value, str) and _VERSION.fullmatch(value) and value.strip("0") != "":
-            return value
-        raise ValueError(
-            f"version must be a positive integer or a semver string (quoted in YAML), got {value!r}"
-        )
+            value = str(value)
+        elif not isinstance(value, str) or not _VERSION.fullmatch(value) or not value.strip("0"):
+            raise ValueError(
+                "version must be a positive integer or a semver string (quoted in YAML), "
+                f"got {value!r:.80}"
+            )
+        if len(value) > _MAX_VERSION_LENGTH:
+            raise ValueError(f"version must be at most {_MAX_VERSION_LENGTH} characters")
+        return value
 
     @field_validator("metadata")
     @classmethod
@@ -205,14 +227,16 @@ def parse_spec(
     """Parse and fully validate a spec; every problem is reported in one SpecInvalid."""
     document = _load_document(source, fmt)
     if not isinstance(document, Mapping):
-        raise _invalid([problem("$", "the spec must be a mapping at the top level")])
+        raise spec_invalid([problem("$", "the spec must be a mapping at the top level")])
+    if value_depth_exceeds(document):
+        raise _too_deep()
     try:
         spec, problems = _validate_fields(document)
         problems += graph_problems(SpecOutline.of_document(document))
     except RecursionError:
-        raise _invalid([problem("$", "the spec is nested too deeply")]) from None
+        raise spec_invalid([problem("$", "the spec is nested too deeply")]) from None
     if spec is None or problems:
-        raise _invalid(problems)
+        raise spec_invalid(problems)
     return spec
 
 
@@ -222,7 +246,7 @@ def load_spec_file(path: Path) -> DagSpec:
     try:
         raw = path.read_bytes()
     except OSError as error:
-        raise _invalid([problem("$", f"cannot read {path}: {error.strerror}")]) from None
+        raise spec_invalid([problem("$", f"cannot read {path}: {error.strerror}")]) from None
     return parse_spec(raw, fmt=formats.get(path.suffix.lower(), "auto"))
 
 
@@ -235,7 +259,7 @@ def compile_dag(spec: DagSpec) -> CompiledDag:
     """Validate the graph of `spec` and precompute order, neighbours and output references."""
     problems = graph_problems(_outline(spec))
     if problems:
-        raise _invalid(problems)
+        raise spec_invalid(problems)
     step_ids = [step.id for step in spec.steps]
     pairs = [(edge.source, edge.target) for edge in spec.edges]
     successors = adjacency(step_ids, pairs)
@@ -280,18 +304,22 @@ def _load_document(source: str | bytes | Mapping[str, Any], fmt: str) -> Any:
     """Turn text into a document; mappings pass through untouched."""
     if isinstance(source, Mapping):
         return source
+    if len(source) > MAX_SPEC_BYTES:
+        raise spec_invalid([problem("$", f"the spec is larger than {MAX_SPEC_BYTES} bytes")])
     text = _decode(source)
     # YAML would read most JSON too, but JSON's own parser gives the better error message.
     if fmt == "json" or (fmt == "auto" and text.lstrip().startswith("{")):
+        if text_depth_exceeds(text.encode()):
+            raise _too_deep()
         try:
             return json.loads(text)
         except (ValueError, RecursionError) as error:
             if fmt == "json":
-                raise _invalid([problem("$", f"not valid JSON: {error}")]) from None
+                raise spec_invalid([problem("$", f"not valid JSON: {error}")]) from None
     try:
-        return yaml.safe_load(text)
+        return load_yaml(text)
     except (yaml.YAMLError, RecursionError) as error:
-        raise _invalid([problem("$", f"not valid YAML: {_yaml_reason(error)}")]) from None
+        raise spec_invalid([problem("$", f"not valid YAML: {_yaml_reason(error)}")]) from None
 
 
 def _yaml_reason(error: Exception) -> str:
@@ -309,7 +337,7 @@ def _decode(source: str | bytes) -> str:
     try:
         return source.decode("utf-8-sig")
     except UnicodeDecodeError as error:
-        raise _invalid([problem("$", f"not UTF-8 text: {error.reason}")]) from None
+        raise spec_invalid([problem("$", f"not UTF-8 text: {error.reason}")]) from None
 
 
 def _require_json(value: Any, where: str) -> None:
@@ -331,7 +359,7 @@ def _require_json(value: Any, where: str) -> None:
 # --- problems --------------------------------------------------------------------------------
 
 
-def _invalid(problems: list[dict[str, str]]) -> SpecInvalid:
+def spec_invalid(problems: list[dict[str, str]]) -> SpecInvalid:
     """One error for all problems: the first in the message, all of them in the details."""
     first = problems[0]
     others = len(problems) - 1
@@ -340,6 +368,11 @@ def _invalid(problems: list[dict[str, str]]) -> SpecInvalid:
         f"invalid DAG spec: {first['path']}: {first['message']}{more}",
         details={"errors": problems},
     )
+
+
+def _too_deep() -> SpecInvalid:
+    """Refused before any recursive validation walks it (see domain.limits)."""
+    return spec_invalid([problem("$", f"the spec nests deeper than {MAX_JSON_DEPTH} levels")])
 
 
 def _validate_fields(document: Mapping[str, Any]) -> tuple[DagSpec | None, list[dict[str, str]]]:

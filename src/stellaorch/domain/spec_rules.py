@@ -106,12 +106,12 @@ def _reference_problems(
         try:
             located = locate_references(params)
         except ReferenceSyntaxError as error:
-            problems.append(problem(_join(base, error.details.get("path", "")), error.message))
+            problems.append(problem(join_path(base, error.details.get("path", "")), error.message))
             continue
         for where, reference in located:
             message = _step_reference_problem(step_id, reference.step_id, ancestry, graph)
             if message is not None:
-                problems.append(problem(_join(base, where), f"{reference.text}: {message}"))
+                problems.append(problem(join_path(base, where), f"{reference.text}: {message}"))
     return problems
 
 
@@ -131,7 +131,7 @@ def _step_reference_problem(
     return None
 
 
-def _join(base: str, where: str) -> str:
+def join_path(base: str, where: str) -> str:
     """Append a sub-path (`url`, `[0]`) to a path."""
     if not where:
         return base

@@ -55,6 +55,34 @@ def locate_references(params: Any) -> list[tuple[str, Reference]]:
     return list(_walk(params, ""))
 
 
+def lone_reference(value: Any) -> Reference | None:
+    """The reference `value` consists of, if it is exactly one (it then keeps its JSON type).
+
+    A value of unknown type at publish time: its checks wait until it is substituted.
+    """
+    if not isinstance(value, str) or "${" not in value:
+        return None
+    try:
+        tokens = _tokenize(value)
+    except ReferenceSyntaxError:
+        return None  # malformed references are reported by the spec's own rules
+    return tokens[0] if len(tokens) == 1 and isinstance(tokens[0], Reference) else None
+
+
+def with_placeholders(params: Any, placeholder: str = "x") -> Any:
+    """A copy of a parameter tree with every reference rendered as `placeholder` text.
+
+    For publish-time checks of a value's shape: `$${` becomes `${` as it will at run time.
+    """
+    if isinstance(params, str):
+        return "".join(p if isinstance(p, str) else placeholder for p in _tokenize(params))
+    if isinstance(params, Mapping):
+        return {key: with_placeholders(item, placeholder) for key, item in params.items()}
+    if isinstance(params, list | tuple):
+        return [with_placeholders(item, placeholder) for item in params]
+    return params
+
+
 def substitute(
     params: Any,
     *,

@@ -12,8 +12,6 @@ from stellaorch.engine.runs import RunService
 from stellaorch.engine.scheduler import Scheduler
 from stellaorch.engine.schedules import ScheduleService
 from stellaorch.engine.worker import Worker
-from stellaorch.plugins.builtin import builtin_registry
-from stellaorch.plugins.sandbox import Sandbox, SandboxConfig
 from stellaorch.settings import Settings
 from stellaorch.store.database import Database, StoreOptions
 from stellaorch.store.migrate import upgrade
@@ -25,10 +23,8 @@ class Orchestrator:
     def __init__(self, env: EngineEnv) -> None:
         self.env = env
         self.runs = RunService(env)
-        self.sandbox = Sandbox(SandboxConfig.from_settings(env.settings))
-        self.plugins = builtin_registry(
-            max_log_bytes=env.settings.max_log_bytes, sandbox=self.sandbox
-        )
+        self.sandbox = env.sandbox
+        self.plugins = env.plugins
         self._worker: Worker | None = None
         self._worker_task: asyncio.Task[None] | None = None
         self.schedules = ScheduleService(env)

@@ -11,8 +11,18 @@ from sqlalchemy import Connection
 from stellaorch.domain.canonical import canonical_json
 from stellaorch.domain.errors import DagDisabled, DagNotFound, DagVersionConflict
 from stellaorch.domain.providers import Clock
-from stellaorch.domain.spec import CompiledDag, DagSpec, compile_dag, load_spec_file, parse_spec
+from stellaorch.domain.spec import (
+    CompiledDag,
+    DagSpec,
+    compile_dag,
+    load_spec_file,
+    parse_spec,
+    spec_invalid,
+)
+from stellaorch.domain.spec_rules import join_path, problem
 from stellaorch.engine.records import AuditEntry, record_audit
+from stellaorch.plugins.base import PluginNotFound, PluginRegistry
+from stellaorch.plugins.builtin import builtin_registry
 from stellaorch.store import dags
 from stellaorch.store.dags import DagVersionRow
 from stellaorch.store.database import Database
@@ -34,12 +44,34 @@ def load_directory(directory: Path) -> list[DagSpec]:
     return [load_spec_file(p) for p in files]
 
 
+def plugin_problems(spec: DagSpec, registry: PluginRegistry) -> list[dict[str, str]]:
+    """Steps whose plugin is unknown, or whose static parameters that plugin refuses."""
+    problems = []
+    for i, step in enumerate(spec.steps):
+        try:
+            found = registry.check_params(step.plugin, step.params)
+        except PluginNotFound as exc:
+            problems.append(problem(f"steps[{i}].plugin", exc.message))
+            continue
+        base = f"steps[{i}].with"
+        problems += [problem(join_path(base, where), message) for where, message in found]
+    return problems
+
+
+def check_plugins(spec: DagSpec, registry: PluginRegistry | None = None) -> None:
+    """Refuse (SpecInvalid) a spec with plugin problems; default: the built-in plugins."""
+    problems = plugin_problems(spec, registry or builtin_registry())
+    if problems:
+        raise spec_invalid(problems)
+
+
 class DagCatalog:
     """The tenant's DAG versions; compiled specs are cached since versions never change."""
 
-    def __init__(self, db: Database, clock: Clock) -> None:
+    def __init__(self, db: Database, clock: Clock, plugins: PluginRegistry) -> None:
         self._db = db
         self._clock = clock
+        self._plugins = plugins
         self._compiled: dict[tuple[str, str, str], CompiledDag] = {}
 
     def compiled(self, conn: Connection, tenant: str, dag_id: str, version: str) -> CompiledDag:
@@ -73,6 +105,7 @@ class DagCatalog:
     def publish_tx(self, conn: Connection, tenant: str, spec: DagSpec) -> Published:
         """Store a version; the same content again is a no-op, other content is a conflict."""
         compiled = compile_dag(spec)
+        check_plugins(spec, self._plugins)
         existing = dags.get_version(conn, tenant, spec.dag_id, spec.version)
         if existing is not None:
             if existing.spec_hash != compiled.spec_hash:

@@ -8,6 +8,9 @@ from dataclasses import dataclass, field
 from stellaorch.domain.providers import Clock, IdProvider, SystemClock
 from stellaorch.engine.catalog import DagCatalog
 from stellaorch.engine.events import EventBus
+from stellaorch.plugins.base import PluginRegistry
+from stellaorch.plugins.builtin import builtin_registry
+from stellaorch.plugins.sandbox import Sandbox, SandboxConfig
 from stellaorch.settings import Settings
 from stellaorch.store.database import Database
 from stellaorch.store.notify import Notifier
@@ -21,6 +24,10 @@ class EngineEnv:
     settings: Settings
     catalog: DagCatalog
     bus: EventBus
+    # The plugins workers run and publish checks against (tests add their own).
+    plugins: PluginRegistry
+    # Where script steps run; health reports its state.
+    sandbox: Sandbox
     clock: Clock = field(default_factory=SystemClock)
     ids: IdProvider = field(default_factory=IdProvider)
     rng: random.Random = field(default_factory=random.Random)
@@ -38,11 +45,15 @@ class EngineEnv:
     ) -> EngineEnv:
         """Wire an environment with defaults for whatever is not given."""
         clock = clock or SystemClock()
+        sandbox = Sandbox(SandboxConfig.from_settings(settings))
+        plugins = builtin_registry(max_log_bytes=settings.max_log_bytes, sandbox=sandbox)
         return cls(
             db=db,
             settings=settings,
-            catalog=DagCatalog(db, clock),
+            catalog=DagCatalog(db, clock, plugins),
             bus=EventBus(),
+            plugins=plugins,
+            sandbox=sandbox,
             clock=clock,
             ids=ids or IdProvider(clock),
             rng=rng or random.Random(),

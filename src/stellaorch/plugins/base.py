@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeAlias
 
 from stellaorch.domain.errors import Conflict, NotFound, StepFailed
+from stellaorch.domain.limits import MAX_JSON_DEPTH, value_depth_exceeds
 
 MAX_OUTPUT_BYTES = 1024 * 1024
 
@@ -70,6 +71,17 @@ class Plugin(Protocol):
         ...
 
 
+# (where inside the step's `with`, e.g. `command[0]` or `env.DATE`; "" for `with` itself,
+# what is wrong). A check sees the raw parameters, references unresolved.
+ParamProblem: TypeAlias = tuple[str, str]
+ParamsCheck: TypeAlias = Callable[[Mapping[str, Any]], list[ParamProblem]]
+
+
+def no_check(params: Mapping[str, Any]) -> list[ParamProblem]:
+    """The check of a plugin that declares none: every parameter tree is accepted."""
+    return []
+
+
 class PluginNotFound(NotFound):
     """No registered plugin matches a step's `plugin` reference."""
 
@@ -87,13 +99,20 @@ class PluginRegistry:
 
     def __init__(self) -> None:
         self._plugins: dict[str, dict[str, Plugin]] = {}
+        self._checks: dict[tuple[str, str], ParamsCheck] = {}
 
-    def register(self, plugin: Plugin) -> None:
-        """Add a plugin; registering the same `name@version` twice is a conflict."""
+    def register(self, plugin: Plugin, check: ParamsCheck = no_check) -> None:
+        """Add a plugin with the publish-time check of its parameters (`name@version` once)."""
         versions = self._plugins.setdefault(plugin.name, {})
         if plugin.version in versions:
             raise PluginConflict(f"plugin {plugin.name}@{plugin.version} is already registered")
         versions[plugin.version] = plugin
+        self._checks[(plugin.name, plugin.version)] = check
+
+    def check_params(self, ref: str, params: Mapping[str, Any]) -> list[ParamProblem]:
+        """What is wrong with a step's static parameters; PluginNotFound for an unknown `ref`."""
+        plugin = self.resolve(ref)
+        return self._checks[(plugin.name, plugin.version)](params)
 
     def resolve(self, ref: str) -> Plugin:
         """Find the plugin for `name` or `name@version`; a bare name must be unambiguous."""
@@ -125,6 +144,8 @@ def check_outputs(outputs: object) -> dict[str, Any]:
         raise _invalid(f"outputs must be a JSON object, got {type(outputs).__name__}")
     if not all(isinstance(key, str) for key in outputs):
         raise _invalid("outputs keys must be strings")
+    if value_depth_exceeds(outputs):
+        raise _invalid(f"outputs nest deeper than {MAX_JSON_DEPTH} levels")
     try:
         text = _COMPACT_JSON.encode(outputs)
     except (TypeError, ValueError, RecursionError) as exc:

@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from stellaorch.domain.errors import StepFailed
-from stellaorch.plugins.base import PluginRegistry, PluginResult, StepContext, params_invalid
+from stellaorch.plugins.base import (
+    ParamProblem,
+    PluginRegistry,
+    PluginResult,
+    StepContext,
+    params_invalid,
+)
+from stellaorch.plugins.params import parsed_at, unknown_keys
 from stellaorch.plugins.sandbox import Sandbox
 from stellaorch.plugins.script import ScriptPlugin
+from stellaorch.plugins.script_rules import check_script_params
 
 _DEFAULT_FAIL_CODE = "INJECTED_FAILURE"
 _DEFAULT_FAIL_MESSAGE = "failure injected by the fail plugin"
@@ -26,10 +34,20 @@ class NoopPlugin:
 
     async def run(self, ctx: StepContext) -> PluginResult:
         """Echo `outputs` from the parameters (it is the benchmark step: keep it cheap)."""
-        outputs = ctx.params.get("outputs", {})
-        if not isinstance(outputs, Mapping):
-            raise params_invalid("noop: 'outputs' must be an object")
-        return PluginResult(outputs=dict(outputs))
+        return PluginResult(outputs=_outputs(ctx.params))
+
+
+def _outputs(params: Mapping[str, Any]) -> dict[str, Any]:
+    """The optional `outputs` object."""
+    outputs = params.get("outputs", {})
+    if not isinstance(outputs, Mapping):
+        raise params_invalid("noop: 'outputs' must be an object")
+    return dict(outputs)
+
+
+def check_noop_params(params: Mapping[str, Any]) -> list[ParamProblem]:
+    """Publish-time check: only `outputs`, an object."""
+    return unknown_keys("noop", params, ["outputs"]) + parsed_at("outputs", params, _outputs)
 
 
 class SleepPlugin:
@@ -54,6 +72,11 @@ def _seconds(params: Mapping[str, Any]) -> float:
     if not math.isfinite(value) or value < 0:
         raise params_invalid(f"sleep: 'seconds' must be a finite number >= 0, got {value}")
     return value
+
+
+def check_sleep_params(params: Mapping[str, Any]) -> list[ParamProblem]:
+    """Publish-time check: `seconds`, a finite number >= 0."""
+    return unknown_keys("sleep", params, ["seconds"]) + parsed_at("seconds", params, _seconds)
 
 
 class FailPlugin:
@@ -92,13 +115,31 @@ def _optional_int(params: Mapping[str, Any], key: str) -> int | None:
     return value
 
 
+# fail's parameters and how each is read at run time (the defaults do not matter here).
+_FAIL_PARAMS: dict[str, Callable[[Mapping[str, Any]], object]] = {
+    "code": lambda p: _typed(p, "code", str, ""),
+    "message": lambda p: _typed(p, "message", str, ""),
+    "retryable": lambda p: _typed(p, "retryable", bool, False),
+    "untilAttempt": lambda p: _optional_int(p, "untilAttempt"),
+}
+
+
+def check_fail_params(params: Mapping[str, Any]) -> list[ParamProblem]:
+    """Publish-time check: the types of code, message, retryable and untilAttempt."""
+    problems = unknown_keys("fail", params, _FAIL_PARAMS)
+    for key, parse in _FAIL_PARAMS.items():
+        problems += parsed_at(key, params, parse)
+    return problems
+
+
 def builtin_registry(
     *, max_log_bytes: int = 1024 * 1024, sandbox: Sandbox | None = None
 ) -> PluginRegistry:
-    """A registry holding noop, sleep, fail and script (in `sandbox`), all at version 1."""
+    """Noop, sleep, fail and script (in `sandbox`), all at version 1, with their checks."""
     registry = PluginRegistry()
-    registry.register(NoopPlugin())
-    registry.register(SleepPlugin())
-    registry.register(FailPlugin())
-    registry.register(ScriptPlugin(max_log_bytes=max_log_bytes, sandbox=sandbox))
+    registry.register(NoopPlugin(), check_noop_params)
+    registry.register(SleepPlugin(), check_sleep_params)
+    registry.register(FailPlugin(), check_fail_params)
+    script = ScriptPlugin(max_log_bytes=max_log_bytes, sandbox=sandbox)
+    registry.register(script, check_script_params)
     return registry

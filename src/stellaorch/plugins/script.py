@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import json
 import os
 import shutil
 import signal
@@ -301,6 +302,18 @@ def _signal_name(number: int) -> str:
         return f"signal {number}"
 
 
+def field_problems(params: Mapping[str, Any], names: tuple[str, ...]) -> list[tuple[str, str]]:
+    """Publish-time use of the checks `parse` runs: (field, message) for each failing field."""
+    parsers = {"command": _argv, "env": _env, "stdin": _stdin, "cwd": _cwd}
+    problems = []
+    for name in names:
+        try:
+            parsers[name](params.get(name, {} if name == "env" else None))
+        except StepFailed as exc:
+            problems.append((name, exc.message))
+    return problems
+
+
 def _argv(command: object) -> tuple[tuple[str, ...], bool]:
     """The argv to execute and whether it goes through the shell."""
     if isinstance(command, str) and command.strip():
@@ -318,6 +331,9 @@ def _env(value: object) -> dict[str, str]:
         raise params_invalid("script: 'env' must be an object of strings")
     env: dict[str, str] = {}
     for key, item in value.items():
+        # A whole-value reference keeps its JSON type: a number or boolean becomes its JSON text.
+        if isinstance(item, bool | int | float) and not isinstance(item, str):
+            item = json.dumps(item)
         if not isinstance(key, str) or not key or "=" in key or not isinstance(item, str):
             raise params_invalid(f"script: 'env' entry {key!r} must be a NAME: string pair")
         env[_no_nul(key, "env")] = _no_nul(item, "env")

@@ -15,7 +15,7 @@ A, B = "acme", "globex"
 
 
 def version(v: int) -> dict:
-    return spec("etl", [{"id": "s", "plugin": "noop", "with": {"v": v}}], version=v)
+    return spec("etl", [{"id": "s", "plugin": "noop", "with": {"outputs": {"v": v}}}], version=v)
 
 
 async def test_rollback_disables_newer_versions_and_is_audited(api: Api) -> None:

@@ -6,8 +6,11 @@ import asyncio
 import time
 from typing import TYPE_CHECKING, Any
 
+import pytest
+
 from stellaorch.domain.providers import parse_utc
 from stellaorch.plugins import PluginResult, StepContext
+from stellaorch.plugins.builtin import builtin_registry
 from stellaorch.store import blobs
 
 if TYPE_CHECKING:
@@ -265,10 +268,20 @@ async def test_outputs_larger_than_1_mib_fail_the_step(harness: Harness) -> None
     assert step["outputs"] is None
 
 
-async def test_unknown_plugin_fails_the_step(harness: Harness) -> None:
+async def test_a_plugin_the_worker_lacks_fails_the_step(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Publish refuses unknown plugins, so publish where `nosuch` exists (another node's
+    # plugin set, or one removed since): the worker without it must fail the step cleanly.
+    elsewhere = builtin_registry()
+    elsewhere.register(_Named("nosuch"))
+    monkeypatch.setattr(harness.orchestrator.catalog, "_plugins", elsewhere)
     spec = harness.spec("unknown", [{"id": "x", "plugin": "nosuch"}])
-
-    view = await harness.run_to_end(spec)
+    await harness.publish(spec)
+    monkeypatch.undo()
+    created = await harness.create("unknown")
+    async with harness.worker():
+        view = await harness.wait_done(created.run.run_id)
 
     step = harness.step(view, "x")
     assert view["status"] == "failed"
@@ -294,3 +307,16 @@ async def test_script_printing_5_mb_finishes_with_bounded_logs(harness: Harness)
     logs = found[0]
     assert len(logs) <= limit + 200
     assert logs.endswith(b" bytes dropped\n")
+
+
+class _Named:
+    """A plugin that exists only in the publisher's registry."""
+
+    version = "1"
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    async def run(self, ctx: StepContext) -> PluginResult:
+        """Never called: the worker does not have this plugin."""
+        raise AssertionError("not reachable")

@@ -178,7 +178,7 @@ async def test_missing_or_invalid_command_is_params_invalid(params: dict[str, An
 @pytest.mark.parametrize(
     "params",
     [
-        {"env": {"A": 1}},
+        {"env": {"A": [1]}},
         {"env": {"A=B": "x"}},
         {"env": ["A"]},
         {"stdin": 5},
@@ -313,3 +313,10 @@ async def test_background_process_does_not_outlive_a_finished_step(tmp_path: Pat
     pgid = read_pgid(pidfile)
     assert pgid is not None
     assert running_group_members(pgid) == {}
+
+
+async def test_a_number_or_boolean_env_value_arrives_as_its_json_text() -> None:
+    result = await run_script(
+        command='printf "%s %s %s" "$N" "$F" "$B"', env={"N": 120, "F": 1.5, "B": True}
+    )
+    assert result.logs.strip() == "120 1.5 true"

@@ -332,3 +332,43 @@ async def test_path_traversal_in_ids_is_4xx_never_5xx(api: Api, path: str) -> No
         response = await api.client.request(method, f"{BASE}{path}", headers=api.headers(TENANT))
         assert 400 <= response.status_code < 500, f"{method} {path}: {response.text}"
         assert_envelope(response)
+
+
+async def test_concurrent_posts_with_one_key_create_one_run(api: Api) -> None:
+    await api.publish(TENANT, NOOP_DAG)
+    headers = {**api.headers(TENANT), "Idempotency-Key": "burst-1"}
+    body = {"dagId": "d", "inputs": {"n": 1}}
+    responses = await asyncio.gather(
+        *(api.client.post(f"{BASE}/runs", json=body, headers=headers) for _ in range(20))
+    )
+    assert {r.status_code for r in responses} == {201}
+    assert len({r.json()["runId"] for r in responses}) == 1
+    assert await run_count(api) == 1
+
+
+async def test_concurrent_replays_with_one_key_create_one_run(api: Api) -> None:
+    await api.publish(TENANT, NOOP_DAG)
+    original = await api.start(TENANT, "d", {"n": 1})
+    headers = {**api.headers(TENANT), "Idempotency-Key": "replay-1"}
+    url = f"{BASE}/runs/{original['runId']}:replay"
+    responses = await asyncio.gather(
+        *(api.client.post(url, json={"reason": "flaky"}, headers=headers) for _ in range(20))
+    )
+    assert {r.status_code for r in responses} == {201}
+    assert len({r.json()["runId"] for r in responses}) == 1
+    assert await run_count(api) == 2
+
+
+async def test_concurrent_cancels_with_one_key_run_once(api: Api) -> None:
+    slow = [{"id": "a", "plugin": "sleep", "with": {"seconds": 30}}]
+    await api.publish(TENANT, spec("slow", slow))
+    run = await api.start(TENANT, "slow", {})
+    headers = {**api.headers(TENANT), "Idempotency-Key": "cancel-1"}
+    url = f"{BASE}/runs/{run['runId']}:cancel"
+    responses = await asyncio.gather(
+        *(api.client.post(url, json={"reason": "stop"}, headers=headers) for _ in range(10))
+    )
+    assert {r.status_code for r in responses} == {200}, [r.json() for r in responses]
+    assert sum("Idempotent-Replayed" not in r.headers for r in responses) == 1
+    rows = await api.sql("SELECT count(*) AS n FROM idempotency_keys")
+    assert rows[0]["n"] == 1

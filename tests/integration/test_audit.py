@@ -48,3 +48,44 @@ async def test_audit_needs_the_admin_scope(api: Api) -> None:
     for path in ("/audit", "/audit/export"):
         response = await api.client.get(f"{BASE}{path}", headers=api.headers(A, scopes=(READ,)))
         assert response.status_code == 403
+
+
+async def test_a_replay_records_its_reason_and_actor_in_ledger_audit_and_export(api: Api) -> None:
+    await api.publish(A, spec("etl", [{"id": "s", "plugin": "noop"}]))
+    original = await api.start(A, "etl")
+    headers = {**api.headers(A), "X-Stella-Operator-Ticket": "INC-42"}
+    response = await api.client.post(
+        f"{BASE}/runs/{original['runId']}:replay", json={"reason": "loader fixed"}, headers=headers
+    )
+    assert response.status_code == 201, response.text
+    replay_id = response.json()["runId"]
+
+    [created] = await api.sql(
+        "SELECT body FROM ledger_entries WHERE run_id = :r AND seq = 1", r=replay_id
+    )
+    data = json.loads(created["body"])["data"]
+    assert (data["reason"], data["actor"], data["replayOf"]) == (
+        "loader fixed",
+        "alice",
+        original["runId"],
+    )
+
+    [entry] = (await api.get_json(A, "/audit?action=run.replay"))["items"]
+    assert (entry["actor"], entry["reason"], entry["ticket"], entry["target"]) == (
+        "alice",
+        "loader fixed",
+        "INC-42",
+        replay_id,
+    )
+
+    api.start_worker()
+    assert await api.wait(A, replay_id) == "completed"
+    export = await api.client.get(
+        f"{BASE}/ledger/export",
+        params={"from": "2000-01-01T00:00:00Z", "to": "2100-01-01T00:00:00Z"},
+        headers=api.headers(A),
+    )
+    assert export.status_code == 200, export.text
+    lines = [json.loads(raw) for raw in export.text.splitlines()]
+    [line] = [doc for doc in lines if doc.get("runId") == replay_id]
+    assert line["events"][0]["data"]["reason"] == "loader fixed"

@@ -10,7 +10,7 @@ from sqlalchemy import Connection
 from stellaorch.domain.errors import NotFound, StellaError, ValidationError
 from stellaorch.engine import execution
 from stellaorch.engine.env import EngineEnv
-from stellaorch.engine.execution import Created, RunRequest
+from stellaorch.engine.execution import Created, ReplayOrigin, RunRequest
 from stellaorch.store import deadletter, runs
 from stellaorch.store.deadletter import FailedStep
 
@@ -81,28 +81,38 @@ class DeadLetterService:
         spec = dag.steps.get(step.step_id)
         return spec.plugin if spec is not None else UNKNOWN_CODE
 
-    async def replay(self, tenant: str, code: str, reason: str) -> list[Created]:
-        """Replay every failed run of the group not replayed yet, all or none."""
+    async def replay(
+        self, tenant: str, code: str, reason: str, origin: ReplayOrigin | None = None
+    ) -> list[Created]:
+        """Replay every failed run of the group not replayed yet, all or none; each new run's
+        ledger entry and the audit log keep the reason and the actor."""
         if not reason.strip():
             raise ValidationError("a replay needs a reason")
-        results = await self.env.db.transact(lambda c: self._replay(c, tenant, code))
+        who = origin or ReplayOrigin()
+        results = await self.env.db.transact(lambda c: self._replay(c, tenant, code, reason, who))
         for result in results:
             self.env.bus.publish(result.entries)
         return results
 
-    def _replay(self, conn: Connection, tenant: str, code: str) -> list[Created]:
+    def _replay(
+        self, conn: Connection, tenant: str, code: str, reason: str, origin: ReplayOrigin
+    ) -> list[Created]:
         group = {g.code: g for g in self._groups(conn, tenant)}.get(code)
         if group is None:
             raise DeadLetterGroupNotFound(f"no failed step has error.code {code}")
         done = deadletter.replayed(conn, tenant, list(group.run_ids))
-        requests = [self._request(conn, tenant, r) for r in group.run_ids if r not in done]
+        requests = [
+            self._request(conn, tenant, r, reason, origin) for r in group.run_ids if r not in done
+        ]
         results = execution.create_runs(conn, self.env, requests)
         for result in results:
             if isinstance(result, StellaError):
                 raise result  # the transaction rolls back: nothing half-created
         return [r for r in results if isinstance(r, Created)]
 
-    def _request(self, conn: Connection, tenant: str, run_id: str) -> RunRequest:
+    def _request(
+        self, conn: Connection, tenant: str, run_id: str, reason: str, origin: ReplayOrigin
+    ) -> RunRequest:
         original = runs.get_run(conn, tenant, run_id)
         assert original is not None
         return RunRequest(
@@ -112,4 +122,7 @@ class DeadLetterService:
             version=original.dag_version,
             trigger="replay",
             replay_of=run_id,
+            reason=reason,
+            actor=origin.actor,
+            ticket=origin.ticket,
         )

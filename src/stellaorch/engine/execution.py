@@ -29,7 +29,9 @@ from stellaorch.domain.status import TERMINAL_RUN, AttemptStatus, RunStatus, Ste
 from stellaorch.domain.templating import substitute
 from stellaorch.engine.env import EngineEnv
 from stellaorch.engine.quotas import QuotaGate
+from stellaorch.engine.records import AuditEntry, IdempotencyClaim, record_audit
 from stellaorch.engine.unit import RunUnit
+from stellaorch.engine.views import run_summary
 from stellaorch.store import blobs, controls, queue, runs
 from stellaorch.store.notify import Topic, notify_committed
 from stellaorch.store.queue import QueueItem
@@ -48,6 +50,20 @@ class RunRequest:
     trigger: str = "api"
     replay_of: str | None = None
     trace_id: str | None = None  # adopted from the caller's traceparent when there is one
+    reason: str | None = None  # why an operator asked for it (replays): ledger and audit
+    actor: str | None = None
+    ticket: str | None = None
+    idempotency: IdempotencyClaim | None = None  # its answer is kept in the same transaction
+
+
+@dataclass(frozen=True)
+class ReplayOrigin:
+    """Who asked for a replay, under which ticket and Idempotency-Key."""
+
+    actor: str | None = None
+    ticket: str | None = None
+    run_token: str | None = None
+    idempotency: IdempotencyClaim | None = None
 
 
 @dataclass(frozen=True)
@@ -126,6 +142,9 @@ def create_runs(
         except StellaError as exc:
             results.append(exc)
     entries = unit.flush()
+    for req, result in zip(requests, results, strict=True):
+        if isinstance(result, Created):
+            _keep_records(conn, unit.now, req, result)
     by_run: dict[str, list[LedgerEntry]] = {}
     for entry in entries:
         by_run.setdefault(entry.run_id, []).append(entry)
@@ -135,6 +154,24 @@ def create_runs(
         else r
         for r in results
     ]
+
+
+def _keep_records(conn: Connection, now_us: int, req: RunRequest, result: Created) -> None:
+    """The audit entry of a replay and the answer kept for an Idempotency-Key, in the run's
+    own transaction: a crash keeps both or neither."""
+    if req.idempotency is not None:
+        req.idempotency.save(conn, 201 if result.created else 200, run_summary(result.run))
+    if result.created and req.trigger == "replay":
+        audit = AuditEntry(
+            tenant=req.tenant,
+            actor=req.actor or "system",
+            action="run.replay",
+            target=result.run.run_id,
+            reason=req.reason or "",
+            ticket=req.ticket,
+            details={"replayOf": req.replay_of},
+        )
+        record_audit(conn, audit, now_us)
 
 
 def _refuse_if_draining(
@@ -173,6 +210,8 @@ def _create_one(
             "runToken": token,
             "trigger": req.trigger,
             "replayOf": req.replay_of,
+            **({"reason": req.reason} if req.reason is not None else {}),
+            **({"actor": req.actor} if req.actor is not None else {}),
         },
     )
     unit.start_steps(run, dag.roots)

@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, delete, select
+from sqlalchemy import Connection, delete, select, update
 
 from stellaorch.domain.canonical import canonical_json
 from stellaorch.store.dialect import insert_ignore
@@ -53,13 +53,40 @@ def list_audit(conn: Connection, tenant: str, after_id: int, limit: int) -> list
     return [dict(r._mapping) for r in conn.execute(query)]
 
 
+PENDING = 0  # status_code of a claimed key whose request is still running
+
+
 @dataclass(frozen=True)
 class StoredResponse:
-    """A response kept for an Idempotency-Key."""
+    """A response kept for an Idempotency-Key (status PENDING: its request is in flight)."""
 
     request_hash: str
     status_code: int
     body: Any
+
+    @property
+    def pending(self) -> bool:
+        """True while the request that claimed the key has not answered yet."""
+        return self.status_code == PENDING
+
+
+@dataclass(frozen=True)
+class IdempotencyClaim:
+    """One (tenant, method+path, key) and the request that holds it."""
+
+    tenant: str
+    scope_key: str
+    key: str
+    request_hash: str
+    now_us: int
+    oldest_us: int
+
+    def save(self, conn: Connection, status_code: int, body: Any) -> None:
+        """Keep the response inside the caller's transaction (the first one kept wins)."""
+        response = StoredResponse(self.request_hash, status_code, body)
+        save_response(
+            conn, self.tenant, self.scope_key, self.key, response, self.now_us, self.oldest_us
+        )
 
 
 def find_response(
@@ -105,4 +132,57 @@ def save_response(
                 "created_us": now,
             }
         ],
+    )
+
+
+def claim_key(conn: Connection, claim: IdempotencyClaim, stale_us: int) -> bool:
+    """Take the key for one request (a PENDING row); False when another request holds it.
+
+    A pending claim older than `stale_us` belongs to a request whose process died: it is
+    taken over, so a crash never blocks a key for its whole lifetime.
+    """
+    k = idempotency_keys.c
+    mine = (k.tenant == claim.tenant, k.scope_key == claim.scope_key, k.idem_key == claim.key)
+    conn.execute(
+        delete(idempotency_keys).where(
+            *mine,
+            (k.created_us < claim.oldest_us)
+            | ((k.status_code == PENDING) & (k.created_us < stale_us)),
+        )
+    )
+    row = {
+        "tenant": claim.tenant,
+        "scope_key": claim.scope_key,
+        "idem_key": claim.key,
+        "request_hash": claim.request_hash,
+        "status_code": PENDING,
+        "response_body": "null",
+        "created_us": claim.now_us,
+    }
+    # RETURNING tells whether the row went in (rowcount is -1 on some drivers)
+    inserted = conn.execute(
+        insert_ignore(conn, idempotency_keys, ["tenant", "scope_key", "idem_key"])
+        .values(row)
+        .returning(idempotency_keys.c.created_us)
+    )
+    return inserted.first() is not None
+
+
+def finish_key(conn: Connection, claim: IdempotencyClaim, status_code: int, body: Any) -> None:
+    """Store the answer of a claimed key; an error answer frees the key for a retry."""
+    k = idempotency_keys.c
+    mine = (
+        k.tenant == claim.tenant,
+        k.scope_key == claim.scope_key,
+        k.idem_key == claim.key,
+        k.status_code == PENDING,
+        k.created_us == claim.now_us,
+    )
+    if status_code >= 300:
+        conn.execute(delete(idempotency_keys).where(*mine))
+        return
+    conn.execute(
+        update(idempotency_keys)
+        .where(*mine)
+        .values(status_code=status_code, response_body=json.dumps(body))
     )

@@ -16,7 +16,7 @@ from stellaorch.domain.status import TERMINAL_RUN
 from stellaorch.engine import execution
 from stellaorch.engine.batching import CreateBatcher
 from stellaorch.engine.env import EngineEnv
-from stellaorch.engine.execution import Cancelled, Created, RunRequest
+from stellaorch.engine.execution import Cancelled, Created, ReplayOrigin, RunRequest
 from stellaorch.engine.views import run_summary, run_view, step_view
 from stellaorch.store import blobs, ledger, runs
 from stellaorch.store.runs import RunFilter, RunState
@@ -130,11 +130,15 @@ class RunService:
             raise ArtifactNotFound(f"artifact {ref} not found")
         return found
 
-    async def replay(self, tenant: str, run_id: str, reason: str) -> Created:
-        """A new run of the same DAG version and inputs, linked by `replayOf`."""
+    async def replay(
+        self, tenant: str, run_id: str, reason: str, *, origin: ReplayOrigin | None = None
+    ) -> Created:
+        """A new run of the same DAG version and inputs, linked by `replayOf`; the reason and
+        the actor go into its ledger entry and the audit log."""
         if not reason.strip():
             raise ValidationError("a replay needs a reason")
-        original = await self.env.db.transact(lambda c: _require(c, tenant, run_id))
+        origin = origin or ReplayOrigin()
+        original = await self.env.db.read(lambda c: _require(c, tenant, run_id))
         request = RunRequest(
             tenant=tenant,
             dag_id=original.dag_id,
@@ -142,6 +146,11 @@ class RunService:
             version=original.dag_version,
             trigger="replay",
             replay_of=run_id,
+            run_token=origin.run_token,
+            reason=reason,
+            actor=origin.actor,
+            ticket=origin.ticket,
+            idempotency=origin.idempotency,
         )
         return await self.create(request)
 

@@ -13,6 +13,7 @@ from stellaorch.api.paging import PageSize, PageToken, decode_position, encode_t
 from stellaorch.api.state import orchestrator
 from stellaorch.domain.providers import format_utc
 from stellaorch.engine.deadletter import SAMPLES, DeadLetterGroup, DeadLetterService
+from stellaorch.engine.execution import ReplayOrigin
 from stellaorch.engine.views import run_summary
 
 router = APIRouter(tags=["deadletter"])
@@ -64,7 +65,8 @@ async def replay_group(
 
     async def act() -> tuple[int, Any]:
         service = DeadLetterService(orchestrator(request).env)
-        created = await service.replay(caller.tenant, code, body.reason)
+        who = ReplayOrigin(actor=caller.actor, ticket=caller.ticket)
+        created = await service.replay(caller.tenant, code, body.reason, who)
         return 201, {"items": [run_summary(c.run) for c in created]}
 
     return await idempotent(request, caller, body.model_dump(), act)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
@@ -9,13 +11,19 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from stellaorch.api.auth import ReadCaller, WriteCaller
 from stellaorch.api.errors import trace_id_of
-from stellaorch.api.idempotency import idempotent
+from stellaorch.api.idempotency import (
+    IdempotencyKeyReused,
+    derived_run_token,
+    idempotent,
+    idempotent_run,
+)
 from stellaorch.api.paging import PageSize, PageToken, decode_position, encode_token
 from stellaorch.api.state import orchestrator
-from stellaorch.domain.errors import ValidationError
+from stellaorch.domain.errors import RunTokenConflict, ValidationError
 from stellaorch.domain.providers import parse_utc
 from stellaorch.domain.status import RunStatus
-from stellaorch.engine.execution import RunRequest
+from stellaorch.engine.execution import ReplayOrigin, RunRequest
+from stellaorch.engine.records import IdempotencyClaim
 from stellaorch.engine.views import run_summary
 from stellaorch.store.runs import RunFilter
 
@@ -51,21 +59,37 @@ class ReplayRun(BaseModel):
 async def start_run(body: StartRun, request: Request, caller: WriteCaller) -> Response:
     """Start a run (201), or return the run already behind this runToken (200)."""
 
-    async def act() -> tuple[int, Any]:
-        created = await orchestrator(request).runs.create(
-            RunRequest(
-                tenant=caller.tenant,
-                dag_id=body.dagId,
-                inputs=body.inputs,
-                run_token=body.runToken,
-                version=None if body.version is None else str(body.version),
-                trace_id=trace_id_of(request),
+    async def act(claim: IdempotencyClaim | None) -> tuple[int, Any, bool]:
+        token = body.runToken or (derived_run_token(claim) if claim else None)
+        with _key_conflicts(derived=claim is not None and body.runToken is None):
+            created = await orchestrator(request).runs.create(
+                RunRequest(
+                    tenant=caller.tenant,
+                    dag_id=body.dagId,
+                    inputs=body.inputs,
+                    run_token=token,
+                    version=None if body.version is None else str(body.version),
+                    trace_id=trace_id_of(request),
+                    idempotency=claim,
+                )
             )
-        )
         view = run_summary(created.run)
-        return (201 if created.created else 200), view
+        if body.runToken is None and not created.created:  # a twin with the same key made it
+            return 201, view, True
+        return (201 if created.created else 200), view, False
 
-    return await idempotent(request, caller, body.model_dump(), act)
+    return await idempotent_run(request, caller, body.model_dump(), act)
+
+
+@contextlib.contextmanager
+def _key_conflicts(derived: bool) -> Iterator[None]:
+    """A key-derived runToken that clashes means the key was reused with another body."""
+    try:
+        yield
+    except RunTokenConflict as exc:
+        if not derived:
+            raise
+        raise IdempotencyKeyReused("Idempotency-Key was already used with another body") from exc
 
 
 @router.get("/runs")
@@ -134,11 +158,20 @@ async def replay_run(
 ) -> Response:
     """A new run of the same DAG version and inputs, with replayOf set; reason required."""
 
-    async def act() -> tuple[int, Any]:
-        created = await orchestrator(request).runs.replay(caller.tenant, runId, body.reason)
-        return 201, run_summary(created.run)
+    async def act(claim: IdempotencyClaim | None) -> tuple[int, Any, bool]:
+        origin = ReplayOrigin(
+            actor=caller.actor,
+            ticket=caller.ticket,
+            run_token=derived_run_token(claim) if claim else None,
+            idempotency=claim,
+        )
+        with _key_conflicts(derived=claim is not None):
+            created = await orchestrator(request).runs.replay(
+                caller.tenant, runId, body.reason, origin=origin
+            )
+        return 201, run_summary(created.run), not created.created
 
-    return await idempotent(request, caller, body.model_dump(), act)
+    return await idempotent_run(request, caller, body.model_dump(), act)
 
 
 @router.get("/runs/{runId}/steps")

@@ -56,6 +56,10 @@ class Settings(BaseSettings):
     api_port: int = Field(default=8440, ge=1, le=65535)
     keys_dir: Path = Path(".stella/keys")
     audience: str = "stella-orchestrator"
+    # A token whose exp - iat exceeds this is refused, so a leaked token cannot live for years.
+    token_max_lifetime_seconds: int = Field(default=30 * 86_400, ge=60, le=366 * 86_400)
+    # When set, a token's `iss` must equal it (tokens from an identity provider); unset: any.
+    token_issuer: str | None = Field(default=None, min_length=1)
     tenants: list[str] = Field(default_factory=list)  # server-side allowlist; empty = any
     insecure_dev: bool = False
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)

@@ -14,6 +14,7 @@ from stellaorch.api.app import create_app, create_metrics_app
 from stellaorch.cli.embedded import ended_because, watch_task
 from stellaorch.cli.errors import ServiceFailed
 from stellaorch.engine.app import Orchestrator
+from stellaorch.observability.redaction import redact_server_loggers
 from stellaorch.settings import Settings
 
 T = TypeVar("T")
@@ -69,6 +70,8 @@ class ApiServer:
         else:
             app, port = create_app(orchestrator), settings.api_port
         sock = listen(settings.api_host, port)
+        # the access log would print `?access_token=...` of every stream URL
+        redact_server_loggers()
         config = uvicorn.Config(
             app,
             log_config=None,  # records go to the root logger: our JSON lines

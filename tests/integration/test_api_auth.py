@@ -403,3 +403,36 @@ async def test_disable_is_audited_with_actor_reason_and_ticket(api: Api) -> None
             "ticket": "OPS-4242",
         }
     ]
+
+
+@pytest.mark.parametrize(
+    ("header", "value"),
+    [
+        ("X-Stella-Operator-Reason", "r" * 10 * 1024),
+        ("X-Stella-Operator-Reason", "r" * 1025),
+        ("X-Stella-Operator-Ticket", "T" * 129),
+    ],
+    ids=["reason-10KiB", "reason-1025", "ticket-129"],
+)
+async def test_overlong_operator_header_is_400_and_nothing_is_stored(
+    api: Api, header: str, value: str
+) -> None:
+    await api.publish(TENANT, spec("d", [{"id": "a", "plugin": "noop"}]))
+    headers = {**api.headers(TENANT), header: value}
+    response = await api.client.post(f"{BASE}/dags/d/1:disable", headers=headers)
+    assert response.status_code == 400, response.text
+    error = assert_envelope(response)
+    assert error["code"] == "HEADER_TOO_LONG"
+    assert error["details"]["header"] == header
+    assert (await api.get_json(TENANT, "/dags/d/1"))["enabled"] is True
+    assert await api.sql("SELECT id FROM audit_log WHERE action = 'dag.disable'") == []
+
+
+async def test_operator_headers_at_their_limits_are_audited(api: Api) -> None:
+    await api.publish(TENANT, spec("d", [{"id": "a", "plugin": "noop"}]))
+    headers = api.headers(TENANT, reason="r" * 1024)
+    headers["X-Stella-Operator-Ticket"] = "T" * 128
+    response = await api.client.post(f"{BASE}/dags/d/1:disable", headers=headers)
+    assert response.status_code == 200, response.text
+    rows = await api.sql("SELECT reason, ticket FROM audit_log WHERE action = 'dag.disable'")
+    assert rows == [{"reason": "r" * 1024, "ticket": "T" * 128}]

@@ -16,7 +16,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from stellaorch.domain.errors import Unauthenticated, ValidationError
 from stellaorch.security.keys import VerificationKey, load_signing_key
 
-MAX_SUBJECT_CHARS = 256
+# The subject is the audit log's actor (a 200-character column): a longer one would pass
+# here and then fail the admin change's write on PostgreSQL.
+MAX_SUBJECT_CHARS = 200
 DEFAULT_MAX_LIFETIME_SECONDS = 30 * 86400
 SCOPES = ("orchestrator:read", "orchestrator:write", "orchestrator:admin")
 # admin implies write implies read: an operator never needs three scopes for one job

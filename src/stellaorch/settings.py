@@ -56,9 +56,20 @@ class Settings(BaseSettings):
     api_port: int = Field(default=8440, ge=1, le=65535)
     keys_dir: Path = Path(".stella/keys")
     audience: str = "stella-orchestrator"
+    # A token whose exp - iat exceeds this is refused, so a leaked token cannot live for years.
+    token_max_lifetime_seconds: int = Field(default=30 * 86_400, ge=60, le=366 * 86_400)
+    # When set, a token's `iss` must equal it (tokens from an identity provider); unset: any.
+    token_issuer: str | None = Field(default=None, min_length=1)
     tenants: list[str] = Field(default_factory=list)  # server-side allowlist; empty = any
     insecure_dev: bool = False
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    # What a client controls before a request exists (slowloris, giant headers): the request
+    # line and headers together (larger: 431), the time to send them (slower: 408), the idle
+    # time between keep-alive requests, and the open connections (more: 503 to new requests).
+    api_max_header_bytes: int = Field(default=64 * 1024, ge=4096, le=1024 * 1024)
+    api_header_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    api_keep_alive_seconds: int = Field(default=5, ge=1, le=300)
+    api_max_connections: int = Field(default=1000, ge=1, le=100_000)
     idempotency_ttl_seconds: int = Field(default=86_400, ge=60)
     stream_queue_limit: int = Field(default=10_000, ge=10)
     # Workers and schedulers: serve their own /metrics on this port (on api_host); unset: none.

@@ -52,9 +52,11 @@ def claims(audience: str = "stella-orchestrator", **overrides: Any) -> dict[str,
 
 
 def signed(keys_dir: Path, body: dict[str, Any]) -> str:
-    """A token signed by the server's own trusted key."""
+    """A token signed by the server's own trusted key, whatever the claims' shape."""
     kid, key = load_signing_key(keys_dir)
-    return jwt.encode(body, key, algorithm="EdDSA", headers={"kid": kid})
+    # jwt.encode refuses some malformed claims itself; sign the raw payload instead
+    payload = json.dumps(body).encode()
+    return jwt.api_jws.encode(payload, key, algorithm="EdDSA", headers={"kid": kid})
 
 
 def expired(keys_dir: Path) -> str:
@@ -109,6 +111,74 @@ def garbage(keys_dir: Path) -> str:
     return "not-a-jwt"
 
 
+# -- signed by the trusted key, but with claims of the wrong shape -------------------------
+def scope_number(keys_dir: Path) -> str:
+    return signed(keys_dir, claims(scope=7))
+
+
+def scope_boolean(keys_dir: Path) -> str:
+    return signed(keys_dir, claims(scope=True))
+
+
+def scope_dict_naming_admin(keys_dir: Path) -> str:
+    # iterating the dict would grant its keys, though the value says "no"
+    return signed(keys_dir, claims(scope={ADMIN: False}))
+
+
+def scope_list_with_number(keys_dir: Path) -> str:
+    return signed(keys_dir, claims(scope=[ADMIN, 3]))
+
+
+def exp_string(keys_dir: Path) -> str:
+    return signed(keys_dir, claims(exp=str(int(time.time()) + 600)))
+
+
+def exp_boolean(keys_dir: Path) -> str:
+    return signed(keys_dir, claims(exp=True))
+
+
+def iat_string(keys_dir: Path) -> str:
+    return signed(keys_dir, claims(iat=str(int(time.time()))))
+
+
+def iat_boolean(keys_dir: Path) -> str:
+    return signed(keys_dir, claims(iat=False))
+
+
+def iat_missing(keys_dir: Path) -> str:
+    # without iat the lifetime cannot be checked
+    return signed(keys_dir, claims(iat=None))
+
+
+def nbf_string(keys_dir: Path) -> str:
+    return signed(keys_dir, claims(nbf=str(int(time.time()) - 10)))
+
+
+def sub_empty(keys_dir: Path) -> str:
+    return signed(keys_dir, claims(sub=""))
+
+
+def sub_blank(keys_dir: Path) -> str:
+    return signed(keys_dir, claims(sub="   "))
+
+
+def sub_too_long(keys_dir: Path) -> str:
+    return signed(keys_dir, claims(sub="m" * 201))
+
+
+def tenants_dict(keys_dir: Path) -> str:
+    return signed(keys_dir, claims(tenants={TENANT: True}))
+
+
+def tenants_with_number(keys_dir: Path) -> str:
+    return signed(keys_dir, claims(tenants=[TENANT, 42]))
+
+
+def lifetime_over_default_cap(keys_dir: Path) -> str:
+    now = int(time.time())
+    return signed(keys_dir, claims(iat=now, exp=now + 31 * 86400))
+
+
 BAD_TOKENS: list[Callable[[Path], str]] = [
     expired,
     forged_with_trusted_kid,
@@ -120,6 +190,22 @@ BAD_TOKENS: list[Callable[[Path], str]] = [
     without_expiry,
     tampered_claims,
     garbage,
+    scope_number,
+    scope_boolean,
+    scope_dict_naming_admin,
+    scope_list_with_number,
+    exp_string,
+    exp_boolean,
+    iat_string,
+    iat_boolean,
+    iat_missing,
+    nbf_string,
+    sub_empty,
+    sub_blank,
+    sub_too_long,
+    tenants_dict,
+    tenants_with_number,
+    lifetime_over_default_cap,
 ]
 
 
@@ -164,6 +250,57 @@ async def test_valid_token_is_accepted(api: Api) -> None:
         "X-Stella-Tenant": TENANT,
     }
     assert (await api.client.get(f"{BASE}/runs", headers=headers)).status_code == 200
+
+
+def bearer(token: str) -> dict[str, str]:
+    """Authorization and tenant headers for a raw token."""
+    return {"Authorization": f"Bearer {token}", "X-Stella-Tenant": TENANT}
+
+
+async def test_scope_as_list_of_strings_is_accepted(api: Api) -> None:
+    token = signed(api.keys_dir, claims(scope=[READ]))
+    assert (await api.client.get(f"{BASE}/runs", headers=bearer(token))).status_code == 200
+
+
+async def test_longest_subject_is_accepted_and_audited(api: Api) -> None:
+    await api.publish(TENANT, spec("d", [{"id": "a", "plugin": "noop"}]))
+    headers = api.headers(TENANT, subject="m" * 200)
+    response = await api.client.post(f"{BASE}/dags/d/1:disable", headers=headers)
+    assert response.status_code == 200, response.text
+    rows = await api.sql("SELECT actor FROM audit_log WHERE action = 'dag.disable'")
+    assert rows == [{"actor": "m" * 200}]
+
+
+async def test_token_outliving_configured_lifetime_is_401(make_api: MakeApi) -> None:
+    api = await make_api(token_max_lifetime_seconds=3600)
+    now = int(time.time())
+    token = signed(api.keys_dir, claims(iat=now, exp=now + 3601))
+    assert_unauthenticated(await api.client.get(f"{BASE}/runs", headers=bearer(token)))
+
+
+async def test_token_within_configured_lifetime_is_accepted(make_api: MakeApi) -> None:
+    api = await make_api(token_max_lifetime_seconds=3600)
+    now = int(time.time())
+    token = signed(api.keys_dir, claims(iat=now, exp=now + 3600))
+    assert (await api.client.get(f"{BASE}/runs", headers=bearer(token))).status_code == 200
+
+
+@pytest.mark.parametrize("iss", [None, "https://other.example", 7])
+async def test_token_not_from_configured_issuer_is_401(make_api: MakeApi, iss: Any) -> None:
+    api = await make_api(token_issuer="https://idp.example")
+    token = signed(api.keys_dir, claims(iss=iss))
+    assert_unauthenticated(await api.client.get(f"{BASE}/runs", headers=bearer(token)))
+
+
+async def test_token_from_configured_issuer_is_accepted(make_api: MakeApi) -> None:
+    api = await make_api(token_issuer="https://idp.example")
+    token = signed(api.keys_dir, claims(iss="https://idp.example"))
+    assert (await api.client.get(f"{BASE}/runs", headers=bearer(token))).status_code == 200
+
+
+async def test_issuer_is_not_checked_when_none_is_configured(api: Api) -> None:
+    token = signed(api.keys_dir, claims(iss="https://anyone.example"))
+    assert (await api.client.get(f"{BASE}/runs", headers=bearer(token))).status_code == 200
 
 
 # -- tenants ------------------------------------------------------------------------------
@@ -270,3 +407,36 @@ async def test_disable_is_audited_with_actor_reason_and_ticket(api: Api) -> None
             "ticket": "OPS-4242",
         }
     ]
+
+
+@pytest.mark.parametrize(
+    ("header", "value"),
+    [
+        ("X-Stella-Operator-Reason", "r" * 10 * 1024),
+        ("X-Stella-Operator-Reason", "r" * 1025),
+        ("X-Stella-Operator-Ticket", "T" * 129),
+    ],
+    ids=["reason-10KiB", "reason-1025", "ticket-129"],
+)
+async def test_overlong_operator_header_is_400_and_nothing_is_stored(
+    api: Api, header: str, value: str
+) -> None:
+    await api.publish(TENANT, spec("d", [{"id": "a", "plugin": "noop"}]))
+    headers = {**api.headers(TENANT), header: value}
+    response = await api.client.post(f"{BASE}/dags/d/1:disable", headers=headers)
+    assert response.status_code == 400, response.text
+    error = assert_envelope(response)
+    assert error["code"] == "HEADER_TOO_LONG"
+    assert error["details"]["header"] == header
+    assert (await api.get_json(TENANT, "/dags/d/1"))["enabled"] is True
+    assert await api.sql("SELECT id FROM audit_log WHERE action = 'dag.disable'") == []
+
+
+async def test_operator_headers_at_their_limits_are_audited(api: Api) -> None:
+    await api.publish(TENANT, spec("d", [{"id": "a", "plugin": "noop"}]))
+    headers = api.headers(TENANT, reason="r" * 1024)
+    headers["X-Stella-Operator-Ticket"] = "T" * 128
+    response = await api.client.post(f"{BASE}/dags/d/1:disable", headers=headers)
+    assert response.status_code == 200, response.text
+    rows = await api.sql("SELECT reason, ticket FROM audit_log WHERE action = 'dag.disable'")
+    assert rows == [{"reason": "r" * 1024, "ticket": "T" * 128}]

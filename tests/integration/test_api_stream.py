@@ -341,6 +341,41 @@ async def test_auth_failures_close_with_policy_violation(make_api: Any) -> None:
     assert api.hub.subscriber_count == 0
 
 
+BAD_CURSORS = {
+    "400-digits": "9" * 400,
+    "19-digits": "9" * 19,
+    "superscript-two": "\u00b2",
+    "arabic-indic-one": "\u0661",
+    "exponent": "1e3",
+    "plus-sign": "+1",
+    "leading-space": " 1",
+    "empty": "",
+}
+
+
+@pytest.mark.parametrize("after", BAD_CURSORS.values(), ids=BAD_CURSORS.keys())
+async def test_a_malformed_or_oversized_resume_cursor_is_refused_with_a_frame(
+    make_api: Any, after: str
+) -> None:
+    api: Api = await make_api()
+    async with serving(api.app) as url:
+        query = httpx.QueryParams({"after": after})
+        refused = await refusal(f"{url}/runs/stream?{query}", api.headers())
+    assert refused == ("VALIDATION_FAILED", 1008)
+    assert api.hub.subscriber_count == 0
+
+
+async def test_the_largest_resume_cursor_is_accepted(make_api: Any) -> None:
+    api: Api = await make_api()
+    async with serving(api.app) as url:
+        stream = f"{url}/runs/stream?after={'9' * 18}"
+        async with connect(stream, additional_headers=api.headers()) as ws:
+            # past every seq there will ever be: subscribed, kept open, silent
+            await wait_for(lambda: api.hub.subscriber_count == 1, "the subscription")
+            await asyncio.wait_for(await ws.ping(), 5)
+    await wait_for(lambda: api.hub.subscriber_count == 0, "the unsubscription")
+
+
 async def test_browsers_pass_token_and_tenant_as_query_parameters(make_api: Any) -> None:
     api: Api = await make_api()
     token = api.headers()["Authorization"].removeprefix("Bearer ")

@@ -28,3 +28,20 @@ def test_the_scheduler_lease_is_tunable(monkeypatch: pytest.MonkeyPatch) -> None
     assert Settings().scheduler_lease_ttl_seconds == 1.5
     with pytest.raises(ValueError, match="greater than 0"):
         Settings(scheduler_lease_ttl_seconds=0)
+
+
+@pytest.mark.parametrize(
+    ("name", "too_small", "too_large"),
+    [
+        ("api_max_header_bytes", 4095, 1024 * 1024 + 1),
+        ("api_header_timeout_seconds", 0, 301),
+        ("api_keep_alive_seconds", 0, 301),
+        ("api_max_connections", 0, 100_001),
+    ],
+)
+def test_the_api_connection_bounds_are_bounded(
+    name: str, too_small: float, too_large: float
+) -> None:
+    for value in (too_small, too_large):
+        with pytest.raises(ValueError, match=name):
+            Settings(**{name: value})

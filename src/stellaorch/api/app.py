@@ -44,7 +44,13 @@ def authenticator_for(orch: Orchestrator) -> Authenticator:
         log.warning("INSECURE DEV MODE: every request is trusted as admin of every tenant")
         return Authenticator(settings, None)
     keys = load_verification_keys(settings.keys_dir)
-    return Authenticator(settings, TokenVerifier(keys, settings.audience))
+    verifier = TokenVerifier(
+        keys,
+        settings.audience,
+        max_lifetime_seconds=settings.token_max_lifetime_seconds,
+        issuer=settings.token_issuer,
+    )
+    return Authenticator(settings, verifier)
 
 
 @asynccontextmanager

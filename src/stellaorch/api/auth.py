@@ -17,6 +17,11 @@ from stellaorch.domain.errors import (
     Unauthenticated,
     ValidationError,
 )
+from stellaorch.domain.limits import (
+    MAX_OPERATOR_REASON_CHARS,
+    MAX_OPERATOR_TICKET_CHARS,
+    bounded_header,
+)
 from stellaorch.security.tokens import SCOPES, Principal, TokenVerifier
 from stellaorch.settings import Settings
 
@@ -94,14 +99,21 @@ def require(scope: str, *, operator_reason: bool = False) -> Callable[..., Await
         auth: Authenticator = request.app.state.auth
         token = credentials.credentials if credentials else None
         caller = auth.check(token, x_stella_tenant, scope)
-        reason = (x_stella_operator_reason or "").strip() or None
+        reason, ticket = _operator_note(x_stella_operator_reason, x_stella_operator_ticket)
         if operator_reason and reason is None:
             raise ValidationError(
                 "admin changes need a reason in the X-Stella-Operator-Reason header"
             )
-        return Caller(caller.principal, caller.tenant, reason, x_stella_operator_ticket)
+        return Caller(caller.principal, caller.tenant, reason, ticket)
 
     return dependency
+
+
+def _operator_note(reason: str | None, ticket: str | None) -> tuple[str | None, str | None]:
+    """Reason and ticket as the audit log keeps them; bounded, the log is not a file store."""
+    reason = bounded_header("X-Stella-Operator-Reason", reason, MAX_OPERATOR_REASON_CHARS)
+    ticket = bounded_header("X-Stella-Operator-Ticket", ticket, MAX_OPERATOR_TICKET_CHARS)
+    return (reason or "").strip() or None, ticket
 
 
 ReadCaller = Annotated[Caller, Depends(require(READ))]

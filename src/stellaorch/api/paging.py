@@ -10,6 +10,8 @@ from fastapi import Query
 
 from stellaorch.domain.errors import ValidationError
 
+# Positions are keys of signed 64-bit columns; a number outside them is a forged token.
+_INT64 = range(-(2**63), 2**63)
 PageSize = Annotated[int, Query(ge=1, le=500, description="items per page (max 500)")]
 PageToken = Annotated[str | None, Query(max_length=512, description="from nextPageToken")]
 
@@ -40,8 +42,14 @@ def decode_position(token: str | None, kinds: tuple[type, ...]) -> tuple[Any, ..
     if not position:
         return None
     shaped = len(position) == len(kinds) and all(
-        isinstance(v, k) and not isinstance(v, bool) for v, k in zip(position, kinds, strict=False)
+        _is_kind(v, k) for v, k in zip(position, kinds, strict=False)
     )
     if not shaped:
         raise ValidationError("page_token is not valid")
     return tuple(position)
+
+
+def _is_kind(value: Any, kind: type) -> bool:
+    if isinstance(value, bool) or not isinstance(value, kind):
+        return False
+    return not isinstance(value, int) or value in _INT64

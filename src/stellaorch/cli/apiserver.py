@@ -13,12 +13,16 @@ import uvicorn
 from stellaorch.api.app import create_app, create_metrics_app
 from stellaorch.cli.embedded import ended_because, watch_task
 from stellaorch.cli.errors import ServiceFailed
+from stellaorch.cli.httpguard import ServerConfig
 from stellaorch.engine.app import Orchestrator
+from stellaorch.observability.redaction import redact_server_loggers
 from stellaorch.settings import Settings
 
 T = TypeVar("T")
 # Open connections (a stream follower) get this long to finish after a stop is requested.
 GRACEFUL_SECONDS = 5
+# A stream client never needs to send more than a ping; uvicorn's default is 16 MiB.
+WS_MAX_MESSAGE_BYTES = 64 * 1024
 
 
 class _EmbeddedServer(uvicorn.Server):
@@ -69,13 +73,9 @@ class ApiServer:
         else:
             app, port = create_app(orchestrator), settings.api_port
         sock = listen(settings.api_host, port)
-        config = uvicorn.Config(
-            app,
-            log_config=None,  # records go to the root logger: our JSON lines
-            lifespan="on",
-            timeout_graceful_shutdown=GRACEFUL_SECONDS,
-        )
-        server = _EmbeddedServer(config)
+        # the access log would print `?access_token=...` of every stream URL
+        redact_server_loggers()
+        server = _EmbeddedServer(server_config(app, settings))
         task = asyncio.create_task(_serve(server, sock))
         url = f"http://{_url_host(settings.api_host)}:{sock.getsockname()[1]}"
         api = cls(server, task, url)
@@ -109,6 +109,21 @@ class ApiServer:
 
     def _crash(self) -> ServiceFailed:
         return ServiceFailed(f"the API server stopped unexpectedly: {ended_because(self.task)}")
+
+
+def server_config(app: Any, settings: Settings) -> uvicorn.Config:
+    """uvicorn as the service runs it: our logging, and bounds on what a client controls."""
+    return ServerConfig(
+        app,
+        header_timeout_seconds=settings.api_header_timeout_seconds,
+        h11_max_incomplete_event_size=settings.api_max_header_bytes,
+        limit_concurrency=settings.api_max_connections,
+        timeout_keep_alive=settings.api_keep_alive_seconds,
+        ws_max_size=WS_MAX_MESSAGE_BYTES,
+        log_config=None,  # records go to the root logger: our JSON lines
+        lifespan="on",
+        timeout_graceful_shutdown=GRACEFUL_SECONDS,
+    )
 
 
 async def _serve(server: uvicorn.Server, sock: socket.socket) -> None:

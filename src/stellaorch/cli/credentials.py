@@ -53,13 +53,21 @@ async def generate(settings: Settings) -> None:
 
 async def issue(settings: Settings, grant: TokenGrant) -> None:
     """Sign a token with the newest local key and print it (only that, on stdout)."""
+    ttl_seconds = parse_ttl(grant.ttl)
+    if ttl_seconds > settings.token_max_lifetime_seconds:
+        # the server would refuse it: say so now rather than at the first call
+        raise ValidationError(
+            f"--ttl {grant.ttl!r} exceeds STELLA_ORCH_TOKEN_MAX_LIFETIME_SECONDS "
+            f"({settings.token_max_lifetime_seconds} s)"
+        )
     token = issue_token(
         settings.keys_dir,
         subject=grant.subject or default_subject(),
         tenants=grant.tenants,
         scopes=grant.scopes,
         audience=settings.audience,
-        ttl_seconds=parse_ttl(grant.ttl),
+        ttl_seconds=ttl_seconds,
+        issuer=settings.token_issuer,
     )
     say(token)
 

@@ -14,6 +14,7 @@ from stellaorch.cli.listing import Paging, print_pages
 from stellaorch.cli.output import print_json, say
 from stellaorch.cli.render import Printer
 from stellaorch.domain.errors import ValidationError
+from stellaorch.domain.limits import MAX_OPERATOR_REASON_CHARS, MAX_OPERATOR_TICKET_CHARS
 from stellaorch.domain.spec import compile_dag, load_spec_file
 
 
@@ -53,17 +54,21 @@ class OperatorNote:
 
     def headers(self) -> dict[str, str]:
         """X-Stella-Operator-Reason and -Ticket; header values must be printable ASCII."""
-        headers = {"X-Stella-Operator-Reason": _header_text(self.reason, "--reason")}
+        reason = _header_text(self.reason, "--reason", MAX_OPERATOR_REASON_CHARS)
+        headers = {"X-Stella-Operator-Reason": reason}
         if self.ticket:
-            headers["X-Stella-Operator-Ticket"] = _header_text(self.ticket, "--ticket")
+            ticket = _header_text(self.ticket, "--ticket", MAX_OPERATOR_TICKET_CHARS)
+            headers["X-Stella-Operator-Ticket"] = ticket
         return headers
 
 
-def _header_text(value: str, flag: str) -> str:
-    """The value, if it can travel in an HTTP header unchanged."""
+def _header_text(value: str, flag: str, limit: int) -> str:
+    """The value, if it can travel in an HTTP header unchanged and the server takes its size."""
     text = value.strip()
     if not text or not text.isascii() or not text.isprintable():
         raise UsageInvalid(f"{flag} must be non-empty printable ASCII (it is sent as a header)")
+    if len(text) > limit:
+        raise UsageInvalid(f"{flag} must be at most {limit} characters")
     return text
 
 

@@ -10,6 +10,7 @@ from enum import StrEnum
 from pydantic.alias_generators import to_camel
 
 from stellaorch.domain.providers import format_utc
+from stellaorch.observability.redaction import REDACTOR, redact, redact_server_loggers
 
 
 class LogLevel(StrEnum):
@@ -47,14 +48,17 @@ class JsonLineFormatter(logging.Formatter):
             if key not in _STANDARD and not key.startswith("_") and value is not None:
                 doc[to_camel(key)] = value
         if record.exc_info:
-            doc["exception"] = self.formatException(record.exc_info)
+            doc["exception"] = redact(self.formatException(record.exc_info))
         return json.dumps(doc, default=str, ensure_ascii=False)
 
 
 def configure_logging(level: str = "info") -> None:
-    """Send every logger's records at `level` and above to stderr as JSON lines."""
+    """Send every logger's records at `level` and above to stderr as JSON lines, redacted."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonLineFormatter())
+    # On the handler: every record passes it, whichever logger (ours or a library's) made it.
+    handler.addFilter(REDACTOR)
+    redact_server_loggers()
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

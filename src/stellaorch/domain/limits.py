@@ -1,4 +1,4 @@
-"""Bounds on what an outsider controls: JSON nesting depth and the size of spec documents.
+"""Bounds on what an outsider controls: JSON nesting depth, spec size, operator headers.
 
 Every edge that reads a document (API bodies, CLI files, YAML specs, step outputs) checks
 these before anything recursive (pydantic, canonical JSON, hashing) walks the value, so a
@@ -18,6 +18,9 @@ MAX_JSON_DEPTH = 64
 MAX_SPEC_BYTES = 4 * 1024 * 1024
 # Nodes a YAML document may expand to once its aliases are followed (billion laughs).
 MAX_YAML_NODES = 200_000
+# X-Stella-Operator-Reason / -Ticket, kept in the audit log: a sentence and a ticket id.
+MAX_OPERATOR_REASON_CHARS = 1024
+MAX_OPERATOR_TICKET_CHARS = 128
 
 # Possessive and with an optional closing quote, so an unterminated string ends the scan in
 # linear time instead of being retried from every later quote.
@@ -38,6 +41,22 @@ def too_deep(where: str, limit: int = MAX_JSON_DEPTH) -> NestingTooDeep:
         f"{where} nests objects or lists deeper than {limit} levels",
         details={"limit": limit},
     )
+
+
+class HeaderTooLong(ValidationError):
+    """A request header the product keeps (operator reason or ticket) exceeds its bound."""
+
+    code = "HEADER_TOO_LONG"
+
+
+def bounded_header(name: str, value: str | None, limit: int) -> str | None:
+    """`value` unchanged, or HeaderTooLong when it has more than `limit` characters."""
+    if value is not None and len(value) > limit:
+        raise HeaderTooLong(
+            f"the {name} header is longer than {limit} characters",
+            details={"header": name, "limit": limit},
+        )
+    return value
 
 
 def text_depth_exceeds(raw: bytes, limit: int = MAX_JSON_DEPTH) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
@@ -15,6 +16,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from stellaorch.domain.errors import Unauthenticated, ValidationError
 from stellaorch.security.keys import VerificationKey, load_signing_key
 
+# The subject is the audit log's actor (a 200-character column): a longer one would pass
+# here and then fail the admin change's write on PostgreSQL.
+MAX_SUBJECT_CHARS = 200
+DEFAULT_MAX_LIFETIME_SECONDS = 30 * 86400
 SCOPES = ("orchestrator:read", "orchestrator:write", "orchestrator:admin")
 # admin implies write implies read: an operator never needs three scopes for one job
 _IMPLIED = {
@@ -46,7 +51,7 @@ def effective_scopes(granted: Iterable[str]) -> frozenset[str]:
 
 
 class TokenVerifier:
-    """Checks signature, algorithm, audience and expiry against local keys only."""
+    """Checks signature, algorithm, audience, issuer, lifetime and claim types, offline."""
 
     def __init__(
         self,
@@ -54,9 +59,14 @@ class TokenVerifier:
         audience: str,
         leeway_seconds: int = 30,
         cache_size: int = 10_000,
+        *,
+        max_lifetime_seconds: int = DEFAULT_MAX_LIFETIME_SECONDS,
+        issuer: str | None = None,
     ) -> None:
         self._keys = dict(keys)
         self._audience = audience
+        self._max_lifetime = max_lifetime_seconds
+        self._issuer = issuer
         self._leeway = leeway_seconds
         self._cache: OrderedDict[str, tuple[Principal, float]] = OrderedDict()
         self._cache_size = cache_size
@@ -86,8 +96,9 @@ class TokenVerifier:
                 key.key,
                 algorithms=[key.algorithm],
                 audience=self._audience,
+                issuer=self._issuer,
                 leeway=self._leeway,
-                options={"require": ["exp", "sub", "aud"]},
+                options={"require": ["exp", "iat", "sub", "aud"]},
             )
         except jwt.ExpiredSignatureError as exc:
             raise Unauthenticated("bearer token has expired") from exc
@@ -95,7 +106,8 @@ class TokenVerifier:
             raise Unauthenticated("bearer token is for another audience") from exc
         except jwt.PyJWTError as exc:
             raise Unauthenticated(f"bearer token rejected: {exc}") from exc
-        return _principal(claims), float(claims["exp"])
+        expires = _check_lifetime(claims, self._max_lifetime)
+        return _principal(claims), expires
 
     def _key_for(self, header: Mapping[str, Any]) -> VerificationKey:
         alg, kid = header.get("alg"), header.get("kid")
@@ -110,18 +122,53 @@ class TokenVerifier:
         return key
 
 
+def _epoch_seconds(claims: Mapping[str, Any], name: str) -> float | None:
+    """A time claim as a number; PyJWT alone would take "123" or true through int()."""
+    if name not in claims:
+        return None
+    value = claims[name]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise Unauthenticated(f"token claim {name!r} must be a number of seconds since the epoch")
+    return float(value)
+
+
+def _check_lifetime(claims: Mapping[str, Any], max_lifetime: int) -> float:
+    """The token's expiry; a token minted to outlive the cap is refused, however valid now."""
+    _epoch_seconds(claims, "nbf")
+    issued, expires = _epoch_seconds(claims, "iat"), _epoch_seconds(claims, "exp")
+    if issued is None or expires is None:  # both required by decode; kept for the types
+        raise Unauthenticated("bearer token needs 'iat' and 'exp' claims")
+    if expires - issued > max_lifetime:
+        raise Unauthenticated(f"bearer token lives longer than the {max_lifetime} s allowed")
+    return expires
+
+
+def _strings(claims: Mapping[str, Any], name: str, *, split: bool) -> list[str]:
+    """A claim given as a string (split on spaces, or as one item) or a list of strings."""
+    value = claims.get(name, [])
+    if isinstance(value, str):
+        return value.split() if split else [value]
+    if isinstance(value, list) and all(isinstance(item, str) for item in value):
+        return list(value)
+    raise Unauthenticated(f"token claim {name!r} must be a string or a list of strings")
+
+
+def _subject(claims: Mapping[str, Any]) -> str:
+    subject = claims.get("sub")
+    if not isinstance(subject, str) or not subject.strip():
+        raise Unauthenticated("token claim 'sub' must be a non-empty string")
+    if len(subject) > MAX_SUBJECT_CHARS:
+        raise Unauthenticated(f"token claim 'sub' is longer than {MAX_SUBJECT_CHARS} characters")
+    return subject
+
+
 def _principal(claims: Mapping[str, Any]) -> Principal:
-    scope = claims.get("scope", "")
-    scopes = scope.split() if isinstance(scope, str) else [str(s) for s in scope or []]
-    tenants = claims.get("tenants", [])
-    if isinstance(tenants, str):
-        tenants = [tenants]
-    if not isinstance(tenants, list):
-        raise Unauthenticated("token claim 'tenants' must be a list")
+    # A dict or a number where a list is expected is refused, never iterated: iterating
+    # {"orchestrator:admin": false} would grant admin.
     return Principal(
-        subject=str(claims["sub"]),
-        scopes=effective_scopes(scopes),
-        tenants=frozenset(str(t) for t in tenants),
+        subject=_subject(claims),
+        scopes=effective_scopes(_strings(claims, "scope", split=True)),
+        tenants=frozenset(_strings(claims, "tenants", split=False)),
     )
 
 
@@ -134,6 +181,7 @@ def issue_token(
     audience: str,
     ttl_seconds: int = 3600,
     now: float | None = None,
+    issuer: str | None = None,
 ) -> str:
     """Sign a token with the directory's local key (development and air-gapped setups)."""
     unknown = [s for s in scopes if s not in SCOPES]
@@ -151,5 +199,7 @@ def issue_token(
         "scope": " ".join(scopes),
         "tenants": tenants,
     }
+    if issuer is not None:
+        claims["iss"] = issuer
     alg = "EdDSA" if isinstance(key, Ed25519PrivateKey) else "RS256"
     return jwt.encode(claims, key, algorithm=alg, headers={"kid": kid})

@@ -24,6 +24,9 @@ POLICY_VIOLATION = 1008
 INTERNAL_ERROR = 1011
 TRY_AGAIN_LATER = 1013
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+# A ledger seq: ASCII digits only (str.isdigit takes "²", which int() then refuses), and at
+# most 18 of them, so it always fits the store's signed 64-bit column.
+_SEQ = re.compile(r"[0-9]{1,18}")
 _STATUSES = frozenset(s.value for s in (*RunStatus, *StepStatus))
 _GONE = (WebSocketDisconnect, WebSocketDisconnected)  # the client left before we closed
 
@@ -105,8 +108,8 @@ def _status(value: str | None) -> str | None:
 def _after(value: str | None) -> int | None:
     if value is None:
         return None
-    if not value.isdigit():
-        raise ValidationError("after must be a non-negative integer seq")
+    if not _SEQ.fullmatch(value):
+        raise ValidationError("after must be a non-negative integer seq of at most 18 digits")
     return int(value)
 
 

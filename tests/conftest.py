@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import json
 import os
+import socket
 import sqlite3
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
@@ -51,6 +52,29 @@ SANDBOX_PROBLEM = _sandbox_problem()
 if SANDBOX_PROBLEM and not os.environ.get(SANDBOX_REQUIRED_ENV):
     # Everything else still runs, unconfined; the sandbox's own tests skip with the reason.
     os.environ["STELLA_ORCH_SANDBOX"] = "off"
+
+
+# -- ports -------------------------------------------------------------------------------
+DEFAULT_API_PORT = Settings.model_fields["api_port"].default
+
+
+@pytest.fixture(scope="session", autouse=True)
+def default_port_taken() -> Iterator[None]:
+    """Hold the default API port for the whole session, as a developer's running `serve` would.
+
+    A test that starts a server without asking for a free port then fails here too, instead
+    of only on a machine where 8440 happens to be busy.
+    """
+    holder = socket.socket()
+    try:
+        holder.bind(("127.0.0.1", DEFAULT_API_PORT))
+        holder.listen(1)
+    except OSError:
+        pass  # something already holds it: the same condition, provided by someone else
+    try:
+        yield
+    finally:
+        holder.close()
 
 
 def pytest_report_header() -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -54,7 +55,7 @@ async def serving(dags: Path, url: str, log: Path) -> AsyncIterator[asyncio.subp
     }
     env.pop("STELLA_ORCH_CONFIG", None)
     command = ["-m", "stellaorch.cli.main", "orch", "serve", "--dags", str(dags)]
-    command += ["--tenant", TENANT, "--db", url]
+    command += ["--tenant", TENANT, "--db", url, "--port", str(free_port())]
     with log.open("ab") as out:
         proc = await asyncio.create_subprocess_exec(
             sys.executable, *command, stdout=out, stderr=out, env=env, cwd=ROOT
@@ -66,6 +67,13 @@ async def serving(dags: Path, url: str, log: Path) -> AsyncIterator[asyncio.subp
         if proc.returncode is None:
             proc.kill()
         await proc.wait()
+
+
+def free_port() -> int:
+    """A port nobody listens on right now (never the default: a developer's serve holds it)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def text_of(log: Path) -> str:

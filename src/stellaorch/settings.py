@@ -42,6 +42,9 @@ class Settings(BaseSettings):
     # The scheduler leader lease: a standby takes over at most this long after the leader died.
     scheduler_lease_ttl_seconds: float = Field(default=10.0, gt=0)
     scheduler_poll_seconds: float = Field(default=1.0, gt=0)
+    # A cron that fires more often than this is refused (SCHEDULE_TOO_FREQUENT).
+    schedule_min_interval_seconds: int = Field(default=60, ge=1, le=86_400)
+    max_schedules_per_tenant: int = Field(default=1000, ge=1, le=1_000_000)
     # Settled triggers older than this are deleted (their runs and ledger stay).
     schedule_firing_retention_days: float = Field(default=7.0, gt=0)
     # PostgreSQL only (SQLite has one writer: one store thread, no pool)

@@ -126,6 +126,7 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
         "STELLA_ORCH_KEYS_DIR": str(workdir / "keys"),
         "STELLA_ORCH_DATABASE_URL": f"sqlite:///{workdir}/orchestrator.db",
         "STELLA_ORCH_POLL_INTERVAL_SECONDS": "0.05",
+        "STELLA_ORCH_SCHEDULE_MIN_INTERVAL_SECONDS": "1",
     }
     proc = subprocess.Popen(
         argv("serve", "--dags", str(dags), "--port", str(port)),

@@ -48,7 +48,7 @@ async def test_standby_scheduler_takes_over_after_kill_9_without_doubles(
     pg_store_url: Callable[[], str], tmp_path: Path
 ) -> None:
     url = pg_store_url()
-    orch = Orchestrator.open(Settings(database_url=url))
+    orch = Orchestrator.open(Settings(database_url=url, schedule_min_interval_seconds=1))
     try:
         await orch.catalog.publish(TENANT, parse_spec(SPEC))
         spec = ScheduleSpec(TENANT, DAG_ID, "* * * * * *", overlap="allow", catchup="all")

@@ -160,6 +160,7 @@ def api_settings(url: str, keys_dir: Path, **overrides: Any) -> Settings:
         "keys_dir": keys_dir,
         "lease_ttl_seconds": 10.0,
         "poll_interval_seconds": 0.05,
+        "schedule_min_interval_seconds": 1,  # the tests' crons fire every second
         **overrides,
     }
     return Settings(**values)

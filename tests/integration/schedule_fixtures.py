@@ -145,6 +145,7 @@ def settings_for(url: str, **overrides: Any) -> Settings:
         "database_url": url,
         "lease_ttl_seconds": 10.0,
         "poll_interval_seconds": 0.05,
+        "schedule_min_interval_seconds": 1,  # the tests' crons fire every second
         **overrides,
     }
     return Settings(**values)

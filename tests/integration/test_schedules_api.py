@@ -9,10 +9,12 @@ from typing import Any
 
 import pytest
 
+from stellaorch.settings import Settings
+
 pytest.register_assert_rewrite("api_fixtures")
 pytest_plugins = ("api_fixtures",)
 
-from api_fixtures import ADMIN, BASE, READ, Api, assert_envelope, spec  # noqa: E402
+from api_fixtures import ADMIN, BASE, READ, Api, MakeApi, assert_envelope, spec  # noqa: E402
 
 A, B = "acme", "globex"
 NOOP = spec("nightly", [{"id": "s", "plugin": "noop"}])
@@ -233,3 +235,43 @@ async def test_runbook_scheduler_runaway_disable_clear_and_the_queue_drains(
     assert new_run.status_code == 409
     assert assert_envelope(new_run)["code"] == "DAG_VERSION_DISABLED"
     await api.orchestrator.stop_scheduler()
+
+
+# -- operator bounds ----------------------------------------------------------------------
+@pytest.mark.parametrize("cron", ["* * * * * *", "*/30 * * * * *", "0,1 3 * * *", "*/2 * * * *"])
+async def test_a_cron_firing_more_often_than_the_minimum_is_refused(
+    make_api: MakeApi, cron: str
+) -> None:
+    api = await make_api(schedule_min_interval_seconds=300)
+    await api.publish(A, NOOP)
+    response = await create(api, cron=cron)
+    assert response.status_code == 400, response.text
+    assert assert_envelope(response)["code"] == "SCHEDULE_TOO_FREQUENT"
+    assert await schedule_rows(api) == []
+    assert (await create(api, cron="*/5 * * * *")).status_code == 201
+
+
+async def test_the_default_minimum_interval_is_one_minute(make_api: MakeApi) -> None:
+    default = Settings.model_fields["schedule_min_interval_seconds"].default
+    assert default == 60
+    api = await make_api(schedule_min_interval_seconds=default)
+    await api.publish(A, NOOP)
+    assert assert_envelope(await create(api, cron="*/10 * * * * *"))["code"] == (
+        "SCHEDULE_TOO_FREQUENT"
+    )
+    assert (await create(api, cron="* * * * *")).status_code == 201
+
+
+async def test_a_tenant_has_at_most_the_configured_number_of_schedules(make_api: MakeApi) -> None:
+    api = await make_api(max_schedules_per_tenant=2)
+    for tenant in (A, B):
+        await api.publish(tenant, NOOP)
+    first = (await create(api)).json()["scheduleId"]
+    assert (await create(api)).status_code == 201
+    refused = await create(api)
+    assert refused.status_code == 409
+    assert assert_envelope(refused)["code"] == "SCHEDULE_LIMIT_REACHED"
+    assert (await create(api, tenant=B)).status_code == 201  # another tenant's cap is its own
+    deleted = await api.client.delete(f"{BASE}/schedules/{first}", headers=api.headers(A))
+    assert deleted.status_code == 200
+    assert (await create(api)).status_code == 201

@@ -15,6 +15,7 @@ import functools
 import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import CroniterError, croniter
@@ -123,6 +124,13 @@ class CronTrigger:
         except CroniterError as exc:
             raise CronInvalid(f"cron expression {self.expression!r} never fires") from exc
         raise CronInvalid(f"cron expression {self.expression!r} found no next fire time")
+
+    def shortest_gap_seconds(self, from_us: int, fires: int = 64) -> float:
+        """The shortest time between two consecutive fire times among the next `fires`."""
+        times = [self.next_after(from_us)]
+        for _ in range(fires - 1):
+            times.append(self.next_after(times[-1]))
+        return min(b - a for a, b in pairwise(times)) / 1_000_000
 
     def fires_between(self, lower_us: int, upper_us: int, limit: int) -> list[int]:
         """Fire times in [lower, upper], oldest first; at most the newest `limit` of them."""

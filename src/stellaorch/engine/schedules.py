@@ -16,6 +16,7 @@ from sqlalchemy import Connection
 from stellaorch.domain.canonical import canonical_json
 from stellaorch.domain.cron import CronTrigger, parse_trigger
 from stellaorch.domain.errors import (
+    Conflict,
     DagDisabled,
     DagNotFound,
     InputsInvalid,
@@ -40,6 +41,18 @@ ACTIVE, PAUSED, DELETED = "active", "paused", "deleted"
 LISTED = (ACTIVE, PAUSED)
 Listener = Callable[[], None]
 Transition = Callable[[Connection, ScheduleRow, int], None]
+
+
+class ScheduleTooFrequent(ValidationError):
+    """The cron fires more often than the operator's minimum interval allows."""
+
+    code = "SCHEDULE_TOO_FREQUENT"
+
+
+class ScheduleLimitReached(Conflict):
+    """The tenant already has as many schedules as the operator allows."""
+
+    code = "SCHEDULE_LIMIT_REACHED"
 
 
 class ScheduleNotFound(NotFound):
@@ -153,6 +166,13 @@ class ScheduleService:
         """A validated, active schedule row (nothing is written)."""
         trigger = parse_trigger(spec.cron, spec.timezone, now)
         check_bounds(spec.catchup_window_seconds, spec.jitter_seconds)
+        minimum = self.env.settings.schedule_min_interval_seconds
+        gap = trigger.shortest_gap_seconds(now)
+        if gap < minimum:
+            raise ScheduleTooFrequent(
+                f"cron {spec.cron!r} fires every {gap:g} s at times; the minimum interval is"
+                f" {minimum} s (STELLA_ORCH_SCHEDULE_MIN_INTERVAL_SECONDS)"
+            )
         schedule_id = self.env.ids.uuid7()
         timing = ScheduleTiming(
             schedule_id,
@@ -189,6 +209,12 @@ class ScheduleService:
             now = self.env.clock.now_us()
             row = self._new_row(spec, now)
             _check_dag(conn, spec.tenant, spec.dag_id, spec.version)
+            cap = self.env.settings.max_schedules_per_tenant
+            if store.count_live(conn, spec.tenant) >= cap:
+                raise ScheduleLimitReached(
+                    f"tenant {spec.tenant} already has {cap} schedules, the most allowed"
+                    " (STELLA_ORCH_MAX_SCHEDULES_PER_TENANT); delete one first"
+                )
             store.insert_schedule(conn, row)
             entry = operator.audit(
                 row.tenant,

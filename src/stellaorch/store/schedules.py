@@ -80,6 +80,12 @@ def get_schedule(
     return _schedule(row) if row else None
 
 
+def count_live(conn: Connection, tenant: str) -> int:
+    """How many schedules the tenant has that are not deleted."""
+    query = select(func.count()).where(_s.tenant == tenant, _s.status != DELETED)
+    return int(conn.execute(query).scalar_one())
+
+
 def list_schedules(
     conn: Connection,
     tenant: str,

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import IO
 
 import pytest
+from services import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
@@ -132,7 +133,7 @@ def start_serve(tmp_path: Path, *extra: str) -> subprocess.Popen[str]:
     """`stella orch serve` on the examples in the background."""
     db = f"sqlite:///{tmp_path}/o.db"
     return subprocess.Popen(
-        argv("serve", "--dags", str(EXAMPLES), "--db", db, *extra),
+        argv("serve", "--dags", str(EXAMPLES), "--db", db, "--port", str(free_port()), *extra),
         cwd=tmp_path,
         env=clean_env(),
         stdout=subprocess.PIPE,

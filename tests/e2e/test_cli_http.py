@@ -11,7 +11,6 @@ import os
 import queue
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import pytest
+from services import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
@@ -103,13 +103,6 @@ def base_env() -> dict[str, str]:
 def argv(*args: str) -> list[str]:
     """The command line of `stella orch ARGS`, run with this interpreter."""
     return [sys.executable, "-m", "stellaorch.cli.main", "orch", *args]
-
-
-def free_port() -> int:
-    """A port nobody listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def stop(proc: subprocess.Popen[str], sig: signal.Signals = signal.SIGTERM) -> int:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import pytest
+from services import free_port
 
 TIMEOUT = 30
 TENANT = "default"
@@ -78,13 +78,6 @@ class Service:
 def argv(*args: str) -> list[str]:
     """The command line of `stella orch ARGS`, run with this interpreter."""
     return [sys.executable, "-m", "stellaorch.cli.main", "orch", *args]
-
-
-def free_port() -> int:
-    """A port nobody listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def stella(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:

@@ -10,13 +10,14 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
+
+from services import free_port
 
 from stellaorch.engine.app import Orchestrator
 from stellaorch.engine.execution import RunRequest
@@ -67,13 +68,6 @@ async def serving(dags: Path, url: str, log: Path) -> AsyncIterator[asyncio.subp
         if proc.returncode is None:
             proc.kill()
         await proc.wait()
-
-
-def free_port() -> int:
-    """A port nobody listens on right now (never the default: a developer's serve holds it)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def text_of(log: Path) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import socket
 from collections.abc import Coroutine, Iterator
 from typing import Any, TypeVar
@@ -75,6 +76,7 @@ class ApiServer:
         sock = listen(settings.api_host, port)
         # the access log would print `?access_token=...` of every stream URL
         redact_server_loggers()
+        _server_logs_to_root()
         server = _EmbeddedServer(server_config(app, settings))
         task = asyncio.create_task(_serve(server, sock))
         url = f"http://{_url_host(settings.api_host)}:{sock.getsockname()[1]}"
@@ -109,6 +111,17 @@ class ApiServer:
 
     def _crash(self) -> ServiceFailed:
         return ServiceFailed(f"the API server stopped unexpectedly: {ended_because(self.task)}")
+
+
+def _server_logs_to_root() -> None:
+    """Send uvicorn's records to the root logger: our JSON lines, whoever configured it before."""
+    # An earlier uvicorn.Config with its default log_config (an embedding program's, a test's)
+    # leaves these loggers with their own handlers and propagate=False: our lines would vanish.
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        logger = logging.getLogger(name)
+        logger.handlers.clear()
+        logger.setLevel(logging.NOTSET)
+        logger.propagate = True
 
 
 def server_config(app: Any, settings: Settings) -> uvicorn.Config:

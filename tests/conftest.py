@@ -17,13 +17,21 @@ import os
 import socket
 import sqlite3
 import tempfile
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Generator,
+    Iterable,
+    Iterator,
+    Mapping,
+)
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import inspect, text
 from sqlalchemy.engine import make_url
 
 import pg_cluster
@@ -36,6 +44,8 @@ from stellaorch.engine.runs import RunService
 from stellaorch.engine.worker import Worker
 from stellaorch.plugins.sandbox import Sandbox, SandboxConfig
 from stellaorch.settings import Settings
+from stellaorch.store.database import Database
+from stellaorch.store.invariants import find_stranded
 
 TENANT = "acme"
 SANDBOX_REQUIRED_ENV = "STELLA_TEST_SANDBOX_REQUIRED"
@@ -124,14 +134,24 @@ class Stores:
         self._directory = directory
         self._pg = pg
         self._schemas: list[str] = []
+        self.urls: list[str] = []
 
     def new_url(self) -> str:
         """The URL of a new, empty store."""
         if self._pg is None:
-            return f"sqlite:///{tempfile.mkdtemp(dir=self._directory)}/o.db"
-        schema, url = self._pg.new_store()
-        self._schemas.append(schema)
+            url = f"sqlite:///{tempfile.mkdtemp(dir=self._directory)}/o.db"
+        else:
+            schema, url = self._pg.new_store()
+            self._schemas.append(schema)
+        self.urls.append(url)
         return url
+
+    def stranded(self) -> list[str]:
+        """Stranded work (`find_stranded`) in every store this provisioner handed out."""
+        found: list[str] = []
+        for url in self.urls:
+            found.extend(f"{url}: {problem}" for problem in _stranded_in(url))
+        return found
 
     def outage(self, url: str) -> AbstractAsyncContextManager[None]:
         """A block during which the store at `url` refuses every transaction."""
@@ -143,6 +163,21 @@ class Stores:
         if self._pg is not None:
             for schema in self._schemas:
                 self._pg.drop_store(schema)
+
+
+_CHECKED_TABLES = frozenset({"runs", "step_executions", "queue_items"})
+
+
+def _stranded_in(url: str) -> list[str]:
+    """Stranded work in one store; nothing for a store never created or not yet migrated."""
+    if url.startswith("sqlite") and not Path(str(make_url(url).database)).exists():
+        return []
+    db = Database.open(url)
+    try:
+        tables = set(db.read_sync(lambda conn: inspect(conn).get_table_names()))
+        return db.read_sync(find_stranded) if tables >= _CHECKED_TABLES else []
+    finally:
+        db.close()
 
 
 @asynccontextmanager
@@ -206,13 +241,53 @@ def store_kind(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Register this suite's markers."""
+    config.addinivalue_line(
+        "markers", "stranded_ok: the test leaves stranded work on purpose (no check after it)"
+    )
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Remember on the test item whether its body passed (teardown checks only then)."""
+    report = yield
+    if report.when == "call":
+        item.stash[_BODY_PASSED] = report.passed
+    return report
+
+
+_BODY_PASSED = pytest.StashKey[bool]()
+
+
+def _check_stranded(provisioner: Stores, request: pytest.FixtureRequest) -> None:
+    """After a passing integration test, no store it created holds stranded work.
+
+    This runs when the provisioner is torn down, after every fixture that used its stores
+    (harnesses, apps and their workers), so the stores are quiescent. A test that leaves
+    stranded work on purpose says so with `@pytest.mark.stranded_ok`.
+    """
+    node = request.node
+    if "integration" not in Path(str(node.path)).parts:
+        return
+    if node.get_closest_marker("stranded_ok") or not node.stash.get(_BODY_PASSED, False):
+        return
+    stranded = provisioner.stranded()
+    assert not stranded, "stranded work after the test:\n" + "\n".join(stranded)
+
+
 @pytest.fixture
 def stores(store_kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Stores]:
-    """The test's store provisioner for its store kind."""
+    """The test's store provisioner for its store kind (checked for stranded work after)."""
     pg = request.getfixturevalue("pg_database") if store_kind == "postgresql" else None
     provisioner = Stores(store_kind, tmp_path, pg)
-    yield provisioner
-    provisioner.drop()
+    try:
+        yield provisioner
+        _check_stranded(provisioner, request)
+    finally:
+        provisioner.drop()
 
 
 @pytest.fixture
@@ -225,8 +300,11 @@ def new_store_url(stores: Stores) -> Callable[[], str]:
 def pg_store_url(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Callable[[], str]]:
     """Like new_store_url, PostgreSQL only: for tests of several processes on one store."""
     provisioner = Stores("postgresql", tmp_path, request.getfixturevalue("pg_database"))
-    yield provisioner.new_url
-    provisioner.drop()
+    try:
+        yield provisioner.new_url
+        _check_stranded(provisioner, request)
+    finally:
+        provisioner.drop()
 
 
 # -- the harness --------------------------------------------------------------------------

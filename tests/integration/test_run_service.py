@@ -238,3 +238,30 @@ async def test_run_of_another_tenant_is_not_found(harness: Harness) -> None:
         await harness.runs.verify("other", created.run.run_id)
     assert await harness.run_ids("other") == []
     assert await harness.runs.status(harness.tenant, created.run.run_id) == "queued"
+
+
+def _raising_listener(entry: object) -> None:
+    raise RuntimeError("listener bug")
+
+
+async def test_a_raising_listener_does_not_hold_up_create(harness: Harness) -> None:
+    await harness.publish(three_levels())
+    harness.orchestrator.env.bus.subscribe(_raising_listener)
+    announced: list[str] = []
+    harness.orchestrator.env.bus.subscribe(lambda entry: announced.append(entry.entry_type))
+
+    created = await asyncio.wait_for(harness.create("levels", {"x": 1}), 5)
+
+    assert (await harness.view(created.run.run_id))["status"] == "queued"
+    assert "run.created" in announced
+
+
+async def test_a_raising_listener_does_not_fail_cancel(harness: Harness) -> None:
+    await harness.publish(three_levels())
+    created = await harness.create("levels", {"x": 1})
+    harness.orchestrator.env.bus.subscribe(_raising_listener)
+
+    cancelled = await asyncio.wait_for(harness.runs.cancel(harness.tenant, created.run.run_id), 5)
+
+    assert not cancelled.rejected
+    assert (await harness.view(created.run.run_id))["status"] == "cancelled"

@@ -51,12 +51,14 @@ class CreateBatcher:
                 if not future.done():
                     future.set_exception(exc)
             return
+        # Callers first, listeners after: announcing must never hold up a committed answer.
         for (_, future), result in zip(batch, results, strict=True):
-            if not isinstance(result, StellaError):
-                self._env.bus.publish(result.entries)  # committed, even if nobody waits now
             if future.done():
                 continue  # its caller was cancelled; the batch must still finish for the rest
             if isinstance(result, StellaError):
                 future.set_exception(result)
             else:
                 future.set_result(result)
+        for result in results:
+            if not isinstance(result, StellaError):
+                self._env.bus.publish(result.entries)  # committed, even if nobody waits now

@@ -354,10 +354,13 @@ class RunUnit:
             for r in self._requeue
             if r["run_id"] in live
         ]
-        queue.enqueue(self.conn, enqueued)
-        queue.requeue(self.conn, requeued)
-        self.queued_work = self.queued_work or bool(enqueued or requeued)
+        # Deletes go first: `terminate` may already have removed a deferred delete's item, and
+        # SQLite hands a deleted highest id to the next insert, so deleting by id after the
+        # inserts would remove another run's freshly queued step.
         queue.delete_items(self.conn, self._delete)
+        queue.requeue(self.conn, requeued)
+        queue.enqueue(self.conn, enqueued)
+        self.queued_work = self.queued_work or bool(enqueued or requeued)
         self._flush_steps()
         runs.insert_attempts(self.conn, self._attempt_rows)
         self._flush_attempts()

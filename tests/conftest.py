@@ -232,6 +232,24 @@ TRIGGERS: dict[str, dict[str, tuple[list[str], list[str]]]] = {
             ["DROP TRIGGER t_ledger_no_insert ON ledger_entries"],
         ),
     },
+    # the readiness probe's write is refused, as on a full disk or a read-only store
+    "probe_write_fails": {
+        "sqlite": (
+            [
+                f"CREATE TRIGGER t_probe_no_insert BEFORE INSERT ON store_probe {_ABORT}",
+                f"CREATE TRIGGER t_probe_no_update BEFORE UPDATE ON store_probe {_ABORT}",
+            ],
+            ["DROP TRIGGER t_probe_no_insert", "DROP TRIGGER t_probe_no_update"],
+        ),
+        "postgresql": (
+            [
+                _PG_FUNCTION,
+                "CREATE TRIGGER t_probe_no_write BEFORE INSERT OR UPDATE ON store_probe "
+                "FOR EACH ROW EXECUTE FUNCTION stella_test_block()",
+            ],
+            ["DROP TRIGGER t_probe_no_write ON store_probe"],
+        ),
+    },
 }
 
 

@@ -53,6 +53,11 @@ class Settings(BaseSettings):
     database_max_overflow: int = Field(default=5, ge=0, le=200)
     database_statement_timeout_ms: int = Field(default=30_000, ge=0)  # 0: no limit
     database_connect_timeout_seconds: int = Field(default=5, ge=1, le=300)
+    # Integrity check of an existing store before a process uses it: SQLite's quick_check
+    # (reads every page, skips index cross-checks), its full integrity_check, or none.
+    store_start_check: Literal["quick", "full", "off"] = "quick"
+    # Readiness fails below this much free space beside the SQLite file (0: not checked).
+    store_min_free_mb: int = Field(default=32, ge=0, le=1_048_576)
 
     # API, auth and tenancy
     api_host: str = "127.0.0.1"

@@ -105,6 +105,7 @@ def create_app(orch: Orchestrator, auth: Authenticator | None = None) -> FastAPI
     ):
         app.include_router(module.router, prefix=BASE)
     app.include_router(admin.root_router)
+    app.include_router(admin.probes_router)
     app.add_middleware(JsonDepthMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_bytes=orch.env.settings.max_body_bytes)
     app.add_middleware(TraceMiddleware)
@@ -119,5 +120,6 @@ def create_metrics_app(orch: Orchestrator, auth: Authenticator | None = None) ->
     """
     app = _observed_app(orch, auth, title="Stella Orchestrator metrics", openapi_url=None)
     app.include_router(admin.root_router)
+    app.include_router(admin.probes_router)
     app.add_middleware(TraceMiddleware)
     return app

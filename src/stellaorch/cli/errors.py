@@ -128,6 +128,8 @@ _BY_CODE: Mapping[str, ExitCode] = {
     "SCOPE_REQUIRED": ExitCode.AUTH,
     "OFFLINE_VIOLATION": ExitCode.OFFLINE,
     "CANCEL_REJECTED": ExitCode.CANCEL_REJECTED,
+    # answered with 503 like an outage, but waiting cannot mend a damaged store
+    "STORE_CORRUPT": ExitCode.ERROR,
 }
 # Then an API error by HTTP status. Conflicts (409: RUN_TOKEN_CONFLICT, DAG_VERSION_CONFLICT,
 # DAG_VERSION_DISABLED, IDEMPOTENCY_KEY_REUSED) stay 1, as in the local face: the request is

@@ -1,14 +1,17 @@
-"""`stella orch local …` and `db upgrade`: run and inspect runs on the embedded engine."""
+"""`stella orch local …` and `db upgrade|check`: run and inspect runs on the embedded engine."""
 
 from __future__ import annotations
 
+import asyncio
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from stellaorch.cli.embedded import WorkerHandle, display_url, opened
-from stellaorch.cli.errors import CancelRejected, LedgerBroken
+from stellaorch.cli.errors import CancelRejected, LedgerBroken, SettingsInvalid
 from stellaorch.cli.follow import require_completed
 from stellaorch.cli.inputs import read_inputs
 from stellaorch.cli.output import print_json, say, stderr_is_terminal
@@ -16,6 +19,7 @@ from stellaorch.cli.progress import RunProgress
 from stellaorch.domain.ledger import ChainReport
 from stellaorch.engine.app import Orchestrator
 from stellaorch.engine.execution import RunRequest
+from stellaorch.engine.health import check_store, corrupt_error
 from stellaorch.settings import Settings
 
 
@@ -106,3 +110,15 @@ async def upgrade_database(settings: Settings) -> None:
     async with opened(settings):
         pass
     say(f"database ready at the latest schema: {display_url(settings.database_url)}")
+
+
+async def check_database(settings: Settings, level: Literal["quick", "full"]) -> None:
+    """Check the store's integrity (never creating or changing it); a damaged store is an error."""
+    where = display_url(settings.database_url)
+    try:
+        report = await asyncio.to_thread(check_store, settings, level)
+    except (ArgumentError, NoSuchModuleError, ImportError) as exc:
+        raise SettingsInvalid(f"cannot use database URL {where}: {exc}") from exc
+    print_json({"database": where, **report.document()})
+    if not report.ok:
+        raise corrupt_error(report, where)

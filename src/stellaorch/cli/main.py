@@ -36,7 +36,7 @@ from stellaorch.cli.schedule_commands import schedule_app
 app = group("Stella command line.")
 orch = group("Stella Orchestrator: DAG runs with a hash-chained ledger.")
 local_app = group("Run and inspect runs in this process (embedded engine).")
-db_app = group("Manage the store's schema.")
+db_app = group("Manage the store's schema and check its integrity.")
 keys_app = group("Local signing keys for development and air-gapped tokens.")
 token_app = group("Bearer tokens signed with a local key.")
 app.add_typer(orch, name="orch")
@@ -277,6 +277,24 @@ def db_upgrade(ctx: typer.Context, db: Db = None) -> None:
     from stellaorch.cli import local
 
     run_local(ctx, local.upgrade_database, db=db)
+
+
+@db_app.command("check")
+def db_check(
+    ctx: typer.Context,
+    db: Db = None,
+    quick: Annotated[
+        bool,
+        typer.Option("--quick", help="SQLite's quick_check instead of the full integrity_check."),
+    ] = False,
+) -> None:
+    """Check the store's integrity without changing it; print the report.
+
+    Exit 0: sound; 1: damaged, or not a Stella store; 4: no store file; 10: cannot be read now.
+    """
+    from stellaorch.cli import local
+
+    run_local(ctx, lambda s: local.check_database(s, "quick" if quick else "full"), db=db)
 
 
 if __name__ == "__main__":

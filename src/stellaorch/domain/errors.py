@@ -109,6 +109,30 @@ class StoreUnavailable(StellaError):
     retryable = True
 
 
+class StoreNotWritable(StoreUnavailable):
+    """The store answers reads but a write failed (disk full, read-only file, a failing disk)."""
+
+    code = "STORE_NOT_WRITABLE"
+
+
+class StoreCorrupt(StellaError):
+    """The store's file is damaged or not a database at all; restore it, retrying cannot help."""
+
+    code = "STORE_CORRUPT"
+
+
+class StoreNotStella(StellaError):
+    """The database file exists but holds no Stella schema; it is never migrated over."""
+
+    code = "STORE_NOT_STELLA"
+
+
+class StoreMissing(NotFound):
+    """A check was asked for a store file that does not exist (checks never create one)."""
+
+    code = "STORE_NOT_FOUND"
+
+
 class StepFailed(StellaError):
     """Raised by a plugin: the attempt failed with a typed, recorded error."""
 

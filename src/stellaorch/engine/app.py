@@ -8,6 +8,7 @@ from pathlib import Path
 
 from stellaorch.engine.catalog import DagCatalog, Published
 from stellaorch.engine.env import EngineEnv
+from stellaorch.engine.health import StoreProbe, admit_store, check_opened
 from stellaorch.engine.runs import RunService
 from stellaorch.engine.scheduler import Scheduler
 from stellaorch.engine.schedules import ScheduleService
@@ -25,6 +26,7 @@ class Orchestrator:
         self.runs = RunService(env)
         self.sandbox = env.sandbox
         self.plugins = env.plugins
+        self.health = StoreProbe(env)
         self._worker: Worker | None = None
         self._worker_task: asyncio.Task[None] | None = None
         self.schedules = ScheduleService(env)
@@ -34,11 +36,21 @@ class Orchestrator:
 
     @classmethod
     def open(cls, settings: Settings | None = None, *, migrate: bool = True) -> Orchestrator:
-        """Open the store named by the settings (creating/upgrading its schema by default)."""
+        """Open the store named by the settings (creating/upgrading its schema by default).
+
+        A damaged store, or a file that is not a Stella store, is refused before anything
+        writes to it (StoreCorrupt, StoreNotStella); only a missing SQLite file is created.
+        """
         settings = settings or Settings()
+        admit_store(settings)
         db = Database.open(settings.database_url, store_options(settings))
-        if migrate:
-            upgrade(db.engine)
+        try:
+            check_opened(db, settings)
+            if migrate:
+                upgrade(db.engine)
+        except BaseException:
+            db.close()
+            raise
         return cls(EngineEnv.build(db, settings))
 
     @property

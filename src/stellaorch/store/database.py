@@ -23,7 +23,12 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from stellaorch.domain.errors import StoreUnavailable, ValidationError
+from stellaorch.domain.errors import (
+    StoreCorrupt,
+    StoreNotWritable,
+    StoreUnavailable,
+    ValidationError,
+)
 from stellaorch.store.notify import SENDER_KEY
 
 T = TypeVar("T")
@@ -34,6 +39,12 @@ log = logging.getLogger("stellaorch.store")
 # (two transactions inserted the same key, e.g. one runToken; the retry sees the winner's row).
 RETRY_SQLSTATES = frozenset({"40P01", "40001", "23505"})
 CONFLICT_RETRIES = 3
+# Driver errors that say the store's file is damaged (SQLite error names).
+CORRUPT_SQLITE = frozenset({"SQLITE_CORRUPT", "SQLITE_NOTADB"})
+# ... and that the store answers but cannot take a write: SQLite's full disk, read-only file
+# and I/O errors; PostgreSQL's disk_full, insufficient_resources, read-only transaction.
+UNWRITABLE_SQLITE = frozenset({"SQLITE_FULL", "SQLITE_READONLY", "SQLITE_IOERR"})
+UNWRITABLE_SQLSTATES = frozenset({"53100", "53000", "25006"})
 READ_THREADS = 2  # threads (and connections) for read-only units of work
 
 
@@ -125,8 +136,18 @@ def is_retryable_conflict(exc: BaseException) -> bool:
     return isinstance(exc, DBAPIError) and _sqlstate(exc) in RETRY_SQLSTATES
 
 
+def _sqlite_error(exc: DBAPIError) -> str:
+    """SQLite's primary error name (SQLITE_IOERR for SQLITE_IOERR_WRITE), '' for others."""
+    name = str(getattr(exc.orig, "sqlite_errorname", ""))
+    return "_".join(name.split("_")[:2])
+
+
 def _translated(exc: DBAPIError) -> Exception:
     """The product error for a driver error (the driver error itself when it is a bug)."""
+    if _sqlite_error(exc) in CORRUPT_SQLITE:
+        return StoreCorrupt(f"the store's file is damaged: {exc.orig}")
+    if _sqlite_error(exc) in UNWRITABLE_SQLITE or _sqlstate(exc) in UNWRITABLE_SQLSTATES:
+        return StoreNotWritable(f"the store cannot take writes: {exc.orig}")
     if isinstance(exc, DataError):
         # e.g. a NUL character or an over-long key: PostgreSQL refuses what SQLite would keep
         return ValidationError(f"a value cannot be stored: {exc.orig}")

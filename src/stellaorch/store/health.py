@@ -1,13 +1,19 @@
-"""Read-only queries behind the health endpoint and the queue metrics; they never write."""
+"""Queries behind the health endpoint and the queue metrics; only `write_probe` writes."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Select, case, func, select, text
+from sqlalchemy import Connection, Select, case, func, select, text, update
+from sqlalchemy.exc import DBAPIError
 
-from stellaorch.store.schema import queue_items
+from stellaorch.domain.errors import StoreNotWritable
+from stellaorch.store.dialect import insert_ignore
+from stellaorch.store.leases import ALL_TENANTS
+from stellaorch.store.schema import queue_items, store_probe
+
+PROBE_NAME = "readiness"
 
 
 @dataclass(frozen=True)
@@ -23,6 +29,22 @@ class QueueStats:
 def ping(conn: Connection) -> None:
     """Prove the store answers a query (raises through the store's error mapping if not)."""
     conn.execute(text("SELECT 1"))
+
+
+def write_probe(conn: Connection, now_us: int) -> None:
+    """Rewrite the probe row: proves a write reaches the store (StoreNotWritable if not).
+
+    The row is rewritten in place, so the probe never grows the database; a full disk still
+    refuses it, as the new row version has to be written (to the WAL on SQLite).
+    """
+    row = {"name": PROBE_NAME, "tenant": ALL_TENANTS, "written_us": now_us}
+    try:
+        conn.execute(insert_ignore(conn, store_probe, ["name"]), [row])
+        conn.execute(
+            update(store_probe).where(store_probe.c.name == PROBE_NAME).values(written_us=now_us)
+        )
+    except DBAPIError as exc:
+        raise StoreNotWritable(f"the store refused a write: {exc.orig}") from exc
 
 
 _q = queue_items.c

@@ -299,6 +299,14 @@ leader_leases = Table(
     Column("expires_us", BigInteger, nullable=False),
 )
 
+store_probe = Table(
+    "store_probe",
+    metadata,
+    Column("name", String(64), primary_key=True),  # one row per probe, rewritten in place
+    Column("tenant", String(128), nullable=False),  # "*": the probe belongs to no tenant
+    Column("written_us", BigInteger, nullable=False),
+)
+
 __all__ = [
     "attempts",
     "audit_log",
@@ -314,5 +322,6 @@ __all__ = [
     "schedule_firings",
     "schedules",
     "step_executions",
+    "store_probe",
     "tenant_queues",
 ]

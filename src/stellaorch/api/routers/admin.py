@@ -1,19 +1,19 @@
-"""Operations: health (liveness, readiness, the caller's queue) and Prometheus metrics."""
+"""Operations: health (liveness, readiness, the caller's queue), probes, Prometheus metrics."""
 
 from __future__ import annotations
 
 import asyncio
-import time
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
-from sqlalchemy import Connection
 
-from stellaorch.api.auth import AdminReader, Caller, ReadCaller
+from stellaorch.api.auth import ADMIN, AdminReader, Caller, ReadCaller
+from stellaorch.api.errors import trace_id_of
 from stellaorch.api.state import orchestrator
-from stellaorch.domain.errors import StoreUnavailable
+from stellaorch.domain.errors import ScopeRequired
 from stellaorch.engine.app import Orchestrator
+from stellaorch.engine.health import StoreHealth
 from stellaorch.observability.exposition import CONTENT_TYPE, queue_depth_family, render
 from stellaorch.observability.metrics import OrchestratorMetrics
 from stellaorch.store import health
@@ -22,6 +22,9 @@ from stellaorch.store.health import QueueStats
 router = APIRouter(tags=["admin"])
 # `/metrics` at the app root, where Prometheus looks by default.
 root_router = APIRouter(tags=["admin"])
+# `/livez` and `/readyz` at the app root, for process supervisors and load balancers; left
+# out of the API document, which describes the tenant-scoped API.
+probes_router = APIRouter(tags=["admin"], include_in_schema=False)
 
 # SPEC §6 default SLO: a tenant backlog at or above this is reported as degraded.
 BACKLOG_SLO = 1000
@@ -44,48 +47,79 @@ def worker_running(orch: Orchestrator) -> bool:
     return orch.worker_running
 
 
-def _probe(conn: Connection, tenant: str) -> QueueStats:
-    health.ping(conn)
-    return health.tenant_queue_stats(conn, tenant)
+def not_ready_error(request: Request, store: StoreHealth) -> dict[str, str]:
+    """The envelope's error object for the first reason the store is not ready."""
+    first = store.problems[0]
+    return {"code": first.code, "message": first.message, "traceId": trace_id_of(request)}
 
 
-async def _read_queue(orch: Orchestrator, tenant: str) -> tuple[QueueStats | None, float]:
-    """The tenant's queue figures (None if the store failed) and how long the store took."""
-    started = time.perf_counter()
-    try:
-        stats: QueueStats | None = await orch.env.db.transact(lambda c: _probe(c, tenant))
-    except StoreUnavailable:
-        stats = None
-    return stats, round((time.perf_counter() - started) * 1000, 3)
-
-
-def health_document(
-    orch: Orchestrator, stats: QueueStats | None, latency_ms: float
-) -> dict[str, Any]:
-    """The health JSON: ready only when the store answered."""
-    ready = stats is not None
+def health_document(request: Request, orch: Orchestrator, store: StoreHealth) -> dict[str, Any]:
+    """The health JSON: ready only when the store answered, took a write and has room."""
+    stats = store.queue
     queues = [queue_view(stats, orch.env.clock.now_us())] if stats is not None else []
     backlog = any(q["depth"] >= BACKLOG_SLO for q in queues)
-    return {
-        "status": "ok" if ready and not backlog else "degraded",
+    document: dict[str, Any] = {
+        "status": "ok" if store.ready and not backlog else "degraded",
         "live": True,
-        "ready": ready,
-        "store": {"reachable": ready, "latencyMs": latency_ms},
+        "ready": store.ready,
+        "store": store.document(),
         "queues": queues,
         "worker": {"running": worker_running(orch)},
         "sandbox": orch.sandbox.status().document(),
         "bundles": {"status": "none"},
     }
+    if not store.ready:
+        document["error"] = not_ready_error(request, store)
+    return document
+
+
+HealthCheck = Annotated[
+    Literal["full"] | None,
+    Query(description="`full`: also run the store's full integrity check (admin scope)."),
+]
 
 
 @router.get("/admin/health")
-async def admin_health(request: Request, caller: ReadCaller) -> JSONResponse:
-    """Liveness, readiness (store reachable), the caller's queue, worker and bundle status."""
+async def admin_health(
+    request: Request, caller: ReadCaller, check: HealthCheck = None
+) -> JSONResponse:
+    """Liveness, readiness (store reads, writes, free disk), the caller's queue, worker, bundles.
+
+    503 when not ready, with an `error` object naming the first reason.
+    """
+    full = check == "full"
+    if full and ADMIN not in caller.principal.scopes:
+        raise ScopeRequired(f"check=full needs the {ADMIN} scope")
     orch = orchestrator(request)
-    stats, latency_ms = await _read_queue(orch, caller.tenant)
+    store = await orch.health.check(caller.tenant, full_check=full)
     await asyncio.to_thread(orch.sandbox.status)  # probes bubblewrap once, off the loop
-    document = health_document(orch, stats, latency_ms)
-    return JSONResponse(document, status_code=200 if document["ready"] else 503)
+    document = health_document(request, orch, store)
+    return JSONResponse(document, status_code=200 if store.ready else 503)
+
+
+@probes_router.get("/livez")
+async def livez() -> dict[str, bool]:
+    """Process liveness for supervisors: answers while the event loop runs (no auth)."""
+    return {"live": True}
+
+
+@probes_router.get("/readyz")
+async def readyz(request: Request) -> JSONResponse:
+    """Process readiness (no auth, no tenant data): the store reads, writes, has room; else 503."""
+    store = await orchestrator(request).health.ready()
+    document: dict[str, Any] = {
+        "ready": store.ready,
+        "store": {"reachable": store.reachable, "writable": store.writable},
+    }
+    if not store.ready:
+        # codes only: an unauthenticated caller learns nothing about paths or drivers
+        first = store.problems[0].code
+        document["error"] = {
+            "code": first,
+            "message": "the store is not ready; see GET /admin/health",
+            "traceId": trace_id_of(request),
+        }
+    return JSONResponse(document, status_code=200 if store.ready else 503)
 
 
 def _metrics_of(request: Request) -> OrchestratorMetrics:

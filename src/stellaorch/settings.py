@@ -35,6 +35,9 @@ class Settings(BaseSettings):
     claim_batch: int = Field(default=256, ge=1, le=5_000)
     poll_interval_seconds: float = Field(default=0.5, gt=0)
     max_log_bytes: int = Field(default=1024 * 1024, ge=1024)
+    # All step outputs of one run together; a step that would overrun it fails the run with
+    # OUTPUT_LIMIT_EXCEEDED (one step's outputs are capped at 1 MiB: OUTPUT_TOO_LARGE).
+    max_run_output_bytes: int = Field(default=16 * 1024 * 1024, ge=1024, le=2**40)
     lost_attempt_limit: int = Field(default=3, ge=0, le=100)
     sqlite_busy_timeout_ms: int = Field(default=10_000, ge=0)
     # Which tenants this process's worker serves; empty: every tenant.

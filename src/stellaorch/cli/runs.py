@@ -127,8 +127,9 @@ async def cancel(client: ApiClient, printer: Printer, run_id: str, reason: str |
 
 
 async def steps(client: ApiClient, printer: Printer, run_id: str) -> None:
-    """The run's step executions in DAG order, with attempts (in JSON)."""
-    printer.listing("step", await client.get(run_path(run_id, "/steps")))
+    """The run's step executions in DAG order, with attempts (in JSON), every page."""
+    paging = Paging(page_size=500, every_page=True)
+    await print_pages(client, printer, "step", run_path(run_id, "/steps"), {}, paging)
 
 
 async def logs(client: ApiClient, printer: Printer, run_id: str, step_id: str) -> None:

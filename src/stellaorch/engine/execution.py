@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sqlalchemy import Connection
@@ -271,6 +271,8 @@ def _inputs_hash(inputs: Any) -> str:
 
 
 # -- claim --------------------------------------------------------------------------------
+# A success whose outputs overrun the run's max_run_output_bytes fails with this code.
+OUTPUT_LIMIT_EXCEEDED = "OUTPUT_LIMIT_EXCEEDED"
 BUSY_RETRY_US = 2_000  # due items whose runs another transaction held: claim again this soon
 
 
@@ -500,9 +502,30 @@ def _logs_ref(unit: RunUnit, run: RunState, logs: str) -> str | None:
     return blobs.put_blob(unit.conn, run.tenant, logs.encode("utf-8"), "text/plain", unit.now)
 
 
+def _over_budget(unit: RunUnit, run: RunState, outcome: Outcome, size: int) -> Outcome | None:
+    """The failed outcome that replaces a success whose outputs overrun the run's budget."""
+    limit = unit.env.settings.max_run_output_bytes
+    if run.output_bytes + size <= limit:
+        return None
+    message = (
+        f"step outputs of {size} bytes would bring the run's stored outputs to "
+        f"{run.output_bytes + size} bytes, over the limit of {limit}; use an artifact"
+    )
+    error = {"code": OUTPUT_LIMIT_EXCEEDED, "message": message, "retryable": False}
+    return replace(outcome, status=AttemptStatus.FAILED, outputs=None, error=error)
+
+
 def _succeed(unit: RunUnit, run: RunState, outcome: Outcome) -> None:
     lease = outcome.lease
     outputs = dict(outcome.outputs or {})
+    outputs_json = canonical_json(outputs)
+    size = len(outputs_json.encode("utf-8"))
+    refused = _over_budget(unit, run, outcome, size)
+    if refused is not None:
+        # Not retryable: the run's earlier outputs never shrink, a retry could only fail again.
+        _attempt_failed(unit, run, refused)
+        return
+    run.output_bytes += size
     outputs_hash = hash_json(outputs)
     logs_ref = _logs_ref(unit, run, outcome.logs)
     unit.set_attempt(
@@ -520,7 +543,7 @@ def _succeed(unit: RunUnit, run: RunState, outcome: Outcome) -> None:
         StepStatus.SUCCEEDED,
         attempt=lease.attempt,
         columns={
-            "outputs_json": canonical_json(outputs),
+            "outputs_json": outputs_json,
             "outputs_hash": outputs_hash,
             "logs_ref": logs_ref,
             "error_json": None,

@@ -163,7 +163,7 @@ def run_line(
     events: list[dict[str, Any]],
 ) -> bytes:
     """The run view plus its chain head and ledger entries, as one canonical JSON line."""
-    doc = run_view(run, steps, attempt_rows)
+    doc = run_view(run, steps, attempt_rows, whole=True)  # an audit copy keeps every output
     doc["ledgerHead"] = run.ledger_head
     doc["events"] = events
     return canonical_json(doc).encode("utf-8") + b"\n"

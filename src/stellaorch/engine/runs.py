@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections import OrderedDict
+from collections import OrderedDict, defaultdict
 from typing import Any
 
 from sqlalchemy import Connection
@@ -17,7 +17,7 @@ from stellaorch.engine import execution
 from stellaorch.engine.batching import CreateBatcher
 from stellaorch.engine.env import EngineEnv
 from stellaorch.engine.execution import Cancelled, Created, ReplayOrigin, RunRequest
-from stellaorch.engine.views import run_summary, run_view, step_view
+from stellaorch.engine.views import run_summary, run_view, step_view, steps_view
 from stellaorch.store import blobs, ledger, runs
 from stellaorch.store.runs import RunFilter, RunState
 
@@ -91,9 +91,22 @@ class RunService:
         cursor = (page[-1].created_us, page[-1].run_id) if more and page else None
         return [run_summary(r) for r in page], cursor
 
-    async def steps(self, tenant: str, run_id: str) -> list[dict[str, Any]]:
-        """Every step execution of a run with its attempts."""
-        return list((await self.get(tenant, run_id))["steps"])
+    async def steps(
+        self, tenant: str, run_id: str, *, limit: int = 50, after: int | None = None
+    ) -> tuple[list[dict[str, Any]], int | None]:
+        """A page of a run's step executions in DAG order, and the next page's cursor."""
+
+        def work(conn: Connection) -> tuple[list[dict[str, Any]], int | None]:
+            _require(conn, tenant, run_id)
+            rows = runs.list_steps(conn, tenant, run_id, after=after, limit=limit + 1)
+            page, more = rows[:limit], len(rows) > limit
+            by_step: dict[str, list[dict[str, Any]]] = defaultdict(list)
+            for row in runs.list_attempts(conn, tenant, run_id, [r["step_id"] for r in page]):
+                by_step[row["step_id"]].append(row)
+            cursor = int(page[-1]["position"]) if more and page else None
+            return steps_view(page, by_step), cursor
+
+        return await self.env.db.read(work)
 
     async def step(self, tenant: str, run_id: str, step_id: str) -> dict[str, Any]:
         """One step execution with its attempts."""

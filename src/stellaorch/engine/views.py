@@ -9,6 +9,12 @@ from typing import Any
 from stellaorch.domain.providers import format_utc
 from stellaorch.store.runs import RunState
 
+# A run view inlines a step's outputs up to this size, and up to RUN_INLINE_BYTES over all its
+# steps; larger outputs read as null with outputsTruncated (GET /runs/{id}/steps/{stepId} has
+# them whole), so a run of many large outputs never becomes a response of hundreds of MB.
+STEP_INLINE_BYTES = 64 * 1024
+RUN_INLINE_BYTES = 1024 * 1024
+
 
 def _duration_ms(start: int | None, end: int | None) -> int | None:
     return (end - start) // 1000 if start is not None and end is not None else None
@@ -56,8 +62,11 @@ def attempt_view(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def step_view(row: dict[str, Any], attempts: list[dict[str, Any]]) -> dict[str, Any]:
-    """One step execution with its attempts."""
+def step_view(
+    row: dict[str, Any], attempts: list[dict[str, Any]], *, inline: bool = True
+) -> dict[str, Any]:
+    """One step execution with its attempts (`inline` False: outputs left out, flagged)."""
+    text = row["outputs_json"]
     return {
         "stepId": row["step_id"],
         "status": row["status"],
@@ -67,7 +76,8 @@ def step_view(row: dict[str, Any], attempts: list[dict[str, Any]]) -> dict[str, 
         "durationMs": _duration_ms(row["started_us"], row["ended_us"]),
         "inputsHash": row["inputs_hash"],
         "outputsHash": row["outputs_hash"],
-        "outputs": json.loads(row["outputs_json"]) if row["outputs_json"] else None,
+        "outputs": json.loads(text) if text and inline else None,
+        "outputsTruncated": bool(text) and not inline,
         "logsRef": row["logs_ref"],
         "metricsRef": None,
         "error": _error(row["error_json"]),
@@ -76,13 +86,33 @@ def step_view(row: dict[str, Any], attempts: list[dict[str, Any]]) -> dict[str, 
 
 
 def run_view(
-    run: RunState, steps: list[dict[str, Any]], attempts: list[dict[str, Any]]
+    run: RunState,
+    steps: list[dict[str, Any]],
+    attempts: list[dict[str, Any]],
+    *,
+    whole: bool = False,
 ) -> dict[str, Any]:
-    """The run with inputs, step states, attempts and hashes."""
+    """The run with inputs, step states, attempts and hashes (`whole`: every output inline)."""
     by_step: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for row in attempts:
         by_step[row["step_id"]].append(row)
     view = run_summary(run)
     view["inputs"] = json.loads(run.inputs_json)
-    view["steps"] = [step_view(s, by_step[s["step_id"]]) for s in steps]
+    if whole:
+        view["steps"] = [step_view(s, by_step[s["step_id"]]) for s in steps]
+    else:
+        view["steps"] = steps_view(steps, by_step)
     return view
+
+
+def steps_view(
+    steps: list[dict[str, Any]], attempts: dict[str, list[dict[str, Any]]]
+) -> list[dict[str, Any]]:
+    """Step views in order, inlining outputs within the STEP/RUN_INLINE_BYTES budgets."""
+    views, budget = [], RUN_INLINE_BYTES
+    for row in steps:
+        size = len((row["outputs_json"] or "").encode("utf-8"))
+        inline = size <= STEP_INLINE_BYTES and size <= budget
+        budget -= size if inline else 0
+        views.append(step_view(row, attempts.get(row["step_id"], []), inline=inline))
+    return views

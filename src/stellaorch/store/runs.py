@@ -44,6 +44,8 @@ class RunState:
     open_steps: int
     ledger_seq: int
     ledger_head: str
+    # bytes of step outputs the run has stored, checked against max_run_output_bytes
+    output_bytes: int = 0
 
 
 _RUN_FIELDS = [f.name for f in fields(RunState)]
@@ -56,6 +58,7 @@ _MUTABLE = (
     "open_steps",
     "ledger_seq",
     "ledger_head",
+    "output_bytes",
 )
 
 
@@ -263,23 +266,31 @@ def lost_count(conn: Connection, run_id: str, step_id: str) -> int:
     return len(conn.execute(query).all())
 
 
-def list_steps(conn: Connection, tenant: str, run_id: str) -> list[dict[str, Any]]:
-    """Every step execution of a run, in the DAG's deterministic order."""
-    query = (
-        select(step_executions)
-        .where(step_executions.c.tenant == tenant, step_executions.c.run_id == run_id)
-        .order_by(step_executions.c.position)
-    )
+def list_steps(
+    conn: Connection,
+    tenant: str,
+    run_id: str,
+    *,
+    after: int | None = None,
+    limit: int | None = None,
+) -> list[dict[str, Any]]:
+    """Step executions of a run in the DAG's deterministic order (a page: after a position)."""
+    c = step_executions.c
+    query = select(step_executions).where(c.tenant == tenant, c.run_id == run_id)
+    if after is not None:
+        query = query.where(c.position > after)
+    query = query.order_by(c.position).limit(limit)
     return [dict(r._mapping) for r in conn.execute(query)]
 
 
-def list_attempts(conn: Connection, tenant: str, run_id: str) -> list[dict[str, Any]]:
-    """Every attempt of a run, by step then attempt number."""
-    query = (
-        select(attempts)
-        .where(attempts.c.tenant == tenant, attempts.c.run_id == run_id)
-        .order_by(attempts.c.step_id, attempts.c.attempt)
-    )
+def list_attempts(
+    conn: Connection, tenant: str, run_id: str, step_ids: Iterable[str] | None = None
+) -> list[dict[str, Any]]:
+    """Attempts of a run (or of some of its steps), by step then attempt number."""
+    query = select(attempts).where(attempts.c.tenant == tenant, attempts.c.run_id == run_id)
+    if step_ids is not None:
+        query = query.where(attempts.c.step_id.in_(list(step_ids)))
+    query = query.order_by(attempts.c.step_id, attempts.c.attempt)
     return [dict(r._mapping) for r in conn.execute(query)]
 
 

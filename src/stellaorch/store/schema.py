@@ -72,6 +72,8 @@ runs = Table(
     Column("open_steps", Integer, nullable=False),  # steps not yet terminal
     Column("ledger_seq", Integer, nullable=False),  # seq of the newest ledger entry
     Column("ledger_head", String(80), nullable=False),  # entryHash of the newest entry
+    # bytes of step outputs stored so far, held under max_run_output_bytes
+    Column("output_bytes", BigInteger, nullable=False, server_default="0"),
     UniqueConstraint("tenant", "dag_id", "run_token"),  # idempotent create
 )
 # list runs of a tenant newest first

@@ -175,9 +175,19 @@ async def replay_run(
 
 
 @router.get("/runs/{runId}/steps")
-async def list_steps(runId: str, request: Request, caller: ReadCaller) -> dict[str, Any]:
-    """Step executions in the DAG's deterministic order, with attempts."""
-    return {"items": await orchestrator(request).runs.steps(caller.tenant, runId)}
+async def list_steps(
+    runId: str,
+    request: Request,
+    caller: ReadCaller,
+    page_size: PageSize = 50,
+    page_token: PageToken = None,
+) -> dict[str, Any]:
+    """Step executions in the DAG's deterministic order, with attempts, a page at a time."""
+    after = decode_position(page_token, (int,))
+    items, cursor = await orchestrator(request).runs.steps(
+        caller.tenant, runId, limit=page_size, after=after[0] if after else None
+    )
+    return {"items": items, "nextPageToken": encode_token([cursor]) if cursor is not None else None}
 
 
 @router.get("/runs/{runId}/steps/{stepId}")

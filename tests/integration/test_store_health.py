@@ -4,6 +4,7 @@ disk is nearly full, and found out by the full integrity check."""
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
 import shutil
 import sqlite3
 from collections.abc import Iterator
@@ -107,6 +108,30 @@ async def test_a_sound_store_passes_the_start_check(tmp_path: Path, keys_dir: Pa
 
     orchestrator = open_store(path, store_start_check="full")
     await orchestrator.close()
+
+
+def _open_and_close(url: str) -> str:
+    """Open the store in a fresh process (as `api` and `worker` starting together would)."""
+    try:
+        orchestrator = Orchestrator.open(Settings(database_url=url))
+    except Exception as exc:  # reported back to the parent as text
+        return repr(exc)
+    orchestrator.env.db.close()
+    return "ok"
+
+
+def test_processes_starting_together_on_a_new_file_all_open_it(tmp_path: Path) -> None:
+    # Each would see the others' half-made file and refuse it as empty or foreign.
+    context = multiprocessing.get_context("fork")
+    for attempt in range(3):
+        path = tmp_path / f"new{attempt}.db"
+        with context.Pool(4) as pool:
+            results = pool.map(_open_and_close, [f"sqlite:///{path}"] * 4)
+        assert results == ["ok"] * 4
+        assert sorted(p.name for p in tmp_path.iterdir()) == [
+            f"new{n}.db" for n in range(attempt + 1)
+        ], "a draft file or a journal was left behind"
+        open_store(path, store_start_check="full").env.db.close()
 
 
 def test_a_zero_byte_file_is_refused_not_initialised(tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ from stellaorch.engine.schedules import ScheduleService
 from stellaorch.engine.worker import Worker
 from stellaorch.settings import Settings
 from stellaorch.store.database import Database, StoreOptions
-from stellaorch.store.migrate import upgrade
+from stellaorch.store.migrate import create_sqlite_file, upgrade
 
 
 class Orchestrator:
@@ -42,7 +42,9 @@ class Orchestrator:
         writes to it (StoreCorrupt, StoreNotStella); only a missing SQLite file is created.
         """
         settings = settings or Settings()
-        admit_store(settings)
+        missing = admit_store(settings)
+        if missing is not None and migrate:
+            create_sqlite_file(missing, settings.sqlite_busy_timeout_ms)
         db = Database.open(settings.database_url, store_options(settings))
         try:
             check_opened(db, settings)

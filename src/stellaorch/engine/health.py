@@ -90,19 +90,23 @@ def corrupt_error(report: IntegrityReport, place: str) -> StoreCorrupt:
     )
 
 
-def admit_store(settings: Settings) -> None:
+def admit_store(settings: Settings) -> Path | None:
     """Refuse a damaged or foreign SQLite store before anything opens it (raises StellaError).
 
-    A missing file passes: the store is created there. PostgreSQL is checked once opened.
+    Answers the path when no SQLite file exists there yet (the caller creates the store).
+    PostgreSQL is checked once opened.
     """
     path = integrity.sqlite_file(settings.database_url)
-    if path is None or integrity.admit_file(path):
-        return
+    if path is None:
+        return None
+    if integrity.admit_file(path):
+        return path
     level = settings.store_start_check
     if level != "off":
         report = integrity.check_file(path, level)
         if not report.ok:
             raise corrupt_error(report, where(settings))
+    return None
 
 
 def check_opened(db: Database, settings: Settings) -> None:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -266,6 +268,20 @@ def test_verify_of_a_finished_run_reports_an_intact_chain(db: list[str], tmp_pat
     report = json.loads(done.stdout)
     assert report["ok"] is True
     assert report["count"] > 0
+
+
+def test_verify_of_a_run_whose_rows_were_edited_exits_1(db: list[str], tmp_path: Path) -> None:
+    run_id = json.loads(run_example("flaky-import", db, tmp_path).stdout)["runId"]
+    with contextlib.closing(sqlite3.connect(tmp_path / "o.db")) as conn, conn:
+        conn.execute("UPDATE step_executions SET attempt = attempt + 1 WHERE run_id = ?", (run_id,))
+
+    done = stella("local", "verify", "--run-id", run_id, *db, cwd=tmp_path)
+
+    assert done.returncode == 1, done.stderr
+    report = json.loads(done.stdout)
+    assert report["ok"] is False and report["check"] == "state"
+    assert_one_error_line(done.stderr, "LEDGER_BROKEN")
+    assert "does not match its ledger (state)" in done.stderr
 
 
 def test_invalid_setting_from_the_environment_exits_2(tmp_path: Path) -> None:

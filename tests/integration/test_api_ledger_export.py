@@ -255,6 +255,42 @@ async def test_verify_finds_a_missing_manifest_and_a_changed_run_status(api: Api
     assert verify_export([line, manifest]).ok
 
 
+def edited_line(line: bytes, edit: Callable[[dict[str, Any]], None]) -> bytes:
+    run = json.loads(line)
+    edit(run)
+    return json.dumps(run, sort_keys=True, separators=(",", ":")).encode() + b"\n"
+
+
+def forge_outputs(run: dict[str, Any]) -> None:
+    run["steps"][0]["outputs"] = {"forged": True}
+
+
+def forge_inputs(run: dict[str, Any]) -> None:
+    run["inputs"] = {"n": 99}
+
+
+@pytest.mark.parametrize(
+    ("edit", "said"),
+    [
+        (forge_outputs, "step a outputs do not match their outputsHash"),
+        (forge_inputs, "inputs do not match inputsHash"),
+    ],
+)
+async def test_verify_rehashes_outputs_and_inputs_even_with_a_recomputed_manifest(
+    api: Api, edit: Callable[[dict[str, Any]], None], said: str
+) -> None:
+    h = api.harness
+    spec = h.spec("out", [{"id": "a", "plugin": "noop", "with": {"outputs": {"rows": 3}}}])
+    view = await h.run_to_end(spec, {"n": 1})
+    lines = lines_of(await api.export({"from": view["startedUtc"], "to": "2999-01-01T00:00:00Z"}))
+    assert verify_export(lines).ok
+    changed = edited_line(lines[0], edit)
+
+    report = verify_export([changed, rebuild_manifest([changed])])
+
+    assert not report.ok and said in str(report.problem)
+
+
 async def test_write_export_writes_what_the_api_serves(api: Api, tmp_path: Path) -> None:
     await start_runs(api.harness, 3, T0 + SECOND)
     served = (await api.export()).content

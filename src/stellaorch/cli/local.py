@@ -83,14 +83,17 @@ async def show_run(settings: Settings, run_id: str) -> None:
 
 
 async def verify_run(settings: Settings, run_id: str) -> None:
-    """Re-hash a run's ledger chain and print the report; a broken chain is an error."""
+    """Verify a run (chain, rows, stored content) and print the report; a problem is an error."""
     async with opened(settings) as orchestrator:
         report = await orchestrator.runs.verify(settings.default_tenant, run_id)
     print_json(chain_report_json(report))
-    if not report.ok:
+    if report.ok:
+        return
+    if report.check == "chain":
         raise LedgerBroken(
             f"ledger of run {run_id} is broken at entry {report.broken_seq}: {report.reason}"
         )
+    raise LedgerBroken(f"run {run_id} does not match its ledger ({report.check}): {report.reason}")
 
 
 def chain_report_json(report: ChainReport) -> dict[str, Any]:
@@ -102,6 +105,7 @@ def chain_report_json(report: ChainReport) -> dict[str, Any]:
         "head": report.head,
         "brokenSeq": report.broken_seq,
         "reason": report.reason,
+        "check": report.check,
     }
 
 

@@ -103,7 +103,11 @@ class StoredEntry:
 
 @dataclass(frozen=True)
 class ChainReport:
-    """Outcome of verifying one run's chain; `broken_seq` is the first bad entry."""
+    """Outcome of verifying one run; `broken_seq` is the first bad entry of a broken chain.
+
+    `check` names what failed: "chain" (the entries themselves), "state" (the run's rows
+    disagree with its entries) or "content" (stored outputs or logs disagree with their hash).
+    """
 
     run_id: str
     ok: bool
@@ -111,6 +115,7 @@ class ChainReport:
     head: str
     broken_seq: int | None = None
     reason: str | None = None
+    check: str | None = None
 
 
 def _check_entry(entry: StoredEntry, expected_seq: int, prev: str) -> str | None:
@@ -139,9 +144,9 @@ def verify_chain(
         count += 1
         reason = _check_entry(entry, count, prev)
         if reason is not None:
-            return ChainReport(run_id, False, count - 1, prev, count, reason)
+            return ChainReport(run_id, False, count - 1, prev, count, reason, "chain")
         prev = entry.entry_hash
     if expected_head is not None and expected_head != prev:
         reason = "chain ends before the run's recorded head (entries removed at the end)"
-        return ChainReport(run_id, False, count, prev, count + 1, reason)
+        return ChainReport(run_id, False, count, prev, count + 1, reason, "chain")
     return ChainReport(run_id, True, count, prev)

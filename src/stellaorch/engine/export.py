@@ -22,6 +22,7 @@ from sqlalchemy import Connection, select, tuple_
 from stellaorch.domain.canonical import canonical_json, sha256_hex
 from stellaorch.domain.errors import ValidationError
 from stellaorch.domain.ledger import StoredEntry, verify_chain
+from stellaorch.domain.projection import state_problem
 from stellaorch.engine.views import run_view
 from stellaorch.store.database import Database
 from stellaorch.store.runs import RunState
@@ -325,7 +326,7 @@ class _ExportCheck:
         if not isinstance(run_id, str):
             return "run line without a runId"
         problem = self._place_problem(doc, run_id) or _chain_problem(doc, run_id)
-        return problem or _projection_problem(doc, run_id)
+        return problem or state_problem(doc, doc["events"])
 
     def _place_problem(self, doc: dict[str, Any], run_id: str) -> str | None:
         """Lines must be one tenant's, ordered by startedUtc then runId."""
@@ -380,23 +381,3 @@ def _chain_problem(doc: dict[str, Any], run_id: str) -> str | None:
         return f"run {run_id}: ledger chain broken at seq {report.broken_seq}: {report.reason}"
     foreign = [e for e in events if e.get("tenant") != doc["tenant"]]
     return f"run {run_id}: an event belongs to another tenant" if foreign else None
-
-
-def _projection_problem(doc: dict[str, Any], run_id: str) -> str | None:
-    """The run and step states must be what their ledger entries say (the projection)."""
-    run_status, step_status = None, {}
-    for event in doc["events"]:
-        if event.get("stepId") is None:
-            run_status = event.get("status")
-        else:
-            step_status[event["stepId"]] = event.get("status")
-    if doc.get("status") != run_status:
-        return f"run {run_id}: status {doc.get('status')!r} but its ledger says {run_status!r}"
-    for step in doc.get("steps") or []:
-        if not isinstance(step, dict):
-            return f"run {run_id}: a step is not a JSON object"
-        step_id, status = step.get("stepId"), step.get("status")
-        said = step_status.get(step_id, "pending")
-        if status != said:
-            return f"run {run_id}: step {step_id} is {status!r} but its ledger says {said!r}"
-    return None

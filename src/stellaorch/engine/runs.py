@@ -11,14 +11,15 @@ from typing import Any
 from sqlalchemy import Connection
 
 from stellaorch.domain.errors import NotFound, RunNotFound, ValidationError
-from stellaorch.domain.ledger import ChainReport, LedgerEntry, verify_chain
+from stellaorch.domain.ledger import ChainReport, LedgerEntry
 from stellaorch.domain.status import TERMINAL_RUN
 from stellaorch.engine import execution
 from stellaorch.engine.batching import CreateBatcher
 from stellaorch.engine.env import EngineEnv
 from stellaorch.engine.execution import Cancelled, Created, ReplayOrigin, RunRequest
+from stellaorch.engine.run_check import check_run
 from stellaorch.engine.views import run_summary, run_view, step_view, steps_view
-from stellaorch.store import blobs, ledger, runs
+from stellaorch.store import blobs, runs
 from stellaorch.store.runs import RunFilter, RunState
 
 _TERMINAL = frozenset(s.value for s in TERMINAL_RUN)
@@ -172,11 +173,10 @@ class RunService:
         return (await self.env.db.read(lambda c: _require(c, tenant, run_id))).status
 
     async def verify(self, tenant: str, run_id: str) -> ChainReport:
-        """Re-hash the run's ledger chain and report the first broken entry, if any."""
+        """Re-hash the run's ledger chain, then check its rows and stored content against it."""
 
         def work(conn: Connection) -> ChainReport:
-            run = _require(conn, tenant, run_id)
-            return verify_chain(run_id, ledger.read_entries(conn, tenant, run_id), run.ledger_head)
+            return check_run(conn, _require(conn, tenant, run_id))
 
         return await self.env.db.read(work)
 

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy.engine import make_url
 
 pytest.register_assert_rewrite("api_fixtures")
 pytest_plugins = ("api_fixtures",)
@@ -17,6 +15,9 @@ pytest_plugins = ("api_fixtures",)
 from api_fixtures import BASE, Api, MakeApi, assert_envelope, spec  # noqa: E402
 
 from stellaorch.domain.ledger import EntryDraft, seal  # noqa: E402
+
+if TYPE_CHECKING:
+    from conftest import Stores
 
 A, B = "acme", "globex"
 TWO_ROOTS = spec("fan", [{"id": "x", "plugin": "noop"}, {"id": "y", "plugin": "noop"}])
@@ -109,20 +110,13 @@ async def test_health_shows_a_running_worker_and_drains(api: Api) -> None:
     assert (await health(api, A))[1]["worker"] == {"running": False}
 
 
-async def test_health_is_503_not_ready_when_the_store_fails(make_api: MakeApi) -> None:
+async def test_health_is_503_not_ready_when_the_store_fails(
+    make_api: MakeApi, stores: Stores
+) -> None:
     api = await make_api(sqlite_busy_timeout_ms=100)
-    if api.orchestrator.env.db.dialect != "sqlite":
-        pytest.skip("store outages are simulated on SQLite only")
-    path = make_url(api.settings.database_url).database
-    locker = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
-    try:
-        # Every transaction of the engine begins IMMEDIATE: while this one holds the write
-        # lock, each waits out the busy timeout and fails as StoreUnavailable.
-        locker.execute("BEGIN IMMEDIATE")
+    # SQLite: another connection holds the write lock; PostgreSQL: connections are refused.
+    async with stores.outage(api.settings.database_url):
         status, document = await health(api, A)
-        locker.execute("ROLLBACK")
-    finally:
-        locker.close()
     assert status == 503
     assert document["ready"] is False and document["live"] is True
     assert document["status"] == "degraded"

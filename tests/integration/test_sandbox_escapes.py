@@ -137,6 +137,21 @@ async def test_host_files_keys_and_database_do_not_exist_inside(
     assert ".stella" not in listing.logs and "shadow" not in listing.logs
 
 
+HOST_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
+HAS_CA_BUNDLE = os.path.exists(HOST_CA_BUNDLE)
+
+
+async def test_etc_holds_the_harmless_host_files_but_no_tls_private_keys(
+    plugin: ScriptPlugin,
+) -> None:
+    result = await run(plugin, "ls -A /etc /etc/ssl; cat /etc/passwd")
+    assert "private" not in result.logs and "shadow" not in result.logs
+    assert "ld.so.cache" in result.logs and "stella step" in result.logs
+    if HAS_CA_BUNDLE:  # TLS clients find the CA bundle
+        bundle = await run(plugin, ["head", "-c", "27", HOST_CA_BUNDLE])
+        assert bundle.logs.startswith("-----BEGIN CERTIFICATE-----")
+
+
 async def test_system_is_read_only_and_only_work_and_tmp_are_writable(
     plugin: ScriptPlugin,
 ) -> None:

@@ -13,7 +13,6 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from stellaorch.domain.canonical import sha256_hex
 from stellaorch.domain.ledger import ChainReport, verify_chain
 from stellaorch.domain.projection import state_problem
 from stellaorch.engine.export import read_attempts_of, read_steps_of
@@ -50,6 +49,6 @@ def _logs_problem(conn: Connection, run: RunState, rows: Iterable[dict[str, Any]
         blob = blobs.get_blob(conn, run.tenant, ref)
         if blob is None:
             return f"run {run.run_id}: log {ref} is missing"
-        if "sha256:" + sha256_hex(blob[0]) != ref:
+        if blobs.blob_ref(blob[0]) != ref:
             return f"run {run.run_id}: log {ref} does not match its hash"
     return None

@@ -9,9 +9,14 @@ from stellaorch.store.dialect import insert_ignore
 from stellaorch.store.schema import blobs
 
 
+def blob_ref(content: bytes) -> str:
+    """The `sha256:` reference that `content` is stored under."""
+    return "sha256:" + sha256_hex(content)
+
+
 def put_blob(conn: Connection, tenant: str, content: bytes, media_type: str, now_us: int) -> str:
     """Store `content` once under its hash and return the `sha256:` reference."""
-    ref = "sha256:" + sha256_hex(content)
+    ref = blob_ref(content)
     row = {
         "tenant": tenant,
         "hash": ref,

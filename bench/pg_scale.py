@@ -62,7 +62,7 @@ from sqlalchemy import func, select, text
 
 from stellaorch.domain.spec import parse_spec
 from stellaorch.engine.app import Orchestrator
-from stellaorch.engine.execution import RunRequest
+from stellaorch.engine.requests import RunRequest
 from stellaorch.settings import Settings
 from stellaorch.store.notify import libpq_url
 from stellaorch.store.schema import ledger_entries, runs

@@ -29,7 +29,7 @@ from sqlalchemy.engine import make_url
 
 from stellaorch.domain.spec import parse_spec
 from stellaorch.engine.app import Orchestrator
-from stellaorch.engine.execution import RunRequest
+from stellaorch.engine.requests import RunRequest
 from stellaorch.settings import Settings
 from stellaorch.store.database import make_engine
 from stellaorch.store.schema import ledger_entries, runs

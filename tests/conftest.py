@@ -39,7 +39,7 @@ from stellaorch.domain.ledger import ChainReport
 from stellaorch.domain.spec import parse_spec
 from stellaorch.engine.app import Orchestrator
 from stellaorch.engine.catalog import Published
-from stellaorch.engine.execution import Created, RunRequest
+from stellaorch.engine.requests import Created, RunRequest
 from stellaorch.engine.runs import RunService
 from stellaorch.engine.worker import Worker
 from stellaorch.plugins.sandbox import Sandbox, SandboxConfig

@@ -20,7 +20,7 @@ from typing import Any
 from services import free_port
 
 from stellaorch.engine.app import Orchestrator
-from stellaorch.engine.execution import RunRequest
+from stellaorch.engine.requests import RunRequest
 from stellaorch.settings import Settings
 
 TENANT = "acme"

@@ -17,7 +17,7 @@ from services import count, service, until_true
 
 from stellaorch.domain.spec import parse_spec
 from stellaorch.engine.app import Orchestrator
-from stellaorch.engine.execution import RunRequest
+from stellaorch.engine.requests import RunRequest
 from stellaorch.settings import Settings
 
 TENANT = "acme"

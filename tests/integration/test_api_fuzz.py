@@ -27,7 +27,7 @@ from api_fixtures import BASE, ENVELOPE_CODE, api_settings, spec  # noqa: E402
 from stellaorch.api.app import create_app  # noqa: E402
 from stellaorch.domain.spec import parse_spec  # noqa: E402
 from stellaorch.engine.app import Orchestrator  # noqa: E402
-from stellaorch.engine.execution import RunRequest  # noqa: E402
+from stellaorch.engine.requests import RunRequest  # noqa: E402
 from stellaorch.security.tokens import issue_token  # noqa: E402
 
 TENANT = "acme"

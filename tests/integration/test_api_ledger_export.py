@@ -16,9 +16,9 @@ from fastapi import FastAPI
 
 from stellaorch.api.app import create_app
 from stellaorch.domain.providers import IdProvider, ManualClock, parse_utc
-from stellaorch.engine import execution
-from stellaorch.engine.execution import RunRequest
+from stellaorch.engine import claim, create
 from stellaorch.engine.export import ExportWindow, export_lines, verify_export, write_export
+from stellaorch.engine.requests import Created, RunRequest
 from stellaorch.security.keys import generate_key
 from stellaorch.security.tokens import issue_token
 
@@ -81,9 +81,9 @@ async def start_runs(
     if ids_at_us is not None:  # run ids (UUIDv7) from another time than the start
         env.ids = IdProvider(ManualClock(ids_at_us))
     requests = [RunRequest(tenant, "pipe", {"n": first + n}) for n in range(count)]
-    created = await env.db.transact(lambda c: execution.create_runs(c, env, requests))
-    await env.db.transact(lambda c: execution.claim(c, env, "test-worker", count))
-    return [c.run.run_id for c in created if isinstance(c, execution.Created)]
+    created = await env.db.transact(lambda c: create.create_runs(c, env, requests))
+    await env.db.transact(lambda c: claim.claim(c, env, "test-worker", count))
+    return [c.run.run_id for c in created if isinstance(c, Created)]
 
 
 def lines_of(response: httpx.Response) -> list[bytes]:

@@ -10,8 +10,8 @@ from sqlalchemy.exc import DBAPIError
 
 from stellaorch.domain.errors import StellaError
 from stellaorch.domain.status import AttemptStatus
-from stellaorch.engine import execution
-from stellaorch.engine.execution import Lease, Outcome
+from stellaorch.engine import claim, complete, recover
+from stellaorch.engine.requests import Completed, Lease, Outcome
 
 if TYPE_CHECKING:
     from conftest import Harness, MakeHarness
@@ -24,14 +24,17 @@ def one_step(harness: Harness, step: dict[str, Any] | None = None) -> dict[str, 
 async def claim_as_dead_worker(harness: Harness) -> Lease:
     """Lease the next due step as a worker that will never report or heartbeat."""
     env = harness.orchestrator.env
-    claimed = await env.db.transact(lambda conn: execution.claim(conn, env, "dead-worker", 1))
+    claimed = await env.db.transact(lambda conn: claim.claim(conn, env, "dead-worker", 1))
     assert len(claimed.leases) == 1
     return claimed.leases[0]
 
 
-async def complete(harness: Harness, *outcomes: Outcome) -> execution.Completed:
+async def report(harness: Harness, *outcomes: Outcome) -> Completed:
+    """Report outcomes as a worker does, with no room left to claim more work."""
     env = harness.orchestrator.env
-    done = await env.db.transact(lambda conn: execution.complete(conn, env, list(outcomes)))
+    done, _ = await env.db.transact(
+        lambda conn: complete.complete_and_claim(conn, env, list(outcomes), "dead-worker", 0)
+    )
     env.bus.publish(done.entries)
     return done
 
@@ -83,7 +86,7 @@ async def test_completion_after_recovery_is_rejected(make_harness: MakeHarness) 
         await harness.wait_done(run_id, within=5)
     before = (await harness.view(run_id), await harness.ledger(run_id))
 
-    late = await complete(harness, succeeded(stale))
+    late = await report(harness, succeeded(stale))
 
     assert late.rejected == [succeeded(stale)]
     assert late.entries == []
@@ -104,7 +107,7 @@ async def test_completion_while_the_retry_runs_is_rejected(make_harness: MakeHar
             return attempt_statuses(harness, await harness.view(run_id)) == ["lost", "running"]
 
         await harness.wait_until(retry_running, 5, "the retry of the lost attempt runs")
-        late = await complete(harness, succeeded(stale))
+        late = await report(harness, succeeded(stale))
         view = await harness.wait_done(run_id, within=5)
 
     assert late.rejected == [succeeded(stale)]
@@ -117,8 +120,8 @@ async def test_second_completion_of_the_same_lease_is_rejected(harness: Harness)
     run_id = (await harness.create("one")).run.run_id
     lease = await claim_as_dead_worker(harness)
 
-    first = await complete(harness, succeeded(lease))
-    second = await complete(harness, succeeded(lease))
+    first = await report(harness, succeeded(lease))
+    second = await report(harness, succeeded(lease))
 
     view = await harness.view(run_id)
     assert first.rejected == []
@@ -135,7 +138,7 @@ async def test_duplicate_completion_in_one_batch_is_applied_once(harness: Harnes
     lease = await claim_as_dead_worker(harness)
     other_outcome = Outcome(lease, AttemptStatus.SUCCEEDED, {"by": "the other report"})
 
-    done = await complete(harness, succeeded(lease), other_outcome)
+    done = await report(harness, succeeded(lease), other_outcome)
 
     view = await harness.view(run_id)
     assert done.rejected == [other_outcome]
@@ -153,13 +156,13 @@ async def test_batch_with_a_success_and_a_fatal_failure_ends_the_run_cleanly(
     await harness.publish(harness.spec("pair", steps, [("good", "after")]))
     run_id = (await harness.create("pair")).run.run_id
     env = harness.orchestrator.env
-    claimed = await env.db.transact(lambda conn: execution.claim(conn, env, "w", 2))
+    claimed = await env.db.transact(lambda conn: claim.claim(conn, env, "w", 2))
     lease = {x.step_id: x for x in claimed.leases}
     error = {"code": "BROKEN", "message": "no", "retryable": False}
     fatal = Outcome(lease["bad"], AttemptStatus.FAILED, None, "", error)
     batch = [fatal, succeeded(lease["good"])] if fatal_first else [succeeded(lease["good"]), fatal]
 
-    await complete(harness, *batch)
+    await report(harness, *batch)
 
     view = await harness.view(run_id)
     statuses = {s["stepId"]: s["status"] for s in view["steps"]}
@@ -185,11 +188,11 @@ async def test_completion_that_cannot_be_recorded_changes_nothing(harness: Harne
     await harness.install("ledger_insert_fails")
 
     with pytest.raises((DBAPIError, StellaError)):
-        await complete(harness, succeeded(lease))
+        await report(harness, succeeded(lease))
 
     await harness.remove("ledger_insert_fails")
     assert await harness.view(run_id) == before
-    retried = await complete(harness, succeeded(lease))
+    retried = await report(harness, succeeded(lease))
     assert retried.rejected == []
     assert harness.step(await harness.view(run_id), "next")["status"] == "queued"
 
@@ -205,7 +208,7 @@ async def test_attempts_lost_again_and_again_finally_fail_the_step(
     for _ in range(2):
         await claim_as_dead_worker(harness)
         await asyncio.sleep(0.3)
-        entries = await env.db.transact(lambda conn: execution.recover(conn, env))
+        entries = await env.db.transact(lambda conn: recover.recover(conn, env))
         env.bus.publish(entries)
 
     view = await harness.view(run_id)
@@ -247,7 +250,7 @@ async def test_cancelled_run_refuses_the_outcome_of_its_running_attempt(harness:
     lease = await claim_as_dead_worker(harness)
     await harness.runs.cancel(harness.tenant, run_id)
 
-    late = await complete(harness, succeeded(lease))
+    late = await report(harness, succeeded(lease))
 
     view = await harness.view(run_id)
     assert late.rejected == [succeeded(lease)]

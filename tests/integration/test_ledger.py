@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy.exc import DBAPIError
 
 from stellaorch.domain.canonical import sha256_hex
-from stellaorch.engine import execution
+from stellaorch.engine import claim
 
 if TYPE_CHECKING:
     from conftest import Harness, MakeHarness
@@ -193,7 +193,7 @@ async def test_no_code_path_updates_or_deletes_ledger_rows(make_harness: MakeHar
         await harness.publish(spec)
     env = harness.orchestrator.env
     lost = (await harness.create("lost")).run.run_id
-    await env.db.transact(lambda conn: execution.claim(conn, env, "dead-worker", 1))
+    await env.db.transact(lambda conn: claim.claim(conn, env, "dead-worker", 1))
     queued = (await harness.create("queued-cancel")).run.run_id
     await harness.runs.cancel(harness.tenant, queued)
     run_ids = {

@@ -20,9 +20,9 @@ from api_fixtures import BASE, MakeApi  # noqa: E402
 
 from conftest import Harness, Stores  # noqa: E402
 from stellaorch.domain.errors import StoreUnavailable, ValidationError  # noqa: E402
-from stellaorch.engine import execution  # noqa: E402
+from stellaorch.engine import create  # noqa: E402
 from stellaorch.engine.env import EngineEnv  # noqa: E402
-from stellaorch.engine.execution import Created, RunRequest  # noqa: E402
+from stellaorch.engine.requests import Created, RunRequest  # noqa: E402
 from stellaorch.store.database import Database, StoreOptions  # noqa: E402
 from stellaorch.store.migrate import current_revision, head_revision  # noqa: E402
 
@@ -107,19 +107,27 @@ async def test_health_is_503_while_the_database_refuses_connections(
 
 
 # -- races --------------------------------------------------------------------------------
+def create_one(conn: Connection, env: EngineEnv, request: RunRequest) -> Created:
+    """The create transaction for one request; its error is raised."""
+    result = create.create_runs(conn, env, [request])[0]
+    if isinstance(result, Exception):
+        raise result
+    return result
+
+
 def race_two_creates(env: EngineEnv) -> tuple[Created, Created, bool]:
     """The first create holds its transaction open while the second inserts the same token."""
     inserted, go = threading.Event(), threading.Event()
     request = RunRequest("acme", "one", {}, "tok-1")
 
     def first(conn: Connection) -> Created:
-        created = execution.create_run(conn, env, request)
+        created = create_one(conn, env, request)
         inserted.set()
         assert go.wait(10), "never released"
         return created
 
     def second(conn: Connection) -> Created:
-        return execution.create_run(conn, env, request)
+        return create_one(conn, env, request)
 
     with ThreadPoolExecutor(2) as pool:
         winner = pool.submit(env.db.transact_sync, first)

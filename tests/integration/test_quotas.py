@@ -13,8 +13,8 @@ pytest_plugins = ("api_fixtures",)
 
 from api_fixtures import BASE, Api, assert_envelope, spec  # noqa: E402
 
-from stellaorch.engine import execution  # noqa: E402
-from stellaorch.engine.execution import RunRequest  # noqa: E402
+from stellaorch.engine import claim, create  # noqa: E402
+from stellaorch.engine.requests import RunRequest  # noqa: E402
 from stellaorch.store import controls  # noqa: E402
 from stellaorch.store.controls import ALL_DAGS, QuotaRow  # noqa: E402
 
@@ -99,12 +99,12 @@ async def test_fairness_b_starts_before_a_has_started_a_thousand(api: Api) -> No
     await api.publish(B, NOOP)
     env = api.orchestrator.env
     requests = [RunRequest(A, "wide", {}) for _ in range(100)]
-    await env.db.transact(lambda c: execution.create_runs(c, env, requests))
+    await env.db.transact(lambda c: create.create_runs(c, env, requests))
     for _ in range(10):
         await api.start(B, "job")
     started = {A: 0, B: 0}
     while started[B] < 10:
-        claimed = await env.db.transact(lambda c: execution.claim(c, env, "w1", 50))
+        claimed = await env.db.transact(lambda c: claim.claim(c, env, "w1", 50))
         assert claimed.leases, "work is queued, a claim must lease some"
         for lease in claimed.leases:
             started[lease.tenant] += 1

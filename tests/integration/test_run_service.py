@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy.exc import DBAPIError
 
 from stellaorch.domain.errors import InputsInvalid, RunNotFound, RunTokenConflict, StellaError
-from stellaorch.engine.execution import RunRequest
+from stellaorch.engine.requests import RunRequest
 
 if TYPE_CHECKING:
     from conftest import Harness

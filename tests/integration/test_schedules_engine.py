@@ -23,7 +23,7 @@ from stellaorch.domain.errors import (  # noqa: E402
 )
 from stellaorch.domain.firing import jitter_us, run_token  # noqa: E402
 from stellaorch.domain.providers import format_utc, parse_utc  # noqa: E402
-from stellaorch.engine.execution import RunRequest  # noqa: E402
+from stellaorch.engine.requests import RunRequest  # noqa: E402
 from stellaorch.engine.scheduler import Scheduler  # noqa: E402
 from stellaorch.engine.schedules import ScheduleNotFound, ScheduleSpec  # noqa: E402
 

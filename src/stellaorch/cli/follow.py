@@ -12,10 +12,9 @@ from stellaorch.cli.errors import ApiUnreachable, RemoteError, RunUnsuccessful
 from stellaorch.cli.output import stderr_is_terminal
 from stellaorch.cli.progress import RemoteRunProgress
 from stellaorch.cli.stream import messages, open_stream, parse_event, stream_params
+from stellaorch.domain.ledger import RUN_ENDED
 from stellaorch.domain.status import TERMINAL_RUN, RunStatus
 
-_ENDED = frozenset(status.value for status in TERMINAL_RUN)
-RUN_ENDED = frozenset({"run.completed", "run.failed", "run.cancelled"})
 POLL_SECONDS = 0.5
 
 
@@ -69,7 +68,7 @@ async def _read_state(client: ApiClient, run_id: str, progress: RemoteRunProgres
     view = await client.get(run_path(run_id))
     if progress is not None:
         progress.show(view)
-    return view.get("status") in _ENDED
+    return view.get("status") in TERMINAL_RUN
 
 
 def require_completed(view: dict[str, Any]) -> None:

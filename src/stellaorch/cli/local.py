@@ -18,8 +18,8 @@ from stellaorch.cli.output import print_json, say, stderr_is_terminal
 from stellaorch.cli.progress import RunProgress
 from stellaorch.domain.ledger import ChainReport
 from stellaorch.engine.app import Orchestrator
-from stellaorch.engine.execution import RunRequest
 from stellaorch.engine.health import check_store, corrupt_error
+from stellaorch.engine.requests import RunRequest
 from stellaorch.settings import Settings
 
 

@@ -22,8 +22,6 @@ from stellaorch.domain.ledger import LedgerEntry
 from stellaorch.domain.status import TERMINAL_STEP
 from stellaorch.engine.events import EventBus
 
-_FINISHED = frozenset(s.value for s in TERMINAL_STEP)
-
 
 def _bar() -> Progress:
     """Spinner, description, bar, `finished/total` and elapsed time, drawn on stderr."""
@@ -70,7 +68,7 @@ class RunProgress:
         self._task = self._progress.add_task(dag_id, total=total, completed=done)
 
     def _on_entry(self, entry: LedgerEntry) -> None:
-        if entry.step_id is not None and entry.status in _FINISHED:
+        if entry.step_id is not None and entry.status in TERMINAL_STEP:
             self._finished[entry.run_id].add(entry.step_id)
         if entry.run_id != self._run_id or self._task is None:
             return
@@ -124,7 +122,7 @@ class RemoteRunProgress:
         self._draw(f"{step_id or 'run'} {status}")
 
     def _draw(self, latest: str) -> None:
-        done = sum(1 for status in self._steps.values() if status in _FINISHED)
+        done = sum(1 for status in self._steps.values() if status in TERMINAL_STEP)
         self._progress.update(
             self._task,
             total=len(self._steps) or None,

@@ -22,7 +22,7 @@ from stellaorch.domain.errors import StellaError
 from stellaorch.domain.ledger import LedgerEntry
 from stellaorch.engine.app import Orchestrator
 from stellaorch.engine.catalog import Published
-from stellaorch.engine.execution import RunRequest
+from stellaorch.engine.requests import RunRequest
 from stellaorch.settings import Settings
 
 log = logging.getLogger("stellaorch.serve")

@@ -5,12 +5,38 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from stellaorch.domain.canonical import encode_prepared, normalise, sha256_hex
 from stellaorch.domain.providers import format_utc
 
 GENESIS_HASH = "sha256:" + "0" * 64
+
+
+class EntryType(StrEnum):
+    """What a ledger entry records: a run's or a step's change of status."""
+
+    RUN_CREATED = "run.created"
+    RUN_STARTED = "run.started"
+    RUN_COMPLETED = "run.completed"
+    RUN_FAILED = "run.failed"
+    RUN_CANCELLED = "run.cancelled"
+    STEP_QUEUED = "step.queued"
+    STEP_RUNNING = "step.running"
+    STEP_RETRYING = "step.retrying"
+    STEP_SUCCEEDED = "step.succeeded"
+    STEP_FAILED = "step.failed"
+    STEP_CANCELLED = "step.cancelled"
+    STEP_SKIPPED = "step.skipped"
+
+
+# The entries that end a run: exactly one per run, always its last.
+RUN_ENDED: frozenset[EntryType] = frozenset(
+    {EntryType.RUN_COMPLETED, EntryType.RUN_FAILED, EntryType.RUN_CANCELLED}
+)
+# The entries after which a run's remaining attempts must stop.
+RUN_STOPPED: frozenset[EntryType] = frozenset({EntryType.RUN_FAILED, EntryType.RUN_CANCELLED})
 
 
 @dataclass(frozen=True)
@@ -47,7 +73,7 @@ class EntryDraft:
     tenant: str
     dag_id: str
     trace_id: str
-    entry_type: str
+    entry_type: EntryType
     status: str
     ts_us: int
     step_id: str | None = None
@@ -57,13 +83,14 @@ class EntryDraft:
 
 def seal(draft: EntryDraft, seq: int, prev_hash: str) -> LedgerEntry:
     """Place a draft at position `seq` after `prev_hash` and compute its hash."""
+    entry_type = EntryType(draft.entry_type).value  # refuses an entry type nobody defined
     body_doc = {
         "runId": draft.run_id,
         "seq": seq,
         "tenant": draft.tenant,
         "dagId": draft.dag_id,
         "traceId": draft.trace_id,
-        "type": draft.entry_type,
+        "type": entry_type,
         "status": draft.status,
         "stepId": draft.step_id,
         "attempt": draft.attempt,
@@ -79,7 +106,7 @@ def seal(draft: EntryDraft, seq: int, prev_hash: str) -> LedgerEntry:
         tenant=draft.tenant,
         dag_id=draft.dag_id,
         trace_id=draft.trace_id,
-        entry_type=draft.entry_type,
+        entry_type=entry_type,
         status=draft.status,
         ts_us=draft.ts_us,
         prev_hash=prev_hash,

@@ -10,9 +10,9 @@ import asyncio
 from functools import partial
 
 from stellaorch.domain.errors import StellaError
-from stellaorch.engine import execution
+from stellaorch.engine import create
 from stellaorch.engine.env import EngineEnv
-from stellaorch.engine.execution import Created, RunRequest
+from stellaorch.engine.requests import Created, RunRequest
 
 MAX_BATCH = 500
 
@@ -44,7 +44,7 @@ class CreateBatcher:
         requests = [r for r, _ in batch]
         try:
             results = await self._env.db.transact(
-                partial(execution.create_runs, env=self._env, requests=requests)
+                partial(create.create_runs, env=self._env, requests=requests)
             )
         except Exception as exc:  # the whole transaction failed: every request learns why
             for _, future in batch:

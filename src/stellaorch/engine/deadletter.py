@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 from sqlalchemy import Connection
 
 from stellaorch.domain.errors import NotFound, StellaError, ValidationError
-from stellaorch.engine import execution
+from stellaorch.engine import create
 from stellaorch.engine.env import EngineEnv
-from stellaorch.engine.execution import Created, ReplayOrigin, RunRequest
+from stellaorch.engine.requests import Created, ReplayOrigin, RunRequest
 from stellaorch.store import deadletter, runs
 from stellaorch.store.deadletter import FailedStep
 
@@ -104,7 +104,7 @@ class DeadLetterService:
         requests = [
             self._request(conn, tenant, r, reason, origin) for r in group.run_ids if r not in done
         ]
-        results = execution.create_runs(conn, self.env, requests)
+        results = create.create_runs(conn, self.env, requests)
         for result in results:
             if isinstance(result, StellaError):
                 raise result  # the transaction rolls back: nothing half-created

@@ -13,16 +13,15 @@ from sqlalchemy import Connection
 from stellaorch.domain.errors import NotFound, RunNotFound, ValidationError
 from stellaorch.domain.ledger import ChainReport, LedgerEntry
 from stellaorch.domain.status import TERMINAL_RUN
-from stellaorch.engine import execution
+from stellaorch.engine import recover
 from stellaorch.engine.batching import CreateBatcher
 from stellaorch.engine.env import EngineEnv
-from stellaorch.engine.execution import Cancelled, Created, ReplayOrigin, RunRequest
+from stellaorch.engine.requests import Cancelled, Created, ReplayOrigin, RunRequest
 from stellaorch.engine.run_check import check_run
 from stellaorch.engine.views import run_summary, run_view, step_view, steps_view
 from stellaorch.store import blobs, runs
 from stellaorch.store.runs import RunFilter, RunState
 
-_TERMINAL = frozenset(s.value for s in TERMINAL_RUN)
 FINISHED_CACHE_SIZE = 2_000  # views of finished runs kept in memory (a few MB at most)
 
 
@@ -53,7 +52,7 @@ class RunService:
     async def cancel(self, tenant: str, run_id: str, reason: str | None = None) -> Cancelled:
         """Cancel a run (idempotent); a finished run comes back with `rejected` set."""
         result = await self.env.db.transact(
-            lambda c: execution.cancel_run(c, self.env, tenant, run_id, reason)
+            lambda c: recover.cancel_run(c, self.env, tenant, run_id, reason)
         )
         self.env.bus.publish(result.entries)
         return result
@@ -74,7 +73,7 @@ class RunService:
             view = run_view(
                 run, runs.list_steps(conn, tenant, run_id), runs.list_attempts(conn, tenant, run_id)
             )
-            return run.status in _TERMINAL, json.dumps(view, separators=(",", ":")).encode()
+            return run.status in TERMINAL_RUN, json.dumps(view, separators=(",", ":")).encode()
 
         finished, body = await self.env.db.read(work)
         if finished:
@@ -185,12 +184,12 @@ class RunService:
         ended = asyncio.Event()
 
         def listen(entry: LedgerEntry) -> None:
-            if entry.run_id == run_id and entry.status in _TERMINAL and entry.step_id is None:
+            if entry.run_id == run_id and entry.status in TERMINAL_RUN and entry.step_id is None:
                 ended.set()
 
         unsubscribe = self.env.bus.subscribe(listen)
         try:
-            while (status := await self.status(tenant, run_id)) not in _TERMINAL:
+            while (status := await self.status(tenant, run_id)) not in TERMINAL_RUN:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(ended.wait(), poll_seconds)
             return status

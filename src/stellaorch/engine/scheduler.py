@@ -31,7 +31,7 @@ from stellaorch.domain.ledger import LedgerEntry
 from stellaorch.domain.providers import worker_identity
 from stellaorch.domain.status import TERMINAL_RUN
 from stellaorch.engine.env import EngineEnv
-from stellaorch.engine.execution import Created, RunRequest
+from stellaorch.engine.requests import Created, RunRequest
 from stellaorch.engine.runs import RunService
 from stellaorch.engine.schedules import ACTIVE, inputs_of, new_firing, timing_of, version_enabled
 from stellaorch.store import controls, leases
@@ -45,7 +45,6 @@ US = 1_000_000
 DAY_US = 86_400 * US
 PRUNE_EVERY_US = 600 * US  # the leader deletes old triggers this often, a batch at a time
 PRUNE_BATCH = 5_000
-_TERMINAL = frozenset(s.value for s in TERMINAL_RUN)
 
 
 @dataclass(frozen=True)
@@ -181,7 +180,7 @@ class Scheduler:
 
     def _on_entry(self, entry: LedgerEntry) -> None:
         """A run ended: a buffered trigger may start now."""
-        if self._buffered and entry.step_id is None and entry.status in _TERMINAL:
+        if self._buffered and entry.step_id is None and entry.status in TERMINAL_RUN:
             self._wake.set()
 
     async def _release(self) -> None:

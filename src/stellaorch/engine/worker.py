@@ -16,19 +16,18 @@ from dataclasses import dataclass
 from functools import partial
 
 from stellaorch.domain.errors import StellaError, StepFailed, StoreUnavailable
-from stellaorch.domain.ledger import LedgerEntry
+from stellaorch.domain.ledger import RUN_STOPPED, EntryType, LedgerEntry
 from stellaorch.domain.providers import worker_identity
 from stellaorch.domain.status import AttemptStatus
-from stellaorch.engine import execution
+from stellaorch.engine import claim, complete, recover
 from stellaorch.engine.env import EngineEnv
-from stellaorch.engine.execution import Lease, Outcome
+from stellaorch.engine.requests import Lease, Outcome
 from stellaorch.plugins.base import PluginRegistry, StepContext, check_outputs
 from stellaorch.store.notify import Topic
 
 log = logging.getLogger("stellaorch.worker")
 
-_STOPS_RUN = frozenset({"run.cancelled", "run.failed"})
-_WAKES = frozenset({"step.queued", "step.retrying"})
+_WAKES = frozenset({EntryType.STEP_QUEUED, EntryType.STEP_RETRYING})
 
 
 @dataclass
@@ -109,7 +108,7 @@ class Worker:
         with contextlib.suppress(asyncio.CancelledError):
             await maintenance
         if leftover:
-            entries = await self.env.db.transact(lambda c: execution.recover(c, self.env, leftover))
+            entries = await self.env.db.transact(lambda c: recover.recover(c, self.env, leftover))
             self.env.bus.publish(entries)
 
     def _on_notified(self, loop: asyncio.AbstractEventLoop) -> Callable[[], None]:
@@ -124,7 +123,7 @@ class Worker:
     def _on_entry(self, entry: LedgerEntry) -> None:
         if entry.entry_type in _WAKES and not self._quiet:
             self._wake.set()
-        elif entry.entry_type in _STOPS_RUN:
+        elif entry.entry_type in RUN_STOPPED:
             for slot in list(self._slots.values()):
                 if slot.lease.run_id == entry.run_id:
                     slot.task.cancel()
@@ -170,7 +169,7 @@ class Worker:
             try:
                 claimed = await self.env.db.transact(
                     partial(
-                        execution.claim,
+                        claim.claim,
                         env=self.env,
                         worker_id=self.worker_id,
                         limit=limit,
@@ -270,7 +269,7 @@ class Worker:
         try:
             done, claimed = await self.env.db.transact(
                 partial(
-                    execution.complete_and_claim,
+                    complete.complete_and_claim,
                     env=self.env,
                     outcomes=batch,
                     worker_id=self.worker_id,
@@ -306,14 +305,14 @@ class Worker:
         held = list(self._slots)
         if not held:
             return
-        alive = await self.env.db.transact(lambda c: execution.heartbeat(c, self.env, held))
+        alive = await self.env.db.transact(lambda c: recover.heartbeat(c, self.env, held))
         for lease_id in set(held) - alive:
             slot = self._slots.get(lease_id)
             if slot is not None:
                 slot.task.cancel()  # revoked elsewhere (cancel, expiry): stop the attempt
 
     async def _recover_expired(self) -> None:
-        entries = await self.env.db.transact(lambda c: execution.recover(c, self.env))
+        entries = await self.env.db.transact(lambda c: recover.recover(c, self.env))
         if entries:
             self.env.bus.publish(entries)
             self._wake.set()

@@ -8,13 +8,12 @@ from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from stellaorch.domain.ledger import LedgerEntry
+from stellaorch.domain.ledger import RUN_ENDED, EntryType, LedgerEntry
 
 # Runs last seconds to hours; the default buckets stop at 10 s.
 RUN_DURATION_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200)
 # Start times kept for runs still going; the oldest are dropped first so memory stays bounded.
 MAX_TRACKED_RUNS = 100_000
-TERMINAL_RUN_ENTRIES = frozenset({"run.completed", "run.failed", "run.cancelled"})
 
 
 class OrchestratorMetrics:
@@ -26,12 +25,12 @@ class OrchestratorMetrics:
         self._define_run_metrics()
         self._define_http_metrics()
         self._handlers: dict[str, Callable[[LedgerEntry], None]] = {
-            "run.created": self._count_run,
-            "run.started": self._remember_start,
-            **dict.fromkeys(TERMINAL_RUN_ENTRIES, self._finish_run),
-            "step.running": self._count_lease,
-            "step.retrying": self._count_retry,
-            "step.failed": self._count_lost_lease,
+            EntryType.RUN_CREATED: self._count_run,
+            EntryType.RUN_STARTED: self._remember_start,
+            **dict.fromkeys(RUN_ENDED, self._finish_run),
+            EntryType.STEP_RUNNING: self._count_lease,
+            EntryType.STEP_RETRYING: self._count_retry,
+            EntryType.STEP_FAILED: self._count_lost_lease,
         }
 
     def _define_run_metrics(self) -> None:

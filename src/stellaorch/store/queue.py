@@ -265,15 +265,17 @@ def extend_leases(conn: Connection, lease_ids: Sequence[str], expires_us: int) -
     return alive
 
 
-def delete_run_items(conn: Connection, run_id: str) -> list[tuple[str, str | None]]:
-    """Drop every queued item of a run; returns (step_id, lease_id) of what was removed."""
+def leased_steps(conn: Connection, run_id: str) -> set[str]:
+    """The steps of a run whose queue item is leased to a worker right now."""
     q = queue_items.c
-    rows = [
-        (s, lease)
-        for s, lease in conn.execute(select(q.step_id, q.lease_id).where(q.run_id == run_id))
-    ]
-    conn.execute(delete(queue_items).where(q.run_id == run_id))
-    return rows
+    query = select(q.step_id).where(q.run_id == run_id, q.lease_id.isnot(None))
+    return {step_id for (step_id,) in conn.execute(query)}
+
+
+def drop_runs(conn: Connection, run_ids: Sequence[str]) -> None:
+    """Remove every queue item of some runs (they ended)."""
+    for part in chunks(run_ids):
+        conn.execute(delete(queue_items).where(queue_items.c.run_id.in_(list(part))))
 
 
 def next_due_us(conn: Connection, only: Sequence[str] = ()) -> int | None:

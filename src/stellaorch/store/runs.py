@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
 from sqlalchemy import Connection, Row, Select, bindparam, select, tuple_, update
 
+from stellaorch.domain.transitions import RunRecord, StepFact
 from stellaorch.store.bulk import execute_many, insert_rows
 from stellaorch.store.dialect import claim_lock, lock_rows, per_dialect
 from stellaorch.store.schema import attempts, runs, step_executions
@@ -21,34 +22,11 @@ def chunks(items: Sequence[str], size: int = CHUNK) -> Iterable[Sequence[str]]:
         yield items[start : start + size]
 
 
-@dataclass
-class RunState:
-    """A run row, mutable inside one transaction and written back with `save_runs`."""
-
-    run_id: str
-    tenant: str
-    dag_id: str
-    dag_version: str
-    run_token: str
-    inputs_json: str
-    inputs_hash: str
-    status: str
-    trace_id: str
-    trigger: str
-    replay_of: str | None
-    created_us: int
-    started_us: int | None
-    ended_us: int | None
-    outputs_hash: str | None
-    error_json: str | None
-    open_steps: int
-    ledger_seq: int
-    ledger_head: str
-    # bytes of step outputs the run has stored, checked against max_run_output_bytes
-    output_bytes: int = 0
+# The store reads and writes the lifecycle's run records.
+RunState = RunRecord
 
 
-_RUN_FIELDS = [f.name for f in fields(RunState)]
+_RUN_FIELDS = [f.name for f in fields(RunRecord)]
 _MUTABLE = (
     "status",
     "started_us",
@@ -161,16 +139,16 @@ _step_states = select(_se.run_id, _se.step_id, _se.status, _se.deps_remaining).w
 )
 
 
-def step_states(
+def step_facts(
     conn: Connection, pairs: Iterable[tuple[str, str]]
-) -> dict[tuple[str, str], tuple[str, int]]:
-    """(status, deps_remaining) of some (run_id, step_id) steps, across runs."""
+) -> dict[tuple[str, str], StepFact]:
+    """Status and dependency count of some (run_id, step_id) steps, across runs."""
     wanted = sorted(set(pairs))
-    out: dict[tuple[str, str], tuple[str, int]] = {}
+    out: dict[tuple[str, str], StepFact] = {}
     for start in range(0, len(wanted), CHUNK):
         params = {"pairs": wanted[start : start + CHUNK]}
         for run_id, step_id, status, deps in conn.execute(_step_states, params):
-            out[(run_id, step_id)] = (status, deps)
+            out[(run_id, step_id)] = StepFact(status, deps)
     return out
 
 
@@ -212,8 +190,8 @@ def open_steps(conn: Connection, run_id: str, terminal: Iterable[str]) -> list[t
     return [(sid, st) for sid, st in conn.execute(query)]
 
 
-def update_steps(conn: Connection, values: Mapping[str, Any], params: list[dict[str, Any]]) -> None:
-    """Batch update of step executions keyed by b_run_id/b_step_id; `values` maps columns."""
+def update_steps(conn: Connection, columns: Sequence[str], params: list[dict[str, Any]]) -> None:
+    """Batch update of step executions keyed by b_run_id/b_step_id; column c from v_c."""
     if not params:
         return
     stmt = (
@@ -222,9 +200,9 @@ def update_steps(conn: Connection, values: Mapping[str, Any], params: list[dict[
             step_executions.c.run_id == bindparam("b_run_id"),
             step_executions.c.step_id == bindparam("b_step_id"),
         )
-        .values(dict(values))
+        .values({c: bindparam(f"v_{c}") for c in columns})
     )
-    execute_many(conn, ("update_steps", tuple(sorted(values))), stmt, params)
+    execute_many(conn, ("update_steps", tuple(columns)), stmt, params)
 
 
 def insert_attempts(conn: Connection, rows: list[dict[str, Any]]) -> None:
@@ -232,10 +210,8 @@ def insert_attempts(conn: Connection, rows: list[dict[str, Any]]) -> None:
     insert_rows(conn, attempts, rows)
 
 
-def update_attempts(
-    conn: Connection, values: Mapping[str, Any], params: list[dict[str, Any]]
-) -> None:
-    """Batch update of attempts keyed by b_run_id/b_step_id/b_attempt."""
+def update_attempts(conn: Connection, columns: Sequence[str], params: list[dict[str, Any]]) -> None:
+    """Batch update of attempts keyed by b_run_id/b_step_id/b_attempt; column c from v_c."""
     if not params:
         return
     stmt = (
@@ -245,9 +221,9 @@ def update_attempts(
             attempts.c.step_id == bindparam("b_step_id"),
             attempts.c.attempt == bindparam("b_attempt"),
         )
-        .values(dict(values))
+        .values({c: bindparam(f"v_{c}") for c in columns})
     )
-    execute_many(conn, ("update_attempts", tuple(sorted(values))), stmt, params)
+    execute_many(conn, ("update_attempts", tuple(columns)), stmt, params)
 
 
 def running_attempts(conn: Connection, run_id: str) -> list[tuple[str, int]]:

@@ -13,7 +13,7 @@ from stellaorch.api.paging import PageSize, PageToken, decode_position, encode_t
 from stellaorch.api.state import orchestrator
 from stellaorch.domain.providers import format_utc
 from stellaorch.engine.deadletter import SAMPLES, DeadLetterGroup, DeadLetterService
-from stellaorch.engine.execution import ReplayOrigin
+from stellaorch.engine.requests import ReplayOrigin
 from stellaorch.engine.views import run_summary
 
 router = APIRouter(tags=["deadletter"])

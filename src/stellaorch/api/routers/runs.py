@@ -22,8 +22,8 @@ from stellaorch.api.state import orchestrator
 from stellaorch.domain.errors import RunTokenConflict, ValidationError
 from stellaorch.domain.providers import parse_utc
 from stellaorch.domain.status import RunStatus
-from stellaorch.engine.execution import ReplayOrigin, RunRequest
 from stellaorch.engine.records import IdempotencyClaim
+from stellaorch.engine.requests import ReplayOrigin, RunRequest
 from stellaorch.engine.views import run_summary
 from stellaorch.store.runs import RunFilter
 

@@ -1,0 +1,489 @@
+"""The run lifecycle as one pure state machine: events in, transitions out.
+
+The engine's transaction scripts read what an event needs from the store (the runs, the
+facts of the steps it touches, the DAG), feed the events here, and hand `drain()`'s
+transitions to the store writer, all in one transaction. Every status change is checked
+against the tables in `status`; every ledger entry is chained here; a step is queued only
+once all its predecessors have succeeded (or were skipped).
+
+Two events need more facts than a step's neighbours: ending a run (its open steps, leases
+and attempts) and completing one (its steps' output hashes). The machine marks those runs
+(`ending`, `finishing`) and the script answers with `close` and `complete`.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from stellaorch.domain.canonical import canonical_json, hash_json
+from stellaorch.domain.ledger import EntryDraft, EntryType, LedgerEntry, seal
+from stellaorch.domain.providers import format_utc
+from stellaorch.domain.retry import backoff_delay_ms
+from stellaorch.domain.spec import CompiledDag
+from stellaorch.domain.status import (
+    TERMINAL_RUN,
+    TERMINAL_STEP,
+    AttemptStatus,
+    RunStatus,
+    StepStatus,
+    check_attempt_transition,
+    check_run_transition,
+    check_step_transition,
+)
+from stellaorch.domain.transitions import (
+    AttemptKey,
+    EndFacts,
+    Limits,
+    RunRecord,
+    StepFact,
+    StepKey,
+    Transitions,
+)
+
+# A success whose outputs overrun the run's max_run_output_bytes fails with this code.
+OUTPUT_LIMIT_EXCEEDED = "OUTPUT_LIMIT_EXCEEDED"
+
+_RUN_ENTRY = {
+    RunStatus.RUNNING: EntryType.RUN_STARTED,
+    RunStatus.COMPLETED: EntryType.RUN_COMPLETED,
+    RunStatus.FAILED: EntryType.RUN_FAILED,
+    RunStatus.CANCELLED: EntryType.RUN_CANCELLED,
+}
+_STEP_ENTRY = {
+    StepStatus.QUEUED: EntryType.STEP_QUEUED,
+    StepStatus.RUNNING: EntryType.STEP_RUNNING,
+    StepStatus.SUCCEEDED: EntryType.STEP_SUCCEEDED,
+    StepStatus.FAILED: EntryType.STEP_FAILED,
+    StepStatus.CANCELLED: EntryType.STEP_CANCELLED,
+    StepStatus.SKIPPED: EntryType.STEP_SKIPPED,
+}
+
+
+def facts_needed(dag: CompiledDag, step_id: str) -> set[str]:
+    """The steps whose facts finishing `step_id` may touch: successors, through skipped ones."""
+    needed: set[str] = set()
+    work = list(dag.successors[step_id])
+    while work:
+        succ = work.pop()
+        if succ not in needed:
+            needed.add(succ)
+            if dag.steps[succ].disabled:
+                work.extend(dag.successors[succ])
+    return needed
+
+
+class RunLifecycle:
+    """The changes of one transaction to some runs; no I/O, no clock but `now_us`."""
+
+    def __init__(self, now_us: int, limits: Limits, rng: random.Random) -> None:
+        self.now = now_us
+        self._limits = limits
+        self._rng = rng
+        self.runs: dict[str, RunRecord] = {}
+        self._dags: dict[str, CompiledDag] = {}
+        self._status: dict[StepKey, str] = {}
+        self._deps: dict[StepKey, int] = {}
+        self._new_runs: list[str] = []
+        self._new_steps: dict[StepKey, dict[str, Any]] = {}
+        self._rows = Transitions()
+        self._entries: list[LedgerEntry] = []
+        self._touched: set[str] = set()
+        self._ended: set[str] = set()
+        self._ending: dict[str, tuple[RunStatus, dict[str, Any]]] = {}
+        self._new_outputs: dict[str, dict[str, str]] = {}
+
+    # -- facts -----------------------------------------------------------------------------
+    def track(self, run: RunRecord, dag: CompiledDag) -> None:
+        """Follow a run read in this transaction, with the DAG version it executes."""
+        self.runs.setdefault(run.run_id, run)
+        self._dags.setdefault(run.run_id, dag)
+
+    def dag(self, run_id: str) -> CompiledDag:
+        """The DAG version a tracked run executes."""
+        return self._dags[run_id]
+
+    def know(self, facts: Mapping[StepKey, StepFact]) -> None:
+        """Stored facts of steps; what this transaction already changed stays as it is."""
+        for key, fact in facts.items():
+            self._status.setdefault(key, fact.status)
+            self._deps.setdefault(key, fact.deps_remaining)
+
+    def knows(self, key: StepKey) -> bool:
+        """Whether the step's dependency count is known (its facts were given)."""
+        return key in self._deps
+
+    def assume(self, run_id: str, step_id: str, status: StepStatus) -> None:
+        """State a step's status known without reading it (a lease proves it)."""
+        self._status[(run_id, step_id)] = status.value
+
+    def is_open(self, run_id: str) -> bool:
+        """Whether the run still takes events: not ended, and not about to end."""
+        run = self.runs[run_id]
+        return run.status not in TERMINAL_RUN and run_id not in self._ending
+
+    # -- events ----------------------------------------------------------------------------
+    def create(self, run: RunRecord, dag: CompiledDag, data: Mapping[str, Any]) -> None:
+        """A new run: all its steps pending, its roots started."""
+        self.track(run, dag)
+        self._new_runs.append(run.run_id)
+        for position, step_id in enumerate(dag.order):
+            key = (run.run_id, step_id)
+            deps = len(dag.predecessors[step_id])
+            self._new_steps[key] = {
+                "run_id": run.run_id,
+                "step_id": step_id,
+                "tenant": run.tenant,
+                "position": position,
+                "status": StepStatus.PENDING.value,
+                "attempt": 0,
+                "deps_remaining": deps,
+            }
+            self._status[key], self._deps[key] = StepStatus.PENDING.value, deps
+        self._record(run, EntryType.RUN_CREATED, RunStatus.QUEUED.value, data=data)
+        self._start_steps(run, dag.roots)
+
+    def start_attempt(
+        self,
+        run_id: str,
+        step_id: str,
+        attempt: int,
+        *,
+        lease_id: str,
+        worker_id: str,
+        inputs_hash: str | None,
+    ) -> None:
+        """A worker leased the step: the step runs, and so does its run."""
+        run = self.runs[run_id]
+        if run.status == RunStatus.QUEUED:
+            self._set_run_status(run, RunStatus.RUNNING)
+        cols: dict[str, Any] = {"attempt": attempt, "inputs_hash": inputs_hash}
+        if attempt == 1:
+            cols["started_us"] = self.now
+        self._set_step_status(
+            run, step_id, StepStatus.RUNNING, attempt=attempt, columns=cols,
+            data={"workerId": worker_id},
+        )  # fmt: skip
+        self._rows.new_attempts.append(
+            {
+                "run_id": run_id,
+                "step_id": step_id,
+                "attempt": attempt,
+                "tenant": run.tenant,
+                "lease_id": lease_id,
+                "worker_id": worker_id,
+                "status": AttemptStatus.RUNNING.value,
+                "started_us": self.now,
+                "inputs_hash": inputs_hash,
+            }
+        )
+
+    def succeed(
+        self,
+        run_id: str,
+        step_id: str,
+        attempt: int,
+        queue_id: int,
+        outputs: Mapping[str, Any],
+        logs_ref: str | None,
+    ) -> None:
+        """The attempt succeeded: keep its outputs, start the successors it completes."""
+        run = self.runs[run_id]
+        outputs_json = canonical_json(outputs)
+        size = len(outputs_json.encode("utf-8"))
+        limit = self._limits.max_run_output_bytes
+        if run.output_bytes + size > limit:
+            message = (
+                f"step outputs of {size} bytes would bring the run's stored outputs to "
+                f"{run.output_bytes + size} bytes, over the limit of {limit}; use an artifact"
+            )
+            # Not retryable: the run's earlier outputs never shrink, a retry could only fail.
+            error = {"code": OUTPUT_LIMIT_EXCEEDED, "message": message, "retryable": False}
+            self.fail_attempt(run_id, step_id, attempt, queue_id, error, AttemptStatus.FAILED,
+                              logs_ref=logs_ref)  # fmt: skip
+            return
+        run.output_bytes += size
+        outputs_hash = hash_json(outputs)
+        self._end_attempt(
+            (run_id, step_id, attempt), AttemptStatus.SUCCEEDED,
+            outputs_hash=outputs_hash, logs_ref=logs_ref,
+        )  # fmt: skip
+        columns = {
+            "outputs_json": outputs_json,
+            "outputs_hash": outputs_hash,
+            "logs_ref": logs_ref,
+            "error_json": None,
+        }
+        self._set_step_status(
+            run, step_id, StepStatus.SUCCEEDED, attempt=attempt, columns=columns,
+            data={"outputsHash": outputs_hash},
+        )  # fmt: skip
+        self._new_outputs.setdefault(run_id, {})[step_id] = outputs_hash
+        self._rows.dequeue.append(queue_id)
+        self._start_steps(run, self._satisfy(run, step_id))
+
+    def needs_lost_count(
+        self, run_id: str, step_id: str, attempt: int, error: Mapping[str, Any], lost: bool
+    ) -> bool:
+        """Whether deciding on a retry needs the number of the step's earlier lost attempts."""
+        policy = self._dags[run_id].steps[step_id].retry
+        return bool(error.get("retryable") or lost) and attempt >= policy.max_attempts
+
+    def fail_attempt(
+        self,
+        run_id: str,
+        step_id: str,
+        attempt: int,
+        queue_id: int,
+        error: Mapping[str, Any],
+        status: AttemptStatus,
+        *,
+        logs_ref: str | None = None,
+        earlier_lost: int = 0,
+    ) -> None:
+        """The attempt failed, timed out or was lost: retry after backoff, or fail the run."""
+        run = self.runs[run_id]
+        extra = {"logs_ref": logs_ref} if logs_ref is not None else {}
+        error_json = canonical_json(error)
+        self._end_attempt((run_id, step_id, attempt), status, error_json=error_json, **extra)
+        if self._may_retry(run_id, step_id, attempt, error, status, earlier_lost):
+            self._retry(run, step_id, attempt, queue_id, dict(error), status)
+            return
+        self._rows.dequeue.append(queue_id)
+        self._set_step_status(
+            run, step_id, StepStatus.FAILED, attempt=attempt,
+            columns={"error_json": error_json},
+            data={"error": dict(error), "attemptStatus": status.value},
+        )  # fmt: skip
+        self.end(run_id, RunStatus.FAILED, {"error": {**error, "stepId": step_id}})
+
+    def end(self, run_id: str, status: RunStatus, detail: Mapping[str, Any]) -> None:
+        """Fail or cancel the run; it takes no more events, and `close` finishes the job."""
+        if status not in (RunStatus.FAILED, RunStatus.CANCELLED):
+            raise ValueError(f"a run ends early as failed or cancelled, not {status.value}")
+        if self.is_open(run_id):
+            self._ending[run_id] = (status, dict(detail))
+
+    # -- answers to what the machine asked for --------------------------------------------
+    def ending(self) -> list[str]:
+        """Runs `end` marked, waiting for `close` with their facts."""
+        return sorted(self._ending)
+
+    def close(self, run_id: str, facts: EndFacts) -> None:
+        """End a marked run: stop its leased attempts, cancel its open steps, record it."""
+        status, detail = self._ending.pop(run_id)
+        run = self.runs[run_id]
+        self._rows.drop_run_items.append(run_id)
+        for step_id, attempt in facts.running_attempts:
+            current = self._status.get((run_id, step_id))
+            if step_id in facts.leased_steps and current not in TERMINAL_STEP:
+                self._end_attempt((run_id, step_id, attempt), AttemptStatus.CANCELLED)
+        for step_id, stored in facts.open_steps:
+            key = (run_id, step_id)
+            self._status.setdefault(key, stored)
+            if self._status[key] not in TERMINAL_STEP:
+                self._set_step_status(run, step_id, StepStatus.CANCELLED, data=detail)
+        if status is RunStatus.FAILED:
+            run.error_json = canonical_json(detail.get("error", {}))
+        self._set_run_status(run, status, detail)
+
+    def finishing(self) -> list[str]:
+        """Open runs with no open step left, waiting for `complete` with their output hashes."""
+        return sorted(r.run_id for r in self.runs.values() if r.open_steps == 0 and
+                      self.is_open(r.run_id))  # fmt: skip
+
+    def is_new(self, run_id: str) -> bool:
+        """Whether the run was created by this transaction (nothing of it is stored yet)."""
+        return run_id in self._new_runs
+
+    def complete(self, run_id: str, stored_hashes: Mapping[str, str]) -> None:
+        """Complete a finished run; its outputsHash covers every step's outputs hash."""
+        run = self.runs[run_id]
+        hashes = {**stored_hashes, **self._new_outputs.get(run_id, {})}
+        run.outputs_hash = hash_json(hashes)
+        self._set_run_status(run, RunStatus.COMPLETED, {"outputsHash": run.outputs_hash})
+
+    def ended_runs(self) -> list[RunRecord]:
+        """Runs this transaction moved to a terminal status."""
+        return [self.runs[r] for r in sorted(self._ended)]
+
+    # -- output ----------------------------------------------------------------------------
+    def drain_rows(self) -> Transitions:
+        """The queue, step and attempt changes so far (for a claim later in the transaction)."""
+        rows, self._rows = self._rows, Transitions()
+        live = {r for r, s in self.runs.items() if s.status not in TERMINAL_RUN}
+        rows.enqueue = [r for r in rows.enqueue if r["run_id"] in live]
+        rows.requeue = [r for r in rows.requeue if r.pop("run_id") in live]
+        return rows
+
+    def drain(self) -> Transitions:
+        """Everything left: rows, new runs and steps, ledger entries, changed runs."""
+        if self._ending:
+            raise RuntimeError(f"runs {sorted(self._ending)} were ended but not closed")
+        out = self.drain_rows()
+        out.new_runs = [self.runs[r] for r in self._new_runs]
+        out.new_steps = list(self._new_steps.values())
+        out.entries, self._entries = self._entries, []
+        new = set(self._new_runs)
+        out.saved_runs = [self.runs[r] for r in sorted(self._touched - new)]
+        self._new_runs, self._new_steps, self._touched = [], {}, set()
+        return out
+
+    # -- inside ----------------------------------------------------------------------------
+    def _record(
+        self,
+        run: RunRecord,
+        entry_type: EntryType,
+        status: str,
+        *,
+        step_id: str | None = None,
+        attempt: int | None = None,
+        data: Mapping[str, Any] | None = None,
+    ) -> None:
+        draft = EntryDraft(
+            run_id=run.run_id, tenant=run.tenant, dag_id=run.dag_id, trace_id=run.trace_id,
+            entry_type=entry_type, status=status, ts_us=self.now, step_id=step_id,
+            attempt=attempt, data=data or {},
+        )  # fmt: skip
+        entry = seal(draft, run.ledger_seq + 1, run.ledger_head)
+        run.ledger_seq, run.ledger_head = entry.seq, entry.entry_hash
+        self._entries.append(entry)
+        self._touched.add(run.run_id)
+
+    def _set_run_status(
+        self, run: RunRecord, status: RunStatus, data: Mapping[str, Any] | None = None
+    ) -> None:
+        check_run_transition(RunStatus(run.status), status)
+        run.status = status.value
+        if status is RunStatus.RUNNING:
+            run.started_us = run.started_us or self.now
+        if status in TERMINAL_RUN:
+            run.ended_us = self.now
+            run.started_us = run.started_us or self.now
+            self._ended.add(run.run_id)
+        self._record(run, _RUN_ENTRY[status], status.value, data=data)
+
+    def _set_step_status(
+        self,
+        run: RunRecord,
+        step_id: str,
+        status: StepStatus,
+        *,
+        attempt: int | None = None,
+        columns: Mapping[str, Any] | None = None,
+        data: Mapping[str, Any] | None = None,
+        entry_type: EntryType | None = None,
+    ) -> None:
+        key = (run.run_id, step_id)
+        if key not in self._status:
+            raise RuntimeError(f"step {step_id} of run {run.run_id} changed before it was read")
+        check_step_transition(StepStatus(self._status[key]), status)
+        self._status[key] = status.value
+        cols = self._new_steps.get(key)
+        if cols is None:
+            cols = self._rows.steps.setdefault(key, {})
+        cols["status"] = status.value
+        cols.update(columns or {})
+        if status in TERMINAL_STEP:
+            cols.setdefault("ended_us", self.now)
+            run.open_steps -= 1
+        self._record(
+            run, entry_type or _STEP_ENTRY[status], status.value, step_id=step_id,
+            attempt=attempt, data=data,
+        )  # fmt: skip
+
+    def _end_attempt(self, key: AttemptKey, status: AttemptStatus, **columns: Any) -> None:
+        # Only a running attempt ends (a current lease or a stored running row proves it).
+        check_attempt_transition(AttemptStatus.RUNNING, status)
+        cols = self._rows.attempts.setdefault(key, {})
+        cols.update(status=status.value, ended_us=self.now, **columns)
+
+    def _start_steps(self, run: RunRecord, step_ids: Iterable[str]) -> None:
+        """Steps whose dependencies are all satisfied: queue them, or skip disabled ones."""
+        dag = self._dags[run.run_id]
+        work = list(step_ids)
+        while work:
+            step_id = work.pop(0)
+            if dag.steps[step_id].disabled:
+                self._set_step_status(
+                    run, step_id, StepStatus.SKIPPED, data={"reason": "step is disabled"}
+                )
+                work.extend(self._satisfy(run, step_id))
+            else:
+                self._queue_step(run, step_id, dag)
+
+    def _satisfy(self, run: RunRecord, step_id: str) -> list[str]:
+        """Count a finished dependency against each successor; return those now ready."""
+        ready: list[str] = []
+        for succ in self._dags[run.run_id].successors[step_id]:
+            key = (run.run_id, succ)
+            if key not in self._deps:
+                raise RuntimeError(f"step {succ} of run {run.run_id} was not read before use")
+            self._deps[key] -= 1
+            cols = self._new_steps.get(key)
+            if cols is None:
+                cols = self._rows.steps.setdefault(key, {})
+            cols["deps_remaining"] = self._deps[key]
+            if self._deps[key] == 0 and self._status[key] == StepStatus.PENDING:
+                ready.append(succ)
+        return ready
+
+    def _queue_step(self, run: RunRecord, step_id: str, dag: CompiledDag) -> None:
+        limit = dag.steps[step_id].concurrency
+        self._set_step_status(run, step_id, StepStatus.QUEUED, attempt=1)
+        self._rows.enqueue.append(
+            {
+                "tenant": run.tenant,
+                "run_id": run.run_id,
+                "step_id": step_id,
+                "attempt": 1,
+                "available_us": self.now,
+                "enqueued_us": self.now,
+                "concurrency_key": f"{run.tenant}/{run.dag_id}/{step_id}" if limit else None,
+                "concurrency_limit": limit,
+            }
+        )
+
+    def _may_retry(
+        self,
+        run_id: str,
+        step_id: str,
+        attempt: int,
+        error: Mapping[str, Any],
+        status: AttemptStatus,
+        earlier_lost: int,
+    ) -> bool:
+        """Retryable errors retry up to maxAttempts; lost attempts do not use up that budget."""
+        lost = status is AttemptStatus.LOST
+        if not (error.get("retryable") or lost):
+            return False
+        max_attempts = self._dags[run_id].steps[step_id].retry.max_attempts
+        if attempt < max_attempts:
+            return True
+        allowance = min(earlier_lost + (1 if lost else 0), self._limits.lost_attempt_limit)
+        return attempt < max_attempts + allowance
+
+    def _retry(
+        self,
+        run: RunRecord,
+        step_id: str,
+        attempt: int,
+        queue_id: int,
+        error: dict[str, Any],
+        status: AttemptStatus,
+    ) -> None:
+        policy = self._dags[run.run_id].steps[step_id].retry
+        lost = status is AttemptStatus.LOST
+        delay_ms = 0 if lost else backoff_delay_ms(policy, attempt, self._rng)
+        eligible = self.now + delay_ms * 1000
+        self._rows.requeue.append(
+            {"b_id": queue_id, "b_attempt": attempt + 1, "b_available": eligible,
+             "run_id": run.run_id}
+        )  # fmt: skip
+        self._set_step_status(
+            run, step_id, StepStatus.QUEUED, attempt=attempt + 1,
+            entry_type=EntryType.STEP_RETRYING, columns={"error_json": canonical_json(error)},
+            data={"error": error, "attemptStatus": status.value,
+                  "nextEligibleUtc": format_utc(eligible)},
+        )  # fmt: skip

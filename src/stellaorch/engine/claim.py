@@ -1,0 +1,172 @@
+"""The claim transaction: lease due steps, round-robin across tenants, FIFO within each."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import Connection
+
+from stellaorch.domain.canonical import hash_json
+from stellaorch.domain.errors import StellaError
+from stellaorch.domain.spec import StepSpec
+from stellaorch.domain.status import StepStatus
+from stellaorch.domain.templating import substitute
+from stellaorch.domain.transitions import RunRecord
+from stellaorch.engine.env import EngineEnv
+from stellaorch.engine.quotas import QuotaGate
+from stellaorch.engine.requests import Claimed, Lease
+from stellaorch.engine.txn import Txn
+from stellaorch.store import controls, queue, runs
+from stellaorch.store.queue import QueueItem
+
+BUSY_RETRY_US = 2_000  # due items whose runs another transaction held: claim again this soon
+
+
+def claim(
+    conn: Connection, env: EngineEnv, worker_id: str, limit: int, rotation: int = 0
+) -> Claimed:
+    """Lease up to `limit` due steps, round-robin across tenants, FIFO within each."""
+    txn = Txn(conn, env)
+    claimed = claim_into(txn, worker_id, limit, rotation)
+    return Claimed(claimed.leases, txn.flush(), claimed.next_due_us)
+
+
+def claim_into(txn: Txn, worker_id: str, limit: int, rotation: int) -> Claimed:
+    """The claim's events, left in `txn` for its caller to flush (entries left empty)."""
+    conn, env, now = txn.conn, txn.env, txn.now
+    only = env.settings.worker_tenants
+    tenants = queue.claimable_tenants(conn, only)
+    start = rotation % max(1, len(tenants))
+    gate = QuotaGate.load(conn, tenants, now, claiming=True)
+    gate.release(txn.machine.ended_runs())
+    picked = _fair_pick(conn, tenants[start:] + tenants[:start], now, limit, gate)
+    txn.load_free(i.run_id for i in picked)
+    free = _within_concurrency(conn, [i for i in picked if i.run_id in txn.machine.runs])
+    items = gate.admit(free, txn.machine.runs)
+    if not items:
+        due = queue.next_due_us(conn, only)
+        if len(free) < len(picked):  # due work held back by other transactions: look again soon
+            due = min(due or now, now + BUSY_RETRY_US)
+        if gate.contended:  # another claim is counting those tenants' quotas
+            return Claimed([], [], now + BUSY_RETRY_US)
+        return Claimed([], [], _quota_wake(gate, due, now))
+    expires = now + int(env.settings.lease_ttl_seconds * 1_000_000)
+    grants = [
+        {
+            "b_id": i.id,
+            "b_lease_id": env.ids.lease_id(),
+            "b_expires": expires,
+            "b_worker": worker_id,
+        }
+        for i in items
+    ]
+    queue.grant_leases(conn, grants)
+    leases = []
+    for item, grant in zip(items, grants, strict=True):
+        txn.machine.assume(item.run_id, item.step_id, StepStatus.QUEUED)
+        leases.append(_start_attempt(txn, item, str(grant["b_lease_id"]), worker_id))
+    return Claimed(leases, [])
+
+
+def _quota_wake(gate: QuotaGate, due: int | None, now: int) -> int | None:
+    """With tenants over quota, the due items they hold are not due before their room."""
+    if not gate.states or due is None or due > now:
+        return due
+    return gate.wake_us()
+
+
+def _ready(
+    conn: Connection, gate: QuotaGate, tenant: str, now: int, limit: int, after: int
+) -> list[QueueItem]:
+    """The tenant's next due items, without those of queued runs its quotas hold back."""
+    blocked = gate.blocked_dags(tenant)
+    if blocked:
+        return controls.ready_items_unblocked(conn, tenant, now, limit, after, blocked)
+    return queue.ready_items(conn, tenant, now, limit, after)
+
+
+def _fair_pick(
+    conn: Connection, tenants: list[str], now: int, limit: int, gate: QuotaGate
+) -> list[QueueItem]:
+    """Give each tenant an equal share of the batch; unused shares go to the others."""
+    picked: list[QueueItem] = []
+    last_id = dict.fromkeys(tenants, 0)
+    active = list(tenants)
+    while active and len(picked) < limit:
+        share = max(1, (limit - len(picked)) // len(active))
+        still: list[str] = []
+        for tenant in active:
+            got = _ready(conn, gate, tenant, now, min(share, limit - len(picked)), last_id[tenant])
+            picked.extend(got)
+            if len(got) == share:
+                last_id[tenant] = got[-1].id
+                still.append(tenant)
+            if len(picked) >= limit:
+                break
+        active = still
+    return picked
+
+
+def _within_concurrency(conn: Connection, items: list[QueueItem]) -> list[QueueItem]:
+    """Drop items whose step already runs `concurrency` attempts at once."""
+    keys = [i.concurrency_key for i in items if i.concurrency_key]
+    if not keys:
+        return items
+    running = queue.reserve_concurrency(conn, keys)
+    kept: list[QueueItem] = []
+    for item in items:
+        key, limit = item.concurrency_key, item.concurrency_limit
+        if key and limit:
+            if key not in running or running[key] >= limit:
+                continue
+            running[key] += 1
+        kept.append(item)
+    return kept
+
+
+def _start_attempt(txn: Txn, item: QueueItem, lease_id: str, worker_id: str) -> Lease:
+    """Start the attempt in the lifecycle and resolve the step's parameters."""
+    run = txn.machine.runs[item.run_id]
+    dag = txn.machine.dag(run.run_id)
+    step = dag.steps[item.step_id]
+    params, problem = _resolve(txn.conn, run, step, dag.output_refs[item.step_id])
+    txn.machine.start_attempt(
+        run.run_id,
+        item.step_id,
+        item.attempt,
+        lease_id=lease_id,
+        worker_id=worker_id,
+        inputs_hash=hash_json(params) if problem is None else None,
+    )
+    return Lease(
+        item.id,
+        lease_id,
+        run.tenant,
+        run.run_id,
+        run.dag_id,
+        run.trace_id,
+        item.step_id,
+        item.attempt,
+        step,
+        params,
+        problem,
+    )
+
+
+def _resolve(
+    conn: Connection, run: RunRecord, step: StepSpec, refs: Sequence[str]
+) -> tuple[Mapping[str, Any], StellaError | None]:
+    """Substitute inputs and upstream outputs into the step's parameters."""
+    if not step.params:
+        return {}, None
+    outputs: dict[str, Any] = {}
+    if refs:
+        stored = runs.step_outputs(conn, run.run_id, refs)
+        outputs = {sid: json.loads(text) for sid, text in stored.items()}
+    try:
+        resolved = substitute(step.params, inputs=json.loads(run.inputs_json), outputs=outputs)
+        return dict(resolved), None
+    except StellaError as exc:
+        return {}, exc

@@ -6,8 +6,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import Connection, case, delete, func, select, update
+from sqlalchemy import Connection, bindparam, case, delete, func, select, update
 
+from stellaorch.store.bulk import fetch_all
 from stellaorch.store.dialect import claim_lock, insert_ignore
 from stellaorch.store.queue import READY_ITEMS, QueueItem, ensure_tenant
 from stellaorch.store.schema import queue_items, quotas, runs, tenant_queues
@@ -111,14 +112,17 @@ _quota_cols = (
 )
 
 
+_quotas_of = (
+    select(*_quota_cols)
+    .where(quotas.c.tenant.in_(bindparam("tenants", expanding=True)))
+    .order_by(quotas.c.tenant, quotas.c.dag_id)
+)
+
+
 def list_quotas(conn: Connection, tenants: Iterable[str]) -> list[QuotaRow]:
     """select_quotas: the quota rows of these tenants, by tenant then DAG."""
-    query = (
-        select(*_quota_cols)
-        .where(quotas.c.tenant.in_(sorted(set(tenants))))
-        .order_by(quotas.c.tenant, quotas.c.dag_id)
-    )
-    return [_quota(r) for r in conn.execute(query)]
+    params = {"tenants": sorted(set(tenants))}
+    return [_quota(r) for r in fetch_all(conn, "quotas_of", _quotas_of, params)]
 
 
 def put_quota(conn: Connection, row: QuotaRow) -> None:

@@ -8,7 +8,7 @@ from typing import Any, cast
 
 from sqlalchemy import Connection, bindparam, delete, func, null, or_, select, update
 
-from stellaorch.store.bulk import execute_many, insert_rows
+from stellaorch.store.bulk import execute_many, execute_once, fetch_all, insert_rows
 from stellaorch.store.dialect import (
     claim_lock,
     insert_ignore,
@@ -57,7 +57,7 @@ def claimable_tenants(conn: Connection, only: Sequence[str] = ()) -> list[str]:
     """Maintenance query across tenants: every tenant (of `only`, if given) not paused."""
     if only:
         return [t for (t,) in conn.execute(_claimable.where(tenant_queues.c.tenant.in_(only)))]
-    return [t for (t,) in conn.execute(_claimable)]
+    return [t for (t,) in fetch_all(conn, "claimable", _claimable, {})]
 
 
 _q = queue_items.c
@@ -100,7 +100,7 @@ def ready_items(
 ) -> list[QueueItem]:
     """The tenant's oldest unleased items that are due, FIFO, after queue position `after_id`."""
     params = {"tenant": tenant, "now": now_us, "after": after_id, "limit": limit}
-    rows = conn.execute(_ready_by_dialect(conn), params).all()
+    rows = fetch_all(conn, "ready_items", _ready_by_dialect, params)
     return [
         QueueItem(*cast(tuple[int, str, str, str, int, str | None, int | None], r)) for r in rows
     ]
@@ -160,7 +160,7 @@ def _id_chunks(ids: Iterable[int], size: int = 500) -> Iterable[list[int]]:
 
 def _lease_rows(conn: Connection, ids: list[int]) -> list[tuple[int, str | None, int | None]]:
     """(id, lease_id, lease_expires_us) of existing items, locked in id order."""
-    rows = conn.execute(_locked_leases(conn), {"ids": ids})
+    rows = fetch_all(conn, "locked_leases", _locked_leases, {"ids": ids})
     return [cast(tuple[int, str | None, int | None], tuple(r)) for r in rows]
 
 
@@ -190,12 +190,13 @@ def lock_leases(
     return [row for row in found if row[0] in valid]
 
 
+_delete_items = delete(queue_items).where(queue_items.c.id.in_(bindparam("ids", expanding=True)))
+
+
 def delete_items(conn: Connection, ids: Sequence[int]) -> None:
     """Remove finished items from the queue."""
     for start in range(0, len(ids), 500):
-        conn.execute(
-            delete(queue_items).where(queue_items.c.id.in_(list(ids[start : start + 500])))
-        )
+        execute_once(conn, "delete_items", _delete_items, {"ids": list(ids[start : start + 500])})
 
 
 _requeue = (

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import Connection, Row, Select, bindparam, select, tuple_, update
 
 from stellaorch.domain.transitions import RunRecord, StepFact
-from stellaorch.store.bulk import execute_many, insert_rows
+from stellaorch.store.bulk import execute_many, fetch_all, insert_rows
 from stellaorch.store.dialect import claim_lock, lock_rows, per_dialect
 from stellaorch.store.schema import attempts, runs, step_executions
 
@@ -95,11 +95,11 @@ _free_runs = per_dialect(_runs_by_id.order_by(runs.c.run_id), claim_lock)
 
 
 def _read_runs(
-    conn: Connection, query: Callable[[Connection], Select[Any]], run_ids: Iterable[str]
+    conn: Connection, name: str, query: Callable[[Connection], Select[Any]], run_ids: Iterable[str]
 ) -> dict[str, RunState]:
     found: dict[str, RunState] = {}
     for part in chunks(sorted(set(run_ids))):
-        for row in conn.execute(query(conn), {"ids": list(part)}):
+        for row in fetch_all(conn, name, query, {"ids": list(part)}):
             state = _run_state(row)
             found[state.run_id] = state
     return found
@@ -107,12 +107,12 @@ def _read_runs(
 
 def load_runs(conn: Connection, run_ids: Iterable[str]) -> dict[str, RunState]:
     """Runs by id for a unit of work, locked on PostgreSQL (waits for other holders)."""
-    return _read_runs(conn, _locked_runs, run_ids)
+    return _read_runs(conn, "locked_runs", _locked_runs, run_ids)
 
 
 def load_free_runs(conn: Connection, run_ids: Iterable[str]) -> dict[str, RunState]:
     """Like `load_runs`, but leaves out runs another transaction holds (never waits)."""
-    return _read_runs(conn, _free_runs, run_ids)
+    return _read_runs(conn, "free_runs", _free_runs, run_ids)
 
 
 _save_run = (
@@ -147,20 +147,22 @@ def step_facts(
     out: dict[tuple[str, str], StepFact] = {}
     for start in range(0, len(wanted), CHUNK):
         params = {"pairs": wanted[start : start + CHUNK]}
-        for run_id, step_id, status, deps in conn.execute(_step_states, params):
+        for run_id, step_id, status, deps in fetch_all(conn, "step_states", _step_states, params):
             out[(run_id, step_id)] = StepFact(status, deps)
     return out
 
 
+_step_outputs = select(_se.step_id, _se.outputs_json).where(
+    _se.run_id == bindparam("run_id"),
+    _se.step_id.in_(bindparam("ids", expanding=True)),
+    _se.outputs_json.isnot(None),
+)
+
+
 def step_outputs(conn: Connection, run_id: str, step_ids: Iterable[str]) -> dict[str, str]:
     """outputs_json of succeeded steps of a run, by step id."""
-    ids = sorted(set(step_ids))
-    query = select(step_executions.c.step_id, step_executions.c.outputs_json).where(
-        step_executions.c.run_id == run_id,
-        step_executions.c.step_id.in_(ids),
-        step_executions.c.outputs_json.isnot(None),
-    )
-    return {sid: out for sid, out in conn.execute(query)}
+    params = {"run_id": run_id, "ids": sorted(set(step_ids))}
+    return {sid: out for sid, out in fetch_all(conn, "step_outputs", _step_outputs, params)}
 
 
 _output_hashes = select(_se.run_id, _se.step_id, _se.outputs_hash).where(
@@ -172,7 +174,8 @@ def output_hashes(conn: Connection, run_ids: Sequence[str]) -> dict[str, dict[st
     """outputsHash of every succeeded step of some runs: run_id → step_id → hash."""
     out: dict[str, dict[str, str]] = {r: {} for r in run_ids}
     for part in chunks(list(run_ids)):
-        for run_id, step_id, digest in conn.execute(_output_hashes, {"ids": list(part)}):
+        params = {"ids": list(part)}
+        for run_id, step_id, digest in fetch_all(conn, "output_hashes", _output_hashes, params):
             out[run_id][step_id] = digest
     return out
 
@@ -226,20 +229,22 @@ def update_attempts(conn: Connection, columns: Sequence[str], params: list[dict[
     execute_many(conn, ("update_attempts", tuple(columns)), stmt, params)
 
 
+_attempts_in = select(attempts.c.step_id, attempts.c.attempt).where(
+    attempts.c.run_id == bindparam("run_id"), attempts.c.status == bindparam("status")
+)
+
+
 def running_attempts(conn: Connection, run_id: str) -> list[tuple[str, int]]:
     """(step_id, attempt) of the run's attempts still running."""
-    query = select(attempts.c.step_id, attempts.c.attempt).where(
-        attempts.c.run_id == run_id, attempts.c.status == "running"
-    )
-    return [(s, a) for s, a in conn.execute(query)]
+    params = {"run_id": run_id, "status": "running"}
+    return [(s, a) for s, a in fetch_all(conn, "attempts_in", _attempts_in, params)]
 
 
 def lost_count(conn: Connection, run_id: str, step_id: str) -> int:
     """How many attempts of a step were lost (lease expired)."""
-    query = select(attempts.c.attempt).where(
-        attempts.c.run_id == run_id, attempts.c.step_id == step_id, attempts.c.status == "lost"
-    )
-    return len(conn.execute(query).all())
+    params = {"run_id": run_id, "status": "lost"}
+    rows = fetch_all(conn, "attempts_in", _attempts_in, params)
+    return sum(1 for s, _ in rows if s == step_id)
 
 
 def list_steps(

@@ -93,6 +93,7 @@ class RunLifecycle:
         self._ended: set[str] = set()
         self._ending: dict[str, tuple[RunStatus, dict[str, Any]]] = {}
         self._new_outputs: dict[str, dict[str, str]] = {}
+        self._outputs_json: dict[StepKey, str] = {}
 
     # -- facts -----------------------------------------------------------------------------
     def track(self, run: RunRecord, dag: CompiledDag) -> None:
@@ -220,6 +221,7 @@ class RunLifecycle:
             data={"outputsHash": outputs_hash},
         )  # fmt: skip
         self._new_outputs.setdefault(run_id, {})[step_id] = outputs_hash
+        self._outputs_json[(run_id, step_id)] = outputs_json
         self._rows.dequeue.append(queue_id)
         self._start_steps(run, self._satisfy(run, step_id))
 
@@ -304,14 +306,29 @@ class RunLifecycle:
         run.outputs_hash = hash_json(hashes)
         self._set_run_status(run, RunStatus.COMPLETED, {"outputsHash": run.outputs_hash})
 
+    def outputs_json(self, run_id: str, step_id: str) -> str | None:
+        """The outputs of a step that succeeded in this transaction (None: look in the store)."""
+        return self._outputs_json.get((run_id, step_id))
+
     def ended_runs(self) -> list[RunRecord]:
         """Runs this transaction moved to a terminal status."""
         return [self.runs[r] for r in sorted(self._ended)]
 
     # -- output ----------------------------------------------------------------------------
-    def drain_rows(self) -> Transitions:
-        """The queue, step and attempt changes so far (for a claim later in the transaction)."""
+    def drain_queue(self) -> Transitions:
+        """The queue changes so far, for a claim later in the same transaction to read.
+
+        Step and attempt changes stay: a claim reads only the queue (and the outputs of
+        steps that succeeded in this transaction, from `outputs_json`).
+        """
         rows, self._rows = self._rows, Transitions()
+        self._rows.steps, self._rows.new_attempts = rows.steps, rows.new_attempts
+        self._rows.attempts = rows.attempts
+        rows.steps, rows.new_attempts, rows.attempts = {}, [], {}
+        return self._live_queue(rows)
+
+    def _live_queue(self, rows: Transitions) -> Transitions:
+        """Leave out queue items of runs that ended meanwhile."""
         live = {r for r, s in self.runs.items() if s.status not in TERMINAL_RUN}
         rows.enqueue = [r for r in rows.enqueue if r["run_id"] in live]
         rows.requeue = [r for r in rows.requeue if r.pop("run_id") in live]
@@ -321,7 +338,7 @@ class RunLifecycle:
         """Everything left: rows, new runs and steps, ledger entries, changed runs."""
         if self._ending:
             raise RuntimeError(f"runs {sorted(self._ending)} were ended but not closed")
-        out = self.drain_rows()
+        out, self._rows = self._live_queue(self._rows), Transitions()
         out.new_runs = [self.runs[r] for r in self._new_runs]
         out.new_steps = list(self._new_steps.values())
         out.entries, self._entries = self._entries, []

@@ -131,7 +131,7 @@ def _start_attempt(txn: Txn, item: QueueItem, lease_id: str, worker_id: str) -> 
     run = txn.machine.runs[item.run_id]
     dag = txn.machine.dag(run.run_id)
     step = dag.steps[item.step_id]
-    params, problem = _resolve(txn.conn, run, step, dag.output_refs[item.step_id])
+    params, problem = _resolve(txn, run, step, dag.output_refs[item.step_id])
     txn.machine.start_attempt(
         run.run_id,
         item.step_id,
@@ -156,15 +156,20 @@ def _start_attempt(txn: Txn, item: QueueItem, lease_id: str, worker_id: str) -> 
 
 
 def _resolve(
-    conn: Connection, run: RunRecord, step: StepSpec, refs: Sequence[str]
+    txn: Txn, run: RunRecord, step: StepSpec, refs: Sequence[str]
 ) -> tuple[Mapping[str, Any], StellaError | None]:
     """Substitute inputs and upstream outputs into the step's parameters."""
     if not step.params:
         return {}, None
-    outputs: dict[str, Any] = {}
-    if refs:
-        stored = runs.step_outputs(conn, run.run_id, refs)
-        outputs = {sid: json.loads(text) for sid, text in stored.items()}
+    texts: dict[str, str] = {}
+    for ref in refs:
+        text = txn.machine.outputs_json(run.run_id, ref)
+        if text is not None:
+            texts[ref] = text
+    missing = [ref for ref in refs if ref not in texts]
+    if missing:
+        texts.update(runs.step_outputs(txn.conn, run.run_id, missing))
+    outputs = {sid: json.loads(text) for sid, text in texts.items()}
     try:
         resolved = substitute(step.params, inputs=json.loads(run.inputs_json), outputs=outputs)
         return dict(resolved), None

@@ -80,12 +80,12 @@ class Txn:
         return blobs.put_blob(self.conn, tenant, logs.encode("utf-8"), "text/plain", self.now)
 
     def settle(self) -> None:
-        """Write the queue, step and attempt rows so far: a claim in this transaction reads them.
+        """Write the queue changes so far: a claim in this transaction reads them.
 
-        Runs and the ledger wait for `flush`, which writes them once.
+        Everything else waits for `flush`, which writes each row once.
         """
         self._answer_machine()
-        changes = self.machine.drain_rows()
+        changes = self.machine.drain_queue()
         writer.apply_rows(self.conn, changes)
         self.queued_work = self.queued_work or changes.queued_work
 

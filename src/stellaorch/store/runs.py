@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
-from sqlalchemy import Connection, Row, Select, bindparam, select, tuple_, update
+from sqlalchemy import Connection, Row, Select, Update, bindparam, select, tuple_, update
 
 from stellaorch.domain.transitions import RunRecord, StepFact
 from stellaorch.store.bulk import execute_many, fetch_all, insert_rows
@@ -197,15 +197,18 @@ def update_steps(conn: Connection, columns: Sequence[str], params: list[dict[str
     """Batch update of step executions keyed by b_run_id/b_step_id; column c from v_c."""
     if not params:
         return
-    stmt = (
-        update(step_executions)
-        .where(
-            step_executions.c.run_id == bindparam("b_run_id"),
-            step_executions.c.step_id == bindparam("b_step_id"),
+
+    def statement(_conn: Connection) -> Update:
+        return (
+            update(step_executions)
+            .where(
+                step_executions.c.run_id == bindparam("b_run_id"),
+                step_executions.c.step_id == bindparam("b_step_id"),
+            )
+            .values({c: bindparam(f"v_{c}") for c in columns})
         )
-        .values({c: bindparam(f"v_{c}") for c in columns})
-    )
-    execute_many(conn, ("update_steps", tuple(columns)), stmt, params)
+
+    execute_many(conn, ("update_steps", tuple(columns)), statement, params)
 
 
 def insert_attempts(conn: Connection, rows: list[dict[str, Any]]) -> None:
@@ -217,16 +220,19 @@ def update_attempts(conn: Connection, columns: Sequence[str], params: list[dict[
     """Batch update of attempts keyed by b_run_id/b_step_id/b_attempt; column c from v_c."""
     if not params:
         return
-    stmt = (
-        update(attempts)
-        .where(
-            attempts.c.run_id == bindparam("b_run_id"),
-            attempts.c.step_id == bindparam("b_step_id"),
-            attempts.c.attempt == bindparam("b_attempt"),
+
+    def statement(_conn: Connection) -> Update:
+        return (
+            update(attempts)
+            .where(
+                attempts.c.run_id == bindparam("b_run_id"),
+                attempts.c.step_id == bindparam("b_step_id"),
+                attempts.c.attempt == bindparam("b_attempt"),
+            )
+            .values({c: bindparam(f"v_{c}") for c in columns})
         )
-        .values({c: bindparam(f"v_{c}") for c in columns})
-    )
-    execute_many(conn, ("update_attempts", tuple(columns)), stmt, params)
+
+    execute_many(conn, ("update_attempts", tuple(columns)), statement, params)
 
 
 _attempts_in = select(attempts.c.step_id, attempts.c.attempt).where(

@@ -36,12 +36,26 @@ def dag_of(steps: list[dict[str, Any]], edges: list[tuple[str, str]] = ()) -> Co
 def new_run(dag: CompiledDag, run_id: str = "r1") -> RunRecord:
     """A queued run record of `dag`, as the create script builds it."""
     return RunRecord(
-        run_id=run_id, tenant="acme", dag_id="d", dag_version=dag.spec.version,
-        run_token=f"tok-{run_id}", inputs_json="{}", inputs_hash="sha256:x",
-        status=RunStatus.QUEUED.value, trace_id="t" * 32, trigger="api", replay_of=None,
-        created_us=0, started_us=None, ended_us=None, outputs_hash=None, error_json=None,
-        open_steps=len(dag.order), ledger_seq=0, ledger_head=GENESIS_HASH,
-    )  # fmt: skip
+        run_id=run_id,
+        tenant="acme",
+        dag_id="d",
+        dag_version=dag.spec.version,
+        run_token=f"tok-{run_id}",
+        inputs_json="{}",
+        inputs_hash="sha256:x",
+        status=RunStatus.QUEUED.value,
+        trace_id="t" * 32,
+        trigger="api",
+        replay_of=None,
+        created_us=0,
+        started_us=None,
+        ended_us=None,
+        outputs_hash=None,
+        error_json=None,
+        open_steps=len(dag.order),
+        ledger_seq=0,
+        ledger_head=GENESIS_HASH,
+    )
 
 
 class Store:
@@ -87,9 +101,13 @@ class Store:
         def feed(m: RunLifecycle) -> None:
             m.assume(item["run_id"], item["step_id"], StepStatus.QUEUED)
             m.start_attempt(
-                item["run_id"], item["step_id"], item["attempt"],
-                lease_id=item["lease"], worker_id="w", inputs_hash=None,
-            )  # fmt: skip
+                item["run_id"],
+                item["step_id"],
+                item["attempt"],
+                lease_id=item["lease"],
+                worker_id="w",
+                inputs_hash=None,
+            )
 
         return self.event(feed, [item["run_id"]])
 

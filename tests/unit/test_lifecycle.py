@@ -125,8 +125,14 @@ def test_a_retryable_failure_requeues_after_backoff() -> None:
 
 
 def test_a_failure_cancels_the_other_open_steps_and_stops_their_attempts() -> None:
-    dag = dag_of([{"id": "a", "plugin": "noop"}, {"id": "b", "plugin": "noop"},
-                  {"id": "c", "plugin": "noop"}], [("a", "c")])  # fmt: skip
+    dag = dag_of(
+        [
+            {"id": "a", "plugin": "noop"},
+            {"id": "b", "plugin": "noop"},
+            {"id": "c", "plugin": "noop"},
+        ],
+        [("a", "c")],
+    )
     store = Store(dag)
     store.create()
     a, b = store.due()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 import secrets
@@ -98,8 +99,14 @@ def format_utc(us: int | None) -> str | None:
     """RFC 3339 UTC with millisecond precision and `Z`, as the spec demands."""
     if us is None:
         return None
-    dt = datetime.fromtimestamp(us / 1_000_000, tz=UTC)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+    return _format_ms(us // 1000)
+
+
+@functools.lru_cache(maxsize=256)
+def _format_ms(ms: int) -> str:
+    # Every entry of a transaction carries the same time: formatting it once is enough.
+    dt = datetime.fromtimestamp(ms / 1000, tz=UTC)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
 
 
 def parse_utc(text: str) -> int:

@@ -12,6 +12,7 @@ from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any, cast
 
 from sqlalchemy import Connection, Table, bindparam
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.expression import Executable
@@ -59,9 +60,10 @@ def execute_many(
         return
     sql, order = _prepare(conn, key, stmt)
     if order is not None:
-        conn.exec_driver_sql(sql, [tuple(row[name] for name in order) for row in rows])
+        params: Any = [tuple(row[name] for name in order) for row in rows]
     else:
-        conn.exec_driver_sql(sql, list(rows))
+        params = list(rows)
+    _driver(conn, sql, params, many=True).close()
 
 
 def insert_rows(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
@@ -88,18 +90,38 @@ def fetch_all(
     next power of two, so a few compiled forms serve every size. An empty list goes the
     ordinary way (SQLAlchemy renders an always-false IN for it).
     """
-    result = _run(conn, key, stmt, params)
-    if result is None:
-        result = conn.execute(_build(conn, stmt), params)
-    return cast(Sequence[Any], result.all())
+    cursor = _run(conn, key, stmt, params)
+    if cursor is None:
+        return cast(Sequence[Any], conn.execute(_build(conn, stmt), params).all())
+    try:
+        return cast(Sequence[Any], cursor.fetchall())
+    finally:
+        cursor.close()
+
+
+def fetch_mappings(
+    conn: Connection, key: Hashable, stmt: StatementSource, params: Mapping[str, Any]
+) -> list[dict[str, Any]]:
+    """`fetch_all`, each row as a dict by column name."""
+    cursor = _run(conn, key, stmt, params)
+    if cursor is None:
+        return [dict(r._mapping) for r in conn.execute(_build(conn, stmt), params)]
+    try:
+        names = [d[0] for d in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+    finally:
+        cursor.close()
 
 
 def execute_once(
     conn: Connection, key: Hashable, stmt: StatementSource, params: Mapping[str, Any]
 ) -> None:
     """Run a write statement the way `fetch_all` runs a query."""
-    if _run(conn, key, stmt, params) is None:
+    cursor = _run(conn, key, stmt, params)
+    if cursor is None:
         conn.execute(_build(conn, stmt), params)
+    else:
+        cursor.close()
 
 
 def _run(conn: Connection, key: Hashable, stmt: StatementSource, params: Mapping[str, Any]) -> Any:
@@ -119,8 +141,28 @@ def _run(conn: Connection, key: Hashable, stmt: StatementSource, params: Mapping
         _expanded[cache_key] = hit
     merged = {**hit.literals, **flat}
     if hit.order is not None:
-        return conn.exec_driver_sql(hit.sql, tuple(merged[n] for n in hit.order))
-    return conn.exec_driver_sql(hit.sql, merged)
+        return _driver(conn, hit.sql, tuple(merged[n] for n in hit.order))
+    return _driver(conn, hit.sql, merged)
+
+
+def _driver(conn: Connection, sql: str, params: Any, *, many: bool = False) -> Any:
+    """Run SQL on the transaction's own DBAPI cursor; driver errors become SQLAlchemy's.
+
+    Below `exec_driver_sql`: SQLAlchemy's result set-up per statement cost more than the
+    statement. Errors are wrapped as `execute` would (DBAPIError with the original), so the
+    store's retry and translation rules see the same exceptions.
+    """
+    cursor = conn.connection.cursor()
+    try:
+        if many:
+            cursor.executemany(sql, params)
+        else:
+            cursor.execute(sql, params)
+    except conn.dialect.loaded_dbapi.Error as exc:
+        cursor.close()
+        dbapi_error = conn.dialect.loaded_dbapi.Error
+        raise DBAPIError.instance(sql, params, exc, dbapi_error, dialect=conn.dialect) from exc
+    return cursor
 
 
 def _bucket(n: int) -> int:

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import Connection, Row, Select, Update, bindparam, select, tuple_, update
 
 from stellaorch.domain.transitions import RunRecord, StepFact
-from stellaorch.store.bulk import execute_many, fetch_all, insert_rows
+from stellaorch.store.bulk import execute_many, fetch_all, fetch_mappings, insert_rows
 from stellaorch.store.dialect import claim_lock, lock_rows, per_dialect
 from stellaorch.store.schema import attempts, runs, step_executions
 
@@ -99,8 +99,8 @@ def _read_runs(
 ) -> dict[str, RunState]:
     found: dict[str, RunState] = {}
     for part in chunks(sorted(set(run_ids))):
-        for row in fetch_all(conn, name, query, {"ids": list(part)}):
-            state = _run_state(row)
+        for row in fetch_mappings(conn, name, query, {"ids": list(part)}):
+            state = RunRecord(**{k: row[k] for k in _RUN_FIELDS})
             found[state.run_id] = state
     return found
 

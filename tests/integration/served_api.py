@@ -10,10 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from stellaorch.cli.apiserver import ApiServer
 from stellaorch.engine.app import Orchestrator
 from stellaorch.security.keys import generate_key
 from stellaorch.security.tokens import issue_token
+from stellaorch.service.apiserver import ApiServer
 from stellaorch.settings import Settings
 
 BASE = "/api/v1/orchestrator"

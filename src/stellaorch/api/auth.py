@@ -10,6 +10,7 @@ from typing import Annotated
 from fastapi import Depends, Header, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from stellaorch.domain.audit import Operator
 from stellaorch.domain.errors import (
     ScopeRequired,
     TenantForbidden,
@@ -43,6 +44,11 @@ class Caller:
     def actor(self) -> str:
         """The subject recorded in the audit log."""
         return self.principal.subject
+
+    @property
+    def operator(self) -> Operator:
+        """Who asks for an admin change and why, as the engine's audit entries record it."""
+        return Operator(self.actor, self.reason or "", self.ticket)
 
 
 class Authenticator:

@@ -19,6 +19,15 @@ from stellaorch.domain.errors import (
     ValidationError,
 )
 
+# A service process's errors are defined with the others in domain.errors (the service
+# package raises them); the CLI's commands name them from here, beside their exit codes.
+from stellaorch.domain.errors import SchedulerCrashed as SchedulerCrashed
+from stellaorch.domain.errors import ServiceFailed as ServiceFailed
+from stellaorch.domain.errors import SettingsInvalid as SettingsInvalid
+from stellaorch.domain.errors import UsageInvalid as UsageInvalid
+from stellaorch.domain.errors import WorkerCrashed as WorkerCrashed
+from stellaorch.domain.errors import WorkerStopTimeout as WorkerStopTimeout
+
 
 class ExitCode(IntEnum):
     """Process exit codes, as SPEC §4 fixes them (130 is the shell's code for Ctrl-C)."""
@@ -32,18 +41,6 @@ class ExitCode(IntEnum):
     CANCEL_REJECTED = 6
     TRANSIENT = 10
     INTERRUPTED = 130
-
-
-class SettingsInvalid(ValidationError):
-    """A flag or STELLA_ORCH_* variable that the settings reject."""
-
-    code = "SETTINGS_INVALID"
-
-
-class UsageInvalid(ValidationError):
-    """Flags that are fine alone but make no sense together."""
-
-    code = "USAGE_INVALID"
 
 
 class CancelRejected(Conflict):
@@ -66,30 +63,6 @@ class LedgerBroken(StellaError):
     """A run's ledger chain does not verify."""
 
     code = "LEDGER_BROKEN"
-
-
-class SchedulerCrashed(StellaError):
-    """The in-process scheduler stopped on its own."""
-
-    code = "SCHEDULER_CRASHED"
-
-
-class WorkerCrashed(StellaError):
-    """The in-process worker stopped on an unexpected error."""
-
-    code = "WORKER_CRASHED"
-
-
-class WorkerStopTimeout(WorkerCrashed):
-    """The worker did not finish stopping in time and was abandoned."""
-
-    code = "WORKER_STOP_TIMEOUT"
-
-
-class ServiceFailed(StellaError):
-    """A part of a service process (the API server, the scheduler) could not start or died."""
-
-    code = "SERVICE_FAILED"
 
 
 class RemoteError(StellaError):

@@ -8,18 +8,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError
-
-from stellaorch.cli.embedded import WorkerHandle, display_url, opened
-from stellaorch.cli.errors import CancelRejected, LedgerBroken, SettingsInvalid
+from stellaorch.cli.errors import CancelRejected, LedgerBroken
 from stellaorch.cli.follow import require_completed
 from stellaorch.cli.inputs import read_inputs
 from stellaorch.cli.output import print_json, say, stderr_is_terminal
 from stellaorch.cli.progress import RunProgress
 from stellaorch.domain.ledger import ChainReport
 from stellaorch.engine.app import Orchestrator
-from stellaorch.engine.health import check_store, corrupt_error
+from stellaorch.engine.health import check_store, corrupt_error, display_url, usable_url
 from stellaorch.engine.requests import RunRequest
+from stellaorch.service.embedded import WorkerHandle, opened
 from stellaorch.settings import Settings
 
 
@@ -119,10 +117,8 @@ async def upgrade_database(settings: Settings) -> None:
 async def check_database(settings: Settings, level: Literal["quick", "full"]) -> None:
     """Check the store's integrity (never creating or changing it); a damaged store is an error."""
     where = display_url(settings.database_url)
-    try:
+    with usable_url(where):
         report = await asyncio.to_thread(check_store, settings, level)
-    except (ArgumentError, NoSuchModuleError, ImportError) as exc:
-        raise SettingsInvalid(f"cannot use database URL {where}: {exc}") from exc
     print_json({"database": where, **report.document()})
     if not report.ok:
         raise corrupt_error(report, where)

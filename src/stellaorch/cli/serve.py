@@ -1,4 +1,8 @@
-"""Service processes: `serve` (API, worker, scheduler in one), `api`, `worker`, `scheduler`."""
+"""Service commands: `serve` (API, worker, scheduler in one), `api`, `worker`, `scheduler`.
+
+The command publishes DAGs, starts sample runs and prints; the parts themselves (worker,
+scheduler, API server) are wired by `stellaorch.service`.
+"""
 
 from __future__ import annotations
 
@@ -6,52 +10,29 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Coroutine, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from stellaorch.cli.apiserver import ApiServer
 from stellaorch.cli.credentials import prepare_auth
-from stellaorch.cli.embedded import WorkerHandle, display_url, ended_because, opened, watch_task
-from stellaorch.cli.errors import SchedulerCrashed, UsageInvalid, error_lines
+from stellaorch.cli.errors import UsageInvalid, error_lines
 from stellaorch.cli.inputs import read_inputs
 from stellaorch.cli.output import say, warn
 from stellaorch.domain.errors import StellaError
 from stellaorch.domain.ledger import LedgerEntry
 from stellaorch.engine.app import Orchestrator
 from stellaorch.engine.catalog import Published
+from stellaorch.engine.health import display_url
 from stellaorch.engine.requests import RunRequest
+from stellaorch.service.embedded import opened
+from stellaorch.service.parts import Role as Role
+from stellaorch.service.parts import ServiceParts
 from stellaorch.settings import Settings
 
 log = logging.getLogger("stellaorch.serve")
 
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-
-class Role(StrEnum):
-    """Which service a process runs: everything (`serve`) or one part of it."""
-
-    SERVE = "serve"
-    API = "api"
-    WORKER = "worker"
-    SCHEDULER = "scheduler"
-
-    @property
-    def serves_api(self) -> bool:
-        """True when this process answers HTTP."""
-        return self in (Role.SERVE, Role.API)
-
-    @property
-    def works(self) -> bool:
-        """True when this process executes steps."""
-        return self in (Role.SERVE, Role.WORKER)
-
-    @property
-    def schedules(self) -> bool:
-        """True when this process runs the scheduler."""
-        return self in (Role.SERVE, Role.SCHEDULER)
 
 
 @dataclass(frozen=True)
@@ -105,36 +86,18 @@ async def _run_parts(
     stop: asyncio.Event,
 ) -> None:
     """Start the role's parts, wait for a stop or a crash, stop them: API first, worker last."""
-    settings, role = orchestrator.env.settings, options.role
-    worker = WorkerHandle(orchestrator) if role.works else None
-    api: ApiServer | None = None
+    settings = orchestrator.env.settings
+    parts = ServiceParts(orchestrator, options.role)
     background: set[asyncio.Task[None]] = set()
-    if role.schedules:
-        orchestrator.start_scheduler(
-            lease_ttl_seconds=settings.scheduler_lease_ttl_seconds,
-            poll_seconds=settings.scheduler_poll_seconds,
-        )
     try:
-        if role.serves_api:
-            api = await ApiServer.start(orchestrator, settings)
-        elif settings.metrics_port is not None:
-            api = await ApiServer.start(orchestrator, settings, metrics_only=True)
-        _announce_ready(settings, options.role, dag_count, api.url if api else None)
+        api_url = await parts.start_api()
+        _announce_ready(settings, options.role, dag_count, api_url)
         for sample in samples:
             background |= await _start_sample(orchestrator, settings.default_tenant, sample)
-        work: Coroutine[Any, Any, bool] = stop.wait()
-        if api is not None:
-            work = api.watch(work)
-        if role.schedules:
-            work = _watch_scheduler(orchestrator, work)
-        await (worker.watch(work) if worker else work)
+        await parts.watch(stop.wait())
     finally:
         await _cancel_all(background)
-        if api is not None:
-            await api.stop()
-        await orchestrator.stop_scheduler()
-        if worker is not None:
-            await worker.stop()
+        await parts.stop()
 
 
 def _announce_ready(settings: Settings, role: Role, dag_count: int, api_url: str | None) -> None:
@@ -213,15 +176,6 @@ async def _report_outcome(orchestrator: Orchestrator, tenant: str, run_id: str) 
     cause = f" (step {error.get('stepId')}: {error.get('code')})" if error else ""
     duration = view.get("durationMs")
     say(f"run {run_id} of {view['dagId']}: {view['status']} in {duration} ms{cause}")
-
-
-async def _watch_scheduler(orchestrator: Orchestrator, work: Coroutine[Any, Any, bool]) -> bool:
-    """Await `work`, unless the scheduler task ends first: then raise SchedulerCrashed."""
-    task = orchestrator.scheduler_task
-    assert task is not None
-    return await watch_task(
-        task, work, lambda: SchedulerCrashed(f"the scheduler stopped: {ended_because(task)}")
-    )
 
 
 def _log_entry(entry: LedgerEntry) -> None:

@@ -173,3 +173,40 @@ class ScopeRequired(AccessDenied):
     """The token lacks the scope the route needs (HTTP 403)."""
 
     code = "SCOPE_REQUIRED"
+
+
+# -- a service process's own errors (the CLI maps them to exit codes) --------------------
+class SettingsInvalid(ValidationError):
+    """A flag or STELLA_ORCH_* variable that the settings reject."""
+
+    code = "SETTINGS_INVALID"
+
+
+class UsageInvalid(ValidationError):
+    """Flags that are fine alone but make no sense together."""
+
+    code = "USAGE_INVALID"
+
+
+class SchedulerCrashed(StellaError):
+    """The in-process scheduler stopped on its own."""
+
+    code = "SCHEDULER_CRASHED"
+
+
+class WorkerCrashed(StellaError):
+    """The in-process worker stopped on an unexpected error."""
+
+    code = "WORKER_CRASHED"
+
+
+class WorkerStopTimeout(WorkerCrashed):
+    """The worker did not finish stopping in time and was abandoned."""
+
+    code = "WORKER_STOP_TIMEOUT"
+
+
+class ServiceFailed(StellaError):
+    """A part of a service process (the API server, the scheduler) could not start or died."""
+
+    code = "SERVICE_FAILED"

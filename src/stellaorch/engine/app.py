@@ -6,9 +6,13 @@ import asyncio
 from collections.abc import Callable
 from pathlib import Path
 
+from stellaorch.engine.audit import AuditService
 from stellaorch.engine.catalog import DagCatalog, Published
+from stellaorch.engine.deadletter import DeadLetterService
 from stellaorch.engine.env import EngineEnv
+from stellaorch.engine.export import LedgerExport
 from stellaorch.engine.health import StoreProbe, admit_store, check_opened
+from stellaorch.engine.queues import QueueService
 from stellaorch.engine.runs import RunService
 from stellaorch.engine.scheduler import Scheduler
 from stellaorch.engine.schedules import ScheduleService
@@ -27,6 +31,10 @@ class Orchestrator:
         self.sandbox = env.sandbox
         self.plugins = env.plugins
         self.health = StoreProbe(env)
+        self.queues = QueueService(env)
+        self.audit = AuditService(env)
+        self.dead_letter = DeadLetterService(env)
+        self.exports = LedgerExport(env.db)
         self._worker: Worker | None = None
         self._worker_task: asyncio.Task[None] | None = None
         self.schedules = ScheduleService(env)

@@ -6,24 +6,11 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-from sqlalchemy import Connection, select
-
 from stellaorch.domain.providers import format_utc
 from stellaorch.engine.env import EngineEnv
-from stellaorch.store.schema import audit_log
+from stellaorch.store.audit import select_audit_page
 
 EXPORT_CHUNK = 500
-
-
-def audit_page(
-    conn: Connection, tenant: str, after_id: int, limit: int, action: str | None = None
-) -> list[dict[str, Any]]:
-    """select_audit_page: a tenant's entries in id order after `after_id` (served by ix_audit)."""
-    a = audit_log.c
-    query = select(audit_log).where(a.tenant == tenant, a.id > after_id)
-    if action is not None:
-        query = query.where(a.action == action)
-    return [dict(r._mapping) for r in conn.execute(query.order_by(a.id).limit(limit))]
 
 
 def audit_view(row: dict[str, Any]) -> dict[str, Any]:
@@ -51,7 +38,9 @@ class AuditService:
         self, tenant: str, after_id: int, limit: int, action: str | None = None
     ) -> list[dict[str, Any]]:
         """Entries after `after_id`, in order."""
-        rows = await self.env.db.read(lambda c: audit_page(c, tenant, after_id, limit, action))
+        rows = await self.env.db.read(
+            lambda c: select_audit_page(c, tenant, after_id, limit, action)
+        )
         return [audit_view(r) for r in rows]
 
     async def export(self, tenant: str, action: str | None = None) -> AsyncIterator[bytes]:

@@ -6,8 +6,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import Connection
-
+from stellaorch.domain.audit import Operator
 from stellaorch.domain.canonical import canonical_json
 from stellaorch.domain.errors import DagDisabled, DagNotFound, DagVersionConflict
 from stellaorch.domain.providers import Clock
@@ -20,11 +19,11 @@ from stellaorch.domain.spec import (
     spec_invalid,
 )
 from stellaorch.domain.spec_rules import join_path, problem
-from stellaorch.engine.records import AuditEntry, record_audit
+from stellaorch.engine.records import record_audit
 from stellaorch.plugins.base import PluginNotFound, PluginRegistry
 from stellaorch.plugins.builtin import builtin_registry
-from stellaorch.store import dags
-from stellaorch.store.dags import DagVersionRow
+from stellaorch.store import Connection, dags
+from stellaorch.store.dags import DagVersionRow as DagVersionRow
 from stellaorch.store.database import Database
 
 SPEC_SUFFIXES = (".yaml", ".yml", ".json")
@@ -127,14 +126,16 @@ class DagCatalog:
         return Published(row, created=True)
 
     async def publish(
-        self, tenant: str, spec: DagSpec, audit: AuditEntry | None = None
+        self, tenant: str, spec: DagSpec, operator: Operator | None = None
     ) -> Published:
-        """Publish one version in its own transaction, recording the admin action if given."""
+        """Publish one version in its own transaction; an operator's publication is audited."""
 
         def work(conn: Connection) -> Published:
             published = self.publish_tx(conn, tenant, spec)
-            if audit is not None and published.created:
-                record_audit(conn, audit, self._clock.now_us())
+            if operator is not None and published.created:
+                target = f"{spec.dag_id}@{spec.version}"
+                entry = operator.entry(tenant, "dag.publish", target, {})
+                record_audit(conn, entry, self._clock.now_us())
             return published
 
         return await self._db.transact(work)
@@ -152,15 +153,20 @@ class DagCatalog:
         dag_id: str,
         version: str,
         enabled: bool,
-        audit: AuditEntry | None = None,
+        operator: Operator | None = None,
     ) -> DagVersionRow:
-        """Enable or disable a version (never edits it); returns the version as it is now."""
+        """Enable or disable a version (never edits it); returns the version as it is now.
+
+        An operator's change is audited as `dag.enable` or `dag.disable` of `dagId@version`.
+        """
 
         def work(conn: Connection) -> DagVersionRow:
             if not dags.set_enabled(conn, tenant, dag_id, version, enabled):
                 raise DagNotFound(f"DAG {dag_id} version {version} not found")
-            if audit is not None:
-                record_audit(conn, audit, self._clock.now_us())
+            if operator is not None:
+                action = "dag.enable" if enabled else "dag.disable"
+                entry = operator.entry(tenant, action, f"{dag_id}@{version}", {})
+                record_audit(conn, entry, self._clock.now_us())
             row = dags.get_version(conn, tenant, dag_id, version)
             assert row is not None
             return row

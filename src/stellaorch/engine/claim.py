@@ -6,8 +6,6 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Connection
-
 from stellaorch.domain.canonical import hash_json
 from stellaorch.domain.errors import StellaError
 from stellaorch.domain.spec import StepSpec
@@ -18,7 +16,7 @@ from stellaorch.engine.env import EngineEnv
 from stellaorch.engine.quotas import QuotaGate
 from stellaorch.engine.requests import Claimed, Lease
 from stellaorch.engine.txn import Txn
-from stellaorch.store import controls, queue, runs
+from stellaorch.store import Connection, controls, queue, runs
 from stellaorch.store.queue import QueueItem
 
 BUSY_RETRY_US = 2_000  # due items whose runs another transaction held: claim again this soon

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import Connection
-
 from stellaorch.domain.status import AttemptStatus, StepStatus
 from stellaorch.engine.claim import claim_into
 from stellaorch.engine.env import EngineEnv
 from stellaorch.engine.requests import Claimed, Completed, Outcome
 from stellaorch.engine.txn import Txn
-from stellaorch.store import queue, runs
+from stellaorch.store import Connection, queue, runs
 from stellaorch.store.notify import Topic, notify_committed
 
 _NO_ERROR = {"code": "STEP_FAILED", "message": "", "retryable": False}

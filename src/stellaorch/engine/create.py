@@ -5,8 +5,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Connection
-
 from stellaorch.domain.canonical import canonical_json, hash_json
 from stellaorch.domain.errors import InputsInvalid, QueueDraining, RunTokenConflict, StellaError
 from stellaorch.domain.ledger import GENESIS_HASH, LedgerEntry
@@ -18,7 +16,7 @@ from stellaorch.engine.records import AuditEntry, record_audit
 from stellaorch.engine.requests import Created, RunRequest
 from stellaorch.engine.txn import Txn
 from stellaorch.engine.views import run_summary
-from stellaorch.store import controls, runs
+from stellaorch.store import Connection, controls, runs
 
 RunKey = tuple[str, str, str]  # (tenant, dag_id, run_token)
 

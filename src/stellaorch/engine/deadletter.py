@@ -5,13 +5,11 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-from sqlalchemy import Connection
-
 from stellaorch.domain.errors import NotFound, StellaError, ValidationError
 from stellaorch.engine import create
 from stellaorch.engine.env import EngineEnv
 from stellaorch.engine.requests import Created, ReplayOrigin, RunRequest
-from stellaorch.store import deadletter, runs
+from stellaorch.store import Connection, deadletter, runs
 from stellaorch.store.deadletter import FailedStep
 
 SAMPLES = 5

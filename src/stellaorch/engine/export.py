@@ -12,26 +12,30 @@ import hashlib
 import json
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
-
-from sqlalchemy import Connection, select, tuple_
 
 from stellaorch.domain.canonical import canonical_json, sha256_hex
 from stellaorch.domain.errors import ValidationError
 from stellaorch.domain.ledger import StoredEntry, verify_chain
 from stellaorch.domain.projection import state_problem
 from stellaorch.engine.views import run_view
+from stellaorch.store import Connection
 from stellaorch.store.database import Database
+from stellaorch.store.export import (
+    Cursor,
+    EntryRow,
+    read_attempts_of,
+    read_entries_of,
+    read_started_runs,
+    read_steps_of,
+)
 from stellaorch.store.runs import RunState
-from stellaorch.store.schema import attempts, ledger_entries, runs, step_executions
 
 CHUNK_RUNS = 200  # runs per read: one short transaction, bounded memory
 _WRITE_BUFFER = 1 << 20  # bytes gathered before one file write
-Cursor = tuple[int, str]  # (startedUtc in ms, runId) of the last run read
-EntryRow = tuple[str, str, str]  # runId, body, entryHash
 
 
 @dataclass(frozen=True)
@@ -45,61 +49,6 @@ class ExportWindow:
     def __post_init__(self) -> None:
         if self.from_us >= self.to_us:
             raise ValidationError("the export window is empty: from must be before to")
-
-
-# -- queries ------------------------------------------------------------------------------
-_r = runs.c
-# Order by startedUtc as printed (milliseconds), then runId, so readers see the order.
-_started_ms = _r.started_us // 1000
-_RUN_FIELDS = [f.name for f in fields(RunState)]
-
-
-def read_started_runs(
-    conn: Connection, window: ExportWindow, after: Cursor | None, limit: int
-) -> list[RunState]:
-    """read_started_runs: a page of the window's runs by startedUtc (ms) then runId."""
-    query = select(runs).where(
-        _r.tenant == window.tenant,
-        _r.started_us >= window.from_us,
-        _r.started_us < window.to_us,
-    )
-    if after is not None:
-        query = query.where(tuple_(_started_ms, _r.run_id) > tuple_(after[0], after[1]))
-    query = query.order_by(_started_ms, _r.run_id).limit(limit)
-    return [RunState(**{k: row._mapping[k] for k in _RUN_FIELDS}) for row in conn.execute(query)]
-
-
-def read_steps_of(conn: Connection, tenant: str, run_ids: list[str]) -> list[dict[str, Any]]:
-    """read_steps_of: step executions of some runs, by run then DAG order."""
-    se = step_executions.c
-    query = (
-        select(step_executions)
-        .where(se.tenant == tenant, se.run_id.in_(run_ids))
-        .order_by(se.run_id, se.position)
-    )
-    return [dict(r._mapping) for r in conn.execute(query)]
-
-
-def read_attempts_of(conn: Connection, tenant: str, run_ids: list[str]) -> list[dict[str, Any]]:
-    """read_attempts_of: attempts of some runs, by run, step and attempt number."""
-    a = attempts.c
-    query = (
-        select(attempts)
-        .where(a.tenant == tenant, a.run_id.in_(run_ids))
-        .order_by(a.run_id, a.step_id, a.attempt)
-    )
-    return [dict(r._mapping) for r in conn.execute(query)]
-
-
-def read_entries_of(conn: Connection, tenant: str, run_ids: list[str]) -> list[EntryRow]:
-    """read_entries_of: ledger entries (runId, body, entryHash) of some runs, in chain order."""
-    le = ledger_entries.c
-    query = (
-        select(le.run_id, le.body, le.entry_hash)
-        .where(le.tenant == tenant, le.run_id.in_(run_ids))
-        .order_by(le.run_id, le.seq)
-    )
-    return [(run_id, body, entry_hash) for run_id, body, entry_hash in conn.execute(query)]
 
 
 # -- run lines ----------------------------------------------------------------------------
@@ -139,7 +88,7 @@ def read_chunk(
     conn: Connection, window: ExportWindow, after: Cursor | None, limit: int
 ) -> RunChunk:
     """One chunk of the export, consistent within its transaction."""
-    page = read_started_runs(conn, window, after, limit)
+    page = read_started_runs(conn, window.tenant, (window.from_us, window.to_us), after, limit)
     ids = [r.run_id for r in page]
     if not ids:
         return RunChunk([], [], [], [])
@@ -242,6 +191,21 @@ async def export_manifest(
     async for line in run_lines(db, window, chunk=chunk):
         builder.add(line)
     return builder.manifest()
+
+
+class LedgerExport:
+    """The ledger export of the engine's store, as the API serves it."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    def lines(self, window: ExportWindow) -> AsyncIterator[bytes]:
+        """The whole export: run lines, then the manifest line."""
+        return export_lines(self._db, window)
+
+    async def manifest(self, window: ExportWindow) -> Manifest:
+        """Only the manifest of the export."""
+        return await export_manifest(self._db, window)
 
 
 async def write_export(

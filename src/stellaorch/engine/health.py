@@ -13,16 +13,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection
-from sqlalchemy.engine import make_url
-
 from stellaorch.domain.errors import StellaError, StoreCorrupt, StoreNotWritable
 from stellaorch.engine.env import EngineEnv
 from stellaorch.settings import Settings
-from stellaorch.store import health, integrity
+from stellaorch.store import Connection, health, integrity
 from stellaorch.store.database import Database
-from stellaorch.store.health import QueueStats
+from stellaorch.store.health import QueueStats as QueueStats
 from stellaorch.store.integrity import CheckLevel, IntegrityReport
+from stellaorch.store.urls import display_url as display_url
+from stellaorch.store.urls import hidden_password_url
+from stellaorch.store.urls import opening_store as opening_store
+from stellaorch.store.urls import usable_url as usable_url
 
 # Unauthenticated readiness probes share one result for this long: a flood of them costs
 # the store at most one probe write per second and process.
@@ -76,7 +77,7 @@ class StoreHealth:
 
 def where(settings: Settings) -> str:
     """The store's URL with any password hidden, for messages."""
-    return make_url(settings.database_url).render_as_string(hide_password=True)
+    return hidden_password_url(settings.database_url)
 
 
 def corrupt_error(report: IntegrityReport, place: str) -> StoreCorrupt:
@@ -179,6 +180,14 @@ class StoreProbe:
             if self._last is None or now - self._last[0] >= READY_REUSE_SECONDS:
                 self._last = (now, await self.check())
             return self._last[1]
+
+    async def queue_depths(self, tenant: str | None) -> dict[str, int]:
+        """Waiting items per tenant: `tenant`'s only, or every tenant's when it is None."""
+        if tenant is None:
+            rows = await self.env.db.transact(health.all_queue_stats)
+            return {s.tenant: s.depth for s in rows}
+        own = await self.env.db.transact(lambda c: health.tenant_queue_stats(c, tenant))
+        return {own.tenant: own.depth}
 
     async def _write(self) -> StellaError | None:
         """Rewrite the probe row; the error that stopped it, or None."""

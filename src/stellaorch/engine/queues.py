@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import Connection
-
+from stellaorch.domain.audit import Operator
 from stellaorch.domain.errors import TenantForbidden, ValidationError
 from stellaorch.engine.env import EngineEnv
 from stellaorch.engine.quotas import MAX_LIMIT, QuotaGate
-from stellaorch.engine.records import AuditEntry, record_audit
-from stellaorch.store import controls
-from stellaorch.store.controls import ALL_DAGS, QueueFigures, QuotaRow
+from stellaorch.engine.records import record_audit
+from stellaorch.store import Connection, controls
+from stellaorch.store.controls import ALL_DAGS as ALL_DAGS
+from stellaorch.store.controls import QueueFigures
+from stellaorch.store.controls import QuotaRow as QuotaRow
 from stellaorch.store.notify import Topic, notify_committed
 
 QUEUE_ACTIONS = {
@@ -39,6 +41,16 @@ class QuotaLimits:
     max_per_hour: int | None = None
     burst: int | None = None
 
+    def document(self) -> dict[str, Any]:
+        """The limits asked for, by their API names (what the audit entry records)."""
+        named = {
+            "dagId": self.dag_id,
+            "maxActive": self.max_active,
+            "maxPerHour": self.max_per_hour,
+            "burst": self.burst,
+        }
+        return {k: v for k, v in named.items() if v is not None}
+
 
 class QueueService:
     """Reads and steers one tenant's queue; every change is one audited transaction."""
@@ -57,11 +69,14 @@ class QueueService:
         eligible = gate.next_eligible_us(tenant) if limited else now
         return QueueView(controls.queue_figures(conn, tenant, now), eligible, limited)
 
-    async def act(self, tenant: str, action: str, audit: AuditEntry) -> QueueView:
-        """Pause, resume or drain the caller's own queue."""
-        if tenant != audit.tenant:
+    async def act(
+        self, caller_tenant: str, tenant: str, action: str, operator: Operator
+    ) -> QueueView:
+        """Pause, resume or drain the caller's own queue (audited as `queue.<action>`)."""
+        if tenant != caller_tenant:
             raise TenantForbidden("a queue can only be steered by its own tenant")
         flags = QUEUE_ACTIONS[action]
+        audit = operator.entry(caller_tenant, f"queue.{action}", f"queue:{tenant}", {})
 
         def work(conn: Connection) -> QueueView:
             now = self.env.clock.now_us()
@@ -83,8 +98,8 @@ class QueueService:
         now = self.env.clock.now_us()
         return await self.env.db.read(lambda c: QuotaGate.load(c, [tenant], now))
 
-    async def set_quota(self, tenant: str, limits: QuotaLimits, audit: AuditEntry) -> QuotaRow:
-        """Merge the given limits into the tenant's (or DAG's) quota."""
+    async def set_quota(self, tenant: str, limits: QuotaLimits, operator: Operator) -> QuotaRow:
+        """Merge the given limits into the tenant's (or DAG's) quota (audited as `quota.set`)."""
         for name, value in (
             ("maxActive", limits.max_active),
             ("maxPerHour", limits.max_per_hour),
@@ -92,6 +107,7 @@ class QueueService:
         ):
             _check_limit(name, value)
         key = limits.dag_id or ALL_DAGS
+        audit = operator.entry(tenant, "quota.set", f"quota:{key}", limits.document())
 
         def work(conn: Connection) -> QuotaRow:
             now = self.env.clock.now_us()

@@ -10,9 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from sqlalchemy import Connection
-
-from stellaorch.store import controls
+from stellaorch.store import Connection, controls
 from stellaorch.store.controls import ALL_DAGS, QuotaRow, QuotaUsage
 from stellaorch.store.dialect import try_lock_names
 from stellaorch.store.queue import QueueItem

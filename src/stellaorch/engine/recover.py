@@ -4,15 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import Connection
-
 from stellaorch.domain.errors import RunNotFound
 from stellaorch.domain.ledger import LedgerEntry
 from stellaorch.domain.status import AttemptStatus, RunStatus
 from stellaorch.engine.env import EngineEnv
 from stellaorch.engine.requests import Cancelled
 from stellaorch.engine.txn import Txn
-from stellaorch.store import queue, runs
+from stellaorch.store import Connection, queue, runs
 
 _LEASE_EXPIRED = {
     "code": "LEASE_EXPIRED",

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from sqlalchemy import Connection
-
+from stellaorch.domain.audit import Operator
 from stellaorch.domain.errors import DagNotFound
 from stellaorch.engine.env import EngineEnv
-from stellaorch.engine.records import AuditEntry, record_audit
-from stellaorch.store import dags
+from stellaorch.engine.records import record_audit
+from stellaorch.store import Connection, dags
 from stellaorch.store.dags import DagVersionRow
 
 
@@ -23,14 +22,15 @@ class RolledBack:
 
 
 async def rollback(
-    env: EngineEnv, tenant: str, dag_id: str, to: str, audit: AuditEntry
+    env: EngineEnv, tenant: str, dag_id: str, to: str, operator: Operator
 ) -> RolledBack:
-    """Disable every enabled version published after `to`, and enable `to`."""
+    """Disable every enabled version published after `to`, and enable `to` (audited)."""
 
     def work(conn: Connection) -> RolledBack:
         result = _rollback(conn, tenant, dag_id, to)
         details = {"from": result.previous, "to": to, "disabled": result.disabled}
-        record_audit(conn, replace(audit, details=details), env.clock.now_us())
+        entry = operator.entry(tenant, "dag.rollback", f"{dag_id}@{to}", details)
+        record_audit(conn, entry, env.clock.now_us())
         return result
 
     return await env.db.transact(work)

@@ -11,13 +11,11 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import Connection
-
 from stellaorch.domain.ledger import ChainReport, verify_chain
 from stellaorch.domain.projection import state_problem
-from stellaorch.engine.export import read_attempts_of, read_steps_of
 from stellaorch.engine.views import run_view
-from stellaorch.store import blobs, ledger
+from stellaorch.store import Connection, blobs, ledger
+from stellaorch.store.export import read_attempts_of, read_steps_of
 from stellaorch.store.runs import RunState
 
 

@@ -8,8 +8,6 @@ import json
 from collections import OrderedDict, defaultdict
 from typing import Any
 
-from sqlalchemy import Connection
-
 from stellaorch.domain.errors import NotFound, RunNotFound, ValidationError
 from stellaorch.domain.ledger import ChainReport, LedgerEntry
 from stellaorch.domain.status import TERMINAL_RUN
@@ -19,8 +17,9 @@ from stellaorch.engine.env import EngineEnv
 from stellaorch.engine.requests import Cancelled, Created, ReplayOrigin, RunRequest
 from stellaorch.engine.run_check import check_run
 from stellaorch.engine.views import run_summary, run_view, step_view, steps_view
-from stellaorch.store import blobs, runs
-from stellaorch.store.runs import RunFilter, RunState
+from stellaorch.store import Connection, blobs, runs
+from stellaorch.store.runs import RunFilter as RunFilter
+from stellaorch.store.runs import RunState
 
 FINISHED_CACHE_SIZE = 2_000  # views of finished runs kept in memory (a few MB at most)
 

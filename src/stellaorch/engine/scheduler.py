@@ -17,8 +17,6 @@ import logging
 from collections import Counter
 from dataclasses import dataclass, field
 
-from sqlalchemy import Connection
-
 from stellaorch.domain.errors import (
     DagDisabled,
     DagNotFound,
@@ -34,7 +32,7 @@ from stellaorch.engine.env import EngineEnv
 from stellaorch.engine.requests import Created, RunRequest
 from stellaorch.engine.runs import RunService
 from stellaorch.engine.schedules import ACTIVE, inputs_of, new_firing, timing_of, version_enabled
-from stellaorch.store import controls, leases
+from stellaorch.store import Connection, controls, leases
 from stellaorch.store import schedules as store
 from stellaorch.store.schedules import FiringRow, ScheduleRow
 

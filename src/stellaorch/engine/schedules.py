@@ -11,8 +11,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection
-
+from stellaorch.domain.audit import AuditEntry
+from stellaorch.domain.audit import Operator as Operator
 from stellaorch.domain.canonical import canonical_json
 from stellaorch.domain.cron import CronTrigger, parse_trigger
 from stellaorch.domain.errors import (
@@ -32,10 +32,11 @@ from stellaorch.domain.firing import (
     check_bounds,
 )
 from stellaorch.engine.env import EngineEnv
-from stellaorch.engine.records import AuditEntry, record_audit
-from stellaorch.store import dags
+from stellaorch.engine.records import record_audit
+from stellaorch.store import Connection, dags
 from stellaorch.store import schedules as store
-from stellaorch.store.schedules import FiringRow, ScheduleRow
+from stellaorch.store.schedules import FiringRow as FiringRow
+from stellaorch.store.schedules import ScheduleRow as ScheduleRow
 
 ACTIVE, PAUSED, DELETED = "active", "paused", "deleted"
 LISTED = (ACTIVE, PAUSED)
@@ -77,18 +78,11 @@ class ScheduleSpec:
     jitter_seconds: int = 0
 
 
-@dataclass(frozen=True)
-class Operator:
-    """Who asks for an admin change, and why (recorded in the audit log)."""
-
-    actor: str
-    reason: str
-    ticket: str | None = None
-
-    def audit(self, tenant: str, action: str, schedule_id: str, **details: Any) -> AuditEntry:
-        """The audit entry of one action on one schedule."""
-        target = f"schedule:{schedule_id}"
-        return AuditEntry(tenant, self.actor, action, target, self.reason, self.ticket, details)
+def schedule_audit(
+    operator: Operator, tenant: str, action: str, schedule_id: str, **details: Any
+) -> AuditEntry:
+    """The audit entry of one action on one schedule."""
+    return operator.entry(tenant, action, f"schedule:{schedule_id}", details)
 
 
 @dataclass(frozen=True)
@@ -216,7 +210,8 @@ class ScheduleService:
                     " (STELLA_ORCH_MAX_SCHEDULES_PER_TENANT); delete one first"
                 )
             store.insert_schedule(conn, row)
-            entry = operator.audit(
+            entry = schedule_audit(
+                operator,
                 row.tenant,
                 "schedule.create",
                 row.schedule_id,
@@ -284,9 +279,8 @@ class ScheduleService:
             now = self.env.clock.now_us()
             row = _require(conn, tenant, schedule_id, lock=True)
             count = self._clear_pending(conn, row, now)
-            record_audit(
-                conn, operator.audit(tenant, "schedule.clear", schedule_id, cleared=count), now
-            )
+            entry = schedule_audit(operator, tenant, "schedule.clear", schedule_id, cleared=count)
+            record_audit(conn, entry, now)
             return Cleared(_require(conn, tenant, schedule_id), count)
 
         cleared = await self.env.db.transact(work)
@@ -303,7 +297,8 @@ class ScheduleService:
             now = self.env.clock.now_us()
             row = _require(conn, tenant, schedule_id, lock=True)
             step(conn, row, now)
-            record_audit(conn, operator.audit(tenant, action, schedule_id, status=row.status), now)
+            entry = schedule_audit(operator, tenant, action, schedule_id, status=row.status)
+            record_audit(conn, entry, now)
             return store.get_schedule(conn, tenant, schedule_id) or row
 
         row = await self.env.db.transact(work)

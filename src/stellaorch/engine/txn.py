@@ -9,15 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sqlalchemy import Connection
-
 from stellaorch.domain.ledger import LedgerEntry
 from stellaorch.domain.lifecycle import RunLifecycle, facts_needed
 from stellaorch.domain.spec import CompiledDag
 from stellaorch.domain.status import TERMINAL_STEP
 from stellaorch.domain.transitions import EndFacts, Limits, RunRecord, StepKey
 from stellaorch.engine.env import EngineEnv
-from stellaorch.store import blobs, queue, runs, writer
+from stellaorch.store import Connection, blobs, queue, runs, writer
 from stellaorch.store.notify import Topic, notify_committed
 
 

@@ -13,11 +13,9 @@ from stellaorch.api.errors import trace_id_of
 from stellaorch.api.state import orchestrator
 from stellaorch.domain.errors import ScopeRequired
 from stellaorch.engine.app import Orchestrator
-from stellaorch.engine.health import StoreHealth
+from stellaorch.engine.health import QueueStats, StoreHealth
 from stellaorch.observability.exposition import CONTENT_TYPE, queue_depth_family, render
 from stellaorch.observability.metrics import OrchestratorMetrics
-from stellaorch.store import health
-from stellaorch.store.health import QueueStats
 
 router = APIRouter(tags=["admin"])
 # `/metrics` at the app root, where Prometheus looks by default.
@@ -127,19 +125,10 @@ def _metrics_of(request: Request) -> OrchestratorMetrics:
     return metrics
 
 
-async def _queue_depths(orch: Orchestrator, tenant: str | None) -> dict[str, int]:
-    """Waiting items per tenant: the caller's only, or every tenant's when `tenant` is None."""
-    if tenant is None:
-        rows = await orch.env.db.transact(health.all_queue_stats)
-        return {s.tenant: s.depth for s in rows}
-    own = await orch.env.db.transact(lambda c: health.tenant_queue_stats(c, tenant))
-    return {own.tenant: own.depth}
-
-
 async def _exposition(request: Request, caller: Caller) -> Response:
     """The metrics the caller may see: its own tenant's, or all for a "*" token."""
     visible = None if "*" in caller.principal.tenants else caller.tenant
-    depths = await _queue_depths(orchestrator(request), visible)
+    depths = await orchestrator(request).health.queue_depths(visible)
     body = render([_metrics_of(request).registry], [queue_depth_family(depths)], visible)
     return Response(body, media_type=CONTENT_TYPE)
 

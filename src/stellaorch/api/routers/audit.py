@@ -10,7 +10,6 @@ from fastapi.responses import StreamingResponse
 from stellaorch.api.auth import AdminReader
 from stellaorch.api.paging import PageSize, PageToken, decode_position, encode_token
 from stellaorch.api.state import orchestrator
-from stellaorch.engine.audit import AuditService
 
 router = APIRouter(tags=["audit"])
 Action = Annotated[str | None, Query(max_length=64, description="only this action")]
@@ -27,7 +26,7 @@ async def list_audit(
     """The tenant's audit entries in the order they were recorded."""
     position = decode_position(page_token, (int,))
     after = int(position[0]) if position else 0
-    service = AuditService(orchestrator(request).env)
+    service = orchestrator(request).audit
     found = await service.page(caller.tenant, after, page_size + 1, action)
     page = found[:page_size]
     token = encode_token([page[-1]["id"]]) if len(found) > page_size else None
@@ -37,7 +36,7 @@ async def list_audit(
 @router.get("/audit/export", response_class=StreamingResponse)
 async def export_audit(request: Request, caller: AdminReader, action: Action = None) -> Any:
     """Every audit entry of the tenant as NDJSON, in id order, streamed."""
-    service = AuditService(orchestrator(request).env)
+    service = orchestrator(request).audit
     return StreamingResponse(
         service.export(caller.tenant, action), media_type="application/x-ndjson"
     )

@@ -13,8 +13,7 @@ from stellaorch.api.paging import PageSize, PageToken, decode_position, encode_t
 from stellaorch.api.state import orchestrator
 from stellaorch.domain.providers import format_utc
 from stellaorch.domain.spec import parse_spec
-from stellaorch.engine.records import AuditEntry
-from stellaorch.store.dags import DagVersionRow
+from stellaorch.engine.catalog import DagVersionRow
 
 router = APIRouter(tags=["dags"])
 ID = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
@@ -34,12 +33,6 @@ def dag_view(row: DagVersionRow, *, with_spec: bool = False) -> dict[str, Any]:
     return view
 
 
-def _audit(caller: Caller, action: str, target: str, details: dict[str, Any]) -> AuditEntry:
-    return AuditEntry(
-        caller.tenant, caller.actor, action, target, caller.reason or "", caller.ticket, details
-    )
-
-
 @router.post("/dags", status_code=201)
 async def publish_dag(
     request: Request,
@@ -51,8 +44,8 @@ async def publish_dag(
     async def act() -> tuple[int, Any]:
         spec_doc = {k: v for k, v in document.items() if k != "signature"}
         spec = parse_spec(spec_doc)
-        audit = _audit(caller, "dag.publish", f"{spec.dag_id}@{spec.version}", {})
-        published = await orchestrator(request).catalog.publish(caller.tenant, spec, audit)
+        catalog = orchestrator(request).catalog
+        published = await catalog.publish(caller.tenant, spec, caller.operator)
         return (201 if published.created else 200), dag_view(published.version)
 
     return await idempotent(request, caller, document, act)
@@ -96,10 +89,8 @@ async def get_dag(
 async def _set_enabled(
     request: Request, caller: Caller, dag_id: str, version: str, enabled: bool
 ) -> dict[str, Any]:
-    action = "dag.enable" if enabled else "dag.disable"
-    audit = _audit(caller, action, f"{dag_id}@{version}", {})
     row = await orchestrator(request).catalog.set_enabled(
-        caller.tenant, dag_id, version, enabled, audit
+        caller.tenant, dag_id, version, enabled, caller.operator
     )
     return dag_view(row)
 

@@ -12,7 +12,7 @@ from stellaorch.api.idempotency import idempotent
 from stellaorch.api.paging import PageSize, PageToken, decode_position, encode_token
 from stellaorch.api.state import orchestrator
 from stellaorch.domain.providers import format_utc
-from stellaorch.engine.deadletter import SAMPLES, DeadLetterGroup, DeadLetterService
+from stellaorch.engine.deadletter import SAMPLES, DeadLetterGroup
 from stellaorch.engine.requests import ReplayOrigin
 from stellaorch.engine.views import run_summary
 
@@ -48,7 +48,7 @@ async def list_deadletter(
     request: Request, caller: ReadCaller, page_size: PageSize = 50, page_token: PageToken = None
 ) -> dict[str, Any]:
     """Failed steps of the tenant grouped by error.code, ordered by code."""
-    groups = await DeadLetterService(orchestrator(request).env).groups(caller.tenant)
+    groups = await orchestrator(request).dead_letter.groups(caller.tenant)
     position = decode_position(page_token, (str,))
     if position:
         groups = [g for g in groups if g.code > str(position[0])]
@@ -64,7 +64,7 @@ async def replay_group(
     """Replay every failed run of the group not replayed yet (new runs with replayOf)."""
 
     async def act() -> tuple[int, Any]:
-        service = DeadLetterService(orchestrator(request).env)
+        service = orchestrator(request).dead_letter
         who = ReplayOrigin(actor=caller.actor, ticket=caller.ticket)
         created = await service.replay(caller.tenant, code, body.reason, who)
         return 201, {"items": [run_summary(c.run) for c in created]}

@@ -12,7 +12,7 @@ from stellaorch.api.auth import AdminReader
 from stellaorch.api.state import orchestrator
 from stellaorch.domain.errors import ValidationError
 from stellaorch.domain.providers import parse_utc
-from stellaorch.engine.export import ExportWindow, export_lines, export_manifest
+from stellaorch.engine.export import ExportWindow
 
 router = APIRouter(tags=["ledger"])
 NDJSON = "application/x-ndjson"
@@ -29,11 +29,11 @@ async def export_ledger(
 ) -> Response:
     """Runs started in [from, to) by startedUtc then runId, steps and events inline."""
     window = ExportWindow(caller.tenant, _time(from_, "from"), _time(to, "to"))
-    db = orchestrator(request).env.db
+    exports = orchestrator(request).exports
     if manifest:
-        found = await export_manifest(db, window)
+        found = await exports.manifest(window)
         return JSONResponse(found.document(), headers=_NO_STORE)
-    lines = export_lines(db, window)
+    lines = exports.lines(window)
     # Read the first chunk now, so a store failure is an error response, not a cut stream.
     first = await anext(lines)
     return StreamingResponse(_prepend(first, lines), media_type=NDJSON, headers=_NO_STORE)

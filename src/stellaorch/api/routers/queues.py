@@ -11,10 +11,8 @@ from stellaorch.api.auth import AdminCaller, Caller, ReadCaller
 from stellaorch.api.idempotency import idempotent
 from stellaorch.api.state import orchestrator
 from stellaorch.domain.providers import format_utc
-from stellaorch.engine.queues import QueueService, QueueView, QuotaLimits
+from stellaorch.engine.queues import ALL_DAGS, QueueService, QueueView, QuotaLimits, QuotaRow
 from stellaorch.engine.quotas import QuotaGate
-from stellaorch.engine.records import AuditEntry
-from stellaorch.store.controls import ALL_DAGS, QuotaRow
 
 router = APIRouter(tags=["queues"])
 ID = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
@@ -63,13 +61,7 @@ def quota_view(row: QuotaRow, gate: QuotaGate) -> dict[str, Any]:
 
 
 def _service(request: Request) -> QueueService:
-    return QueueService(orchestrator(request).env)
-
-
-def _audit(caller: Caller, action: str, target: str, details: dict[str, Any]) -> AuditEntry:
-    return AuditEntry(
-        caller.tenant, caller.actor, action, target, caller.reason or "", caller.ticket, details
-    )
+    return orchestrator(request).queues
 
 
 @router.get("/queues")
@@ -82,8 +74,7 @@ async def list_queues(request: Request, caller: ReadCaller) -> dict[str, Any]:
 
 async def _steer(request: Request, caller: Caller, tenant: str, action: str) -> Response:
     async def act() -> tuple[int, Any]:
-        audit = _audit(caller, f"queue.{action}", f"queue:{tenant}", {})
-        view = await _service(request).act(tenant, action, audit)
+        view = await _service(request).act(caller.tenant, tenant, action, caller.operator)
         return 200, queue_view(view, orchestrator(request).env.clock.now_us())
 
     return await idempotent(request, caller, {}, act)
@@ -126,10 +117,8 @@ async def put_quota(body: SetQuota, request: Request, caller: AdminCaller) -> Re
 
     async def act() -> tuple[int, Any]:
         limits = QuotaLimits(body.dagId, body.maxActive, body.maxPerHour, body.burst)
-        target = f"quota:{body.dagId or ALL_DAGS}"
-        audit = _audit(caller, "quota.set", target, body.model_dump(exclude_none=True))
         service = _service(request)
-        row = await service.set_quota(caller.tenant, limits, audit)
+        row = await service.set_quota(caller.tenant, limits, caller.operator)
         return 200, quota_view(row, await service.usage(caller.tenant))
 
     return await idempotent(request, caller, body.model_dump(), act)

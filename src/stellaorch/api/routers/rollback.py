@@ -11,7 +11,6 @@ from stellaorch.api.auth import AdminCaller
 from stellaorch.api.idempotency import idempotent
 from stellaorch.api.routers.dags import dag_view
 from stellaorch.api.state import orchestrator
-from stellaorch.engine.records import AuditEntry
 from stellaorch.engine.rollback import rollback
 
 router = APIRouter(tags=["dags"])
@@ -32,16 +31,8 @@ async def rollback_dag(
 
     async def act() -> tuple[int, Any]:
         to = str(body.to)
-        audit = AuditEntry(
-            caller.tenant,
-            caller.actor,
-            "dag.rollback",
-            f"{dagId}@{to}",
-            caller.reason or "",
-            caller.ticket,
-        )
         env = orchestrator(request).env
-        result = await rollback(env, caller.tenant, dagId, to, audit)
+        result = await rollback(env, caller.tenant, dagId, to, caller.operator)
         return 200, {
             **dag_view(result.version),
             "previous": result.previous,

@@ -24,8 +24,8 @@ from stellaorch.domain.providers import parse_utc
 from stellaorch.domain.status import RunStatus
 from stellaorch.engine.records import IdempotencyClaim
 from stellaorch.engine.requests import ReplayOrigin, RunRequest
+from stellaorch.engine.runs import RunFilter
 from stellaorch.engine.views import run_summary
-from stellaorch.store.runs import RunFilter
 
 router = APIRouter(tags=["runs"])
 ID = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"

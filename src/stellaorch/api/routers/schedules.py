@@ -8,14 +8,13 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from stellaorch.api.auth import AdminCaller, Caller, ReadCaller
+from stellaorch.api.auth import AdminCaller, ReadCaller
 from stellaorch.api.idempotency import idempotent
 from stellaorch.api.paging import PageSize, PageToken, decode_position, encode_token
 from stellaorch.api.state import orchestrator
 from stellaorch.domain.firing import MAX_CATCHUP_WINDOW_SECONDS, MAX_JITTER_SECONDS
 from stellaorch.domain.providers import format_utc
-from stellaorch.engine.schedules import Operator, ScheduleSpec
-from stellaorch.store.schedules import FiringRow, ScheduleRow
+from stellaorch.engine.schedules import FiringRow, ScheduleRow, ScheduleSpec
 
 router = APIRouter(tags=["schedules"])
 ID = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
@@ -85,8 +84,6 @@ def firing_view(row: FiringRow) -> dict[str, Any]:
     }
 
 
-def _operator(caller: Caller) -> Operator:
-    return Operator(caller.actor, caller.reason or "", caller.ticket)
 
 
 @router.post("/schedules", status_code=201)
@@ -95,7 +92,7 @@ async def create_schedule(body: CreateSchedule, request: Request, caller: AdminC
 
     async def act() -> tuple[int, Any]:
         schedules = orchestrator(request).schedules
-        row = await schedules.create(body.spec(caller.tenant), _operator(caller))
+        row = await schedules.create(body.spec(caller.tenant), caller.operator)
         return 201, schedule_view(row)
 
     return await idempotent(request, caller, body.model_dump(), act)
@@ -138,7 +135,7 @@ async def pause_schedule(scheduleId: str, request: Request, caller: AdminCaller)
 
     async def act() -> tuple[int, Any]:
         schedules = orchestrator(request).schedules
-        row = await schedules.pause(caller.tenant, scheduleId, _operator(caller))
+        row = await schedules.pause(caller.tenant, scheduleId, caller.operator)
         return 200, schedule_view(row)
 
     return await idempotent(request, caller, {}, act)
@@ -150,7 +147,7 @@ async def resume_schedule(scheduleId: str, request: Request, caller: AdminCaller
 
     async def act() -> tuple[int, Any]:
         schedules = orchestrator(request).schedules
-        row = await schedules.resume(caller.tenant, scheduleId, _operator(caller))
+        row = await schedules.resume(caller.tenant, scheduleId, caller.operator)
         return 200, schedule_view(row)
 
     return await idempotent(request, caller, {}, act)
@@ -162,7 +159,7 @@ async def clear_schedule(scheduleId: str, request: Request, caller: AdminCaller)
 
     async def act() -> tuple[int, Any]:
         schedules = orchestrator(request).schedules
-        result = await schedules.clear(caller.tenant, scheduleId, _operator(caller))
+        result = await schedules.clear(caller.tenant, scheduleId, caller.operator)
         return 200, {**schedule_view(result.schedule), "cleared": result.cleared}
 
     return await idempotent(request, caller, {}, act)
@@ -171,5 +168,5 @@ async def clear_schedule(scheduleId: str, request: Request, caller: AdminCaller)
 @router.delete("/schedules/{scheduleId}")
 async def delete_schedule(scheduleId: str, request: Request, caller: AdminCaller) -> dict[str, Any]:
     """Delete a schedule: it never fires again; its trigger history is kept."""
-    row = await orchestrator(request).schedules.delete(caller.tenant, scheduleId, _operator(caller))
+    row = await orchestrator(request).schedules.delete(caller.tenant, scheduleId, caller.operator)
     return schedule_view(row)

@@ -1,4 +1,4 @@
-"""The HTTP API served by uvicorn inside the CLI's event loop, on the process's one engine."""
+"""The HTTP API served by uvicorn in the service's event loop, on the process's one engine."""
 
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ from typing import Any, TypeVar
 import uvicorn
 
 from stellaorch.api.app import create_app, create_metrics_app
-from stellaorch.cli.embedded import ended_because, watch_task
-from stellaorch.cli.errors import ServiceFailed
-from stellaorch.cli.httpguard import ServerConfig
+from stellaorch.domain.errors import ServiceFailed
 from stellaorch.engine.app import Orchestrator
 from stellaorch.observability.redaction import redact_server_loggers
+from stellaorch.service.embedded import ended_because, watch_task
+from stellaorch.service.httpguard import ServerConfig
 from stellaorch.settings import Settings
 
 T = TypeVar("T")

@@ -1,4 +1,4 @@
-"""The engine inside the CLI process: open the store, run a worker, close everything."""
+"""The engine inside a service process: open the store, run a worker, close everything."""
 
 from __future__ import annotations
 
@@ -8,12 +8,9 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
-
-from stellaorch.cli.errors import SettingsInvalid, WorkerCrashed, WorkerStopTimeout
-from stellaorch.domain.errors import StellaError, StoreUnavailable
+from stellaorch.domain.errors import StellaError, WorkerCrashed, WorkerStopTimeout
 from stellaorch.engine.app import Orchestrator
+from stellaorch.engine.health import display_url, opening_store
 from stellaorch.settings import Settings
 
 T = TypeVar("T")
@@ -21,23 +18,10 @@ T = TypeVar("T")
 STOP_GRACE_SECONDS = 15.0
 
 
-def display_url(url: str) -> str:
-    """The database URL with any password hidden, for output and logs."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
-        return "<invalid database URL>"
-
-
 def open_orchestrator(settings: Settings) -> Orchestrator:
     """Open (and migrate) the store; driver errors become product errors with the URL named."""
-    where = display_url(settings.database_url)
-    try:
+    with opening_store(display_url(settings.database_url)):
         return Orchestrator.open(settings)
-    except (ArgumentError, NoSuchModuleError, ImportError) as exc:
-        raise SettingsInvalid(f"cannot use database URL {where}: {exc}") from exc
-    except OperationalError as exc:
-        raise StoreUnavailable(f"cannot open the store at {where}: {exc.orig}") from exc
 
 
 @asynccontextmanager

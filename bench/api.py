@@ -75,8 +75,11 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_server(workdir: Path) -> Server:
-    """Start serve on a fresh SQLite file with a fresh key; wait until it answers."""
+def start_server(workdir: Path, settings: dict[str, str] | None = None) -> Server:
+    """Start serve on a fresh SQLite file with a fresh key; wait until it answers.
+
+    `settings` are extra STELLA_ORCH_* variables for the server (operator settings only).
+    """
     keys = workdir / "keys"
     generate_key(keys)
     token = issue_token(
@@ -92,6 +95,7 @@ def start_server(workdir: Path) -> Server:
         **os.environ,
         "STELLA_ORCH_KEYS_DIR": str(keys),
         "STELLA_ORCH_DATABASE_URL": f"sqlite:///{workdir}/bench.db",
+        **(settings or {}),
     }
     cmd = [
         sys.executable,

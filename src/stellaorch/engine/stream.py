@@ -97,19 +97,15 @@ def row_of(entry: LedgerEntry, entry_id: int) -> LedgerRow:
 class StreamEvent:
     """One event as every subscriber gets it: its fields, and its message serialised once."""
 
+    seq: int  # the event's place in the global order (its ledger id)
     fields: Event
     message: str
-
-    @property
-    def seq(self) -> int:
-        """The event's place in the global order."""
-        return int(self.fields["seq"])
 
     @classmethod
     def of(cls, row: LedgerRow) -> StreamEvent:
         """The event of a ledger row, with its canonical JSON message."""
         fields = event_of(row)
-        return cls(fields, canonical_json(fields))
+        return cls(row.id, fields, canonical_json(fields))
 
 
 @dataclass(frozen=True)

@@ -252,11 +252,14 @@ async def bench_fanout(server: Server, clients: int, burst: int) -> list[Row]:
     ) as client:
 
         async def one(i: int) -> None:
+            sent = time.perf_counter()
             r = await client.post(
                 "/runs", json={"dagId": "burst", "inputs": {"b": i}}, headers=server.headers
             )
             r.raise_for_status()
+            latencies.append(time.perf_counter() - sent)
 
+        latencies: list[float] = []
         start = time.perf_counter()
         await asyncio.gather(*(one(i) for i in range(burst)))
     await asyncio.wait(consumers, timeout=600)
@@ -265,6 +268,9 @@ async def bench_fanout(server: Server, clients: int, burst: int) -> list[Row]:
         await ws.close()
     complete = sum(1 for c in counts if c >= burst * EVENTS_PER_RUN)
     rss = server.rss_peak_mb()
+    delivered = sum(counts) / elapsed
+    latencies.sort()
+    p99 = latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))] * 1000
     return [
         Row(
             f"{clients} streams x {burst} runs",
@@ -275,6 +281,22 @@ async def bench_fanout(server: Server, clients: int, burst: int) -> list[Row]:
             complete == clients,
         ),
         Row(f"{clients} streams x {burst} runs", "delivery time", elapsed, "s", "(info)", True),
+        Row(
+            f"{clients} streams x {burst} runs",
+            "messages delivered",
+            delivered,
+            "msg/s",
+            ">= 1e5",
+            delivered >= 100_000,
+        ),
+        Row(
+            f"{clients} streams x {burst} runs",
+            "POST p99 in the burst",
+            p99,
+            "ms",
+            "<= 100",
+            p99 <= 100,
+        ),
         Row(
             f"{clients} streams x {burst} runs", "server peak RSS", rss, "MB", "<= 400", rss <= 400
         ),

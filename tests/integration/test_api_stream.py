@@ -21,7 +21,8 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from stellaorch.api.app import create_app
-from stellaorch.engine.stream import StreamFilter, StreamHub
+from stellaorch.domain.ledger import LedgerEntry
+from stellaorch.engine.stream import CarriedEntries, StreamFilter, StreamHub
 from stellaorch.security.keys import generate_key
 from stellaorch.security.tokens import issue_token
 
@@ -281,6 +282,61 @@ async def test_handover_drops_live_events_the_replay_already_sent(harness: Harne
     assert replayed == (await ledger_ids(harness, "acme", after=start))[:2]
     assert following["runId"] == later and following["type"] == "run.updated"
     assert following["seq"] == replayed[-1] + 1
+
+
+# -- the tail ----------------------------------------------------------------------------
+async def test_entries_of_another_engine_are_streamed_between_ours_in_store_order(
+    make_harness: MakeHarness,
+) -> None:
+    ours = await make_harness(poll_interval_seconds=0.05)
+    theirs = await make_harness(url=ours.orchestrator.env.settings.database_url)
+    await ours.publish(ours.spec("one", [{"id": "x", "plugin": "noop"}]))
+    start = (await ledger_ids(ours, "acme") or [0])[-1]
+    hub = StreamHub(ours.orchestrator.env, poll_seconds=0.05)
+    subscription = await hub.subscribe(StreamFilter("acme"))
+    try:
+        for _ in range(3):  # ours come on our bus, theirs only from the store
+            await ours.create("one")
+            await theirs.create("one")
+        expected = await ledger_ids(ours, "acme", after=start)
+        live = [await asyncio.wait_for(subscription.next(), 5) for _ in expected]
+        stored = [e async for e in hub.replay(subscription, start)]
+    finally:
+        await hub.close()
+
+    assert [e["seq"] for e in live] == expected
+    assert live == stored  # an event made from the bus is the one made from its stored row
+
+
+async def test_every_subscriber_is_sent_the_same_serialised_event(harness: Harness) -> None:
+    await harness.publish(harness.spec("one", [{"id": "x", "plugin": "noop"}]))
+    hub = StreamHub(harness.orchestrator.env)
+    first = await hub.subscribe(StreamFilter("acme"))
+    second = await hub.subscribe(StreamFilter("acme", dag_id="one"))
+    try:
+        await harness.create("one")
+        a, b = await asyncio.gather(first.next_event(), second.next_event())
+    finally:
+        await hub.close()
+
+    assert a.message is b.message
+    assert json.loads(a.message) == a.fields and a.fields["type"] == "run.updated"
+
+
+def test_carried_entries_keep_only_the_newest_up_to_their_limit() -> None:
+    carried = CarriedEntries(limit=2)
+    for seq in (1, 2, 3):
+        carried.add(_entry("r1", seq))
+
+    taken = carried.take([("r1", 1), ("r1", 2), ("r1", 3)])
+
+    assert sorted(taken) == [("r1", 2), ("r1", 3)] and len(carried) == 0
+
+
+def _entry(run_id: str, seq: int) -> LedgerEntry:
+    return LedgerEntry(
+        run_id, seq, "acme", "d", "t", "step.queued", "queued", 0, "", "", "{}", step_id="x"
+    )
 
 
 # -- backpressure -------------------------------------------------------------------------

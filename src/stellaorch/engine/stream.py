@@ -1,7 +1,10 @@
 """Live run events: the ledger tailed in global order and fanned out to per-tenant subscribers.
 
-The ledger is the event source; its global `id` is the event `seq`. The in-process bus only
-wakes the tailer early, because other processes write to the same store without telling us.
+The ledger is the event source; its global `id` is the event `seq`. Other processes write to
+the same store without telling us, so the tailer reads the ledger's order (ids) from the store;
+entries this process committed come with their contents on the in-process bus, and only the
+others' are read in full. Each event is serialised once and the same text goes to every
+subscriber. On SQLite the tail reads on a reader thread, never queueing behind the writer.
 
 On PostgreSQL ids are drawn before commit, so a transaction can commit id 7 after id 8 is
 visible. Every read here therefore first waits out the transactions that are between drawing
@@ -15,80 +18,35 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections import defaultdict, deque
+import threading
+from collections import OrderedDict, defaultdict, deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection
 
+from stellaorch.domain.canonical import canonical_json
 from stellaorch.domain.ledger import LedgerEntry
 from stellaorch.domain.providers import format_utc
 from stellaorch.engine.env import EngineEnv
-from stellaorch.store.dialect import await_ledger_appends
+from stellaorch.store.events import (
+    LedgerRow,
+    read_entries_between,
+    read_max_id,
+    read_positions_after,
+    read_tenant_entries_after,
+    snapshot_reads_are_final,
+)
 from stellaorch.store.notify import Topic
-from stellaorch.store.schema import ledger_entries
 
 log = logging.getLogger("stellaorch.stream")
 
 Event = dict[str, Any]
 READ_BATCH = 1000  # rows per tail or replay read: bounds memory whatever the backlog
-
-# -- queries ------------------------------------------------------------------------------
-_le = ledger_entries.c
-_EVENT_COLUMNS = (
-    _le.id,
-    _le.tenant,
-    _le.run_id,
-    _le.entry_type,
-    _le.step_id,
-    _le.status,
-    _le.ts_us,
-    _le.body,
-)
-
-
-def read_max_id(conn: Connection) -> int:
-    """read_max_id: where a new tail starts (0 for an empty ledger); ids up to it are final."""
-    await_ledger_appends(conn)
-    return int(conn.execute(select(func.max(_le.id))).scalar() or 0)
-
-
-@dataclass(frozen=True)
-class LedgerRow:
-    """The columns of a ledger entry an event is made of; `id` is the global order."""
-
-    id: int
-    tenant: str
-    run_id: str
-    entry_type: str
-    step_id: str | None
-    status: str
-    ts_us: int
-    body: str
-
-
-def read_entries_after(conn: Connection, after: int, limit: int) -> list[LedgerRow]:
-    """read_entries_after: every tenant's entries with id > after, in global order."""
-    await_ledger_appends(conn)
-    query = select(*_EVENT_COLUMNS).where(_le.id > after).order_by(_le.id).limit(limit)
-    return [LedgerRow(*row) for row in conn.execute(query)]
-
-
-def read_tenant_entries_after(
-    conn: Connection, tenant: str, after: int, limit: int
-) -> list[LedgerRow]:
-    """read_tenant_entries_after: one tenant's entries with id > after (ix_ledger_tenant_id)."""
-    await_ledger_appends(conn)
-    query = (
-        select(*_EVENT_COLUMNS)
-        .where(_le.tenant == tenant, _le.id > after)
-        .order_by(_le.id)
-        .limit(limit)
-    )
-    return [LedgerRow(*row) for row in conn.execute(query)]
-
+CARRIED_LIMIT = 10_000  # bus entries kept for the tail; older ones are read from the store
+ChainKey = tuple[str, int]  # (run_id, seq): an entry's place in its run's chain
 
 # -- events -------------------------------------------------------------------------------
 _RUN_EVENT_TYPES = {"run.created": "run.updated"}  # others keep their ledger name
@@ -119,6 +77,35 @@ def event_of(row: LedgerRow) -> Event:
         event["attempt"] = body.get("attempt")
     event["data"] = body.get("data") or {}
     return event
+
+
+def row_of(entry: LedgerEntry, entry_id: int) -> LedgerRow:
+    """The ledger row of an entry the bus carried, once the store told us its global id."""
+    return LedgerRow(
+        entry_id,
+        entry.tenant,
+        entry.run_id,
+        entry.entry_type,
+        entry.step_id,
+        entry.status,
+        entry.ts_us,
+        entry.body,
+    )
+
+
+@dataclass(frozen=True)
+class StreamEvent:
+    """One event as every subscriber gets it: its fields, and its message serialised once."""
+
+    seq: int  # the event's place in the global order (its ledger id)
+    fields: Event
+    message: str
+
+    @classmethod
+    def of(cls, row: LedgerRow) -> StreamEvent:
+        """The event of a ledger row, with its canonical JSON message."""
+        fields = event_of(row)
+        return cls(row.id, fields, canonical_json(fields))
 
 
 @dataclass(frozen=True)
@@ -170,7 +157,7 @@ class Subscription:
         self.ended = asyncio.Event()
         # Live events up to here were already sent by the replay (the resume handover).
         self.replayed_through = 0
-        self._events: deque[Event] = deque()
+        self._events: deque[StreamEvent] = deque()
         self._ready = asyncio.Event()
 
     @property
@@ -178,7 +165,7 @@ class Subscription:
         """Events buffered and not yet taken."""
         return len(self._events)
 
-    def offer(self, event: Event) -> bool:
+    def offer(self, event: StreamEvent) -> bool:
         """Buffer an event; False (and the subscription ended) if the buffer is full."""
         if self.end is not None:
             return False
@@ -199,16 +186,72 @@ class Subscription:
 
     async def next(self) -> Event:
         """The next live event not already replayed; raises StreamEnded once ended."""
+        return (await self.next_event()).fields
+
+    async def next_event(self) -> StreamEvent:
+        """Like `next`, with the event's message (shared by every subscriber, never copied)."""
         while True:
             if self.end is not None:
                 raise self.end
             if self._events:
                 event = self._events.popleft()
-                if event["seq"] > self.replayed_through:
+                if event.seq > self.replayed_through:
                     return event
                 continue
             self._ready.clear()
             await self._ready.wait()
+
+
+# -- what the bus carried -----------------------------------------------------------------
+class CarriedEntries:
+    """This process's committed entries, from the bus, until the tail learns their ids.
+
+    Thread-safe (bus publishers may be on other threads) and bounded: past `limit` the oldest
+    are dropped, and the tail reads those from the store like any other process's entries.
+    """
+
+    def __init__(self, limit: int = CARRIED_LIMIT) -> None:
+        self._limit = limit
+        self._entries: OrderedDict[ChainKey, LedgerEntry] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def add(self, entry: LedgerEntry) -> None:
+        """Keep an entry that has just committed."""
+        with self._lock:
+            self._entries[(entry.run_id, entry.seq)] = entry
+            if len(self._entries) > self._limit:
+                self._entries.popitem(last=False)
+
+    def take(self, keys: list[ChainKey]) -> dict[ChainKey, LedgerEntry]:
+        """Remove and return the entries kept under these keys (the others are not here)."""
+        with self._lock:
+            found = {key: self._entries.pop(key) for key in keys if key in self._entries}
+        return found
+
+    def clear(self) -> None:
+        """Forget every entry (the tail stopped)."""
+        with self._lock:
+            self._entries.clear()
+
+
+def read_tail(conn: Connection, carried: CarriedEntries, after: int, limit: int) -> list[LedgerRow]:
+    """The rows after `after` in global order: bus-carried contents where we have them."""
+    positions = read_positions_after(conn, after, limit)
+    found = carried.take([(p.run_id, p.seq) for p in positions])
+    missing = [p.id for p in positions if (p.run_id, p.seq) not in found]
+    stored = {}
+    if missing:  # other processes' entries (or dropped ones): read their contents
+        stored = {r.id: r for r in read_entries_between(conn, missing[0] - 1, missing[-1])}
+    rows = []
+    for p in positions:
+        entry = found.get((p.run_id, p.seq))
+        row = row_of(entry, p.id) if entry is not None else stored.get(p.id)
+        if row is not None:  # None only if the entry was deleted since (ledger retention)
+            rows.append(row)
+    return rows
 
 
 # -- the hub ------------------------------------------------------------------------------
@@ -228,6 +271,10 @@ class StreamHub:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop_listening: Callable[[], None] | None = None
         self._stop_notified: Callable[[], None] | None = None
+        self._carried = CarriedEntries()
+        # Where a final prefix of the ledger can be read without queueing behind the writer.
+        final = snapshot_reads_are_final(env.db.dialect)
+        self._read = env.db.read if final else env.db.transact
         self.last_seen = 0
 
     @property
@@ -277,7 +324,7 @@ class StreamHub:
                 return
 
     async def _replay_page(self, tenant: str, after: int) -> list[LedgerRow]:
-        return await self._env.db.transact(
+        return await self._read(
             partial(read_tenant_entries_after, tenant=tenant, after=after, limit=READ_BATCH)
         )
 
@@ -294,7 +341,7 @@ class StreamHub:
         async with self._lock:
             if self._task is not None:
                 return
-            self.last_seen = await self._env.db.transact(read_max_id)
+            self.last_seen = await self._read(read_max_id)
             self._loop = asyncio.get_running_loop()
             self._wake = asyncio.Event()
             self._stop_listening = self._env.bus.subscribe(self._on_committed)
@@ -311,9 +358,11 @@ class StreamHub:
         if self._task is not None:
             self._task.cancel()
             self._task = None
+        self._carried.clear()
 
-    def _on_committed(self, _entry: LedgerEntry) -> None:
-        """Bus listener: wake the tailer (thread-safe: publishers may be on other threads)."""
+    def _on_committed(self, entry: LedgerEntry) -> None:
+        """Bus listener: keep the entry and wake the tailer (thread-safe)."""
+        self._carried.add(entry)
         self._on_notified()
 
     def _on_notified(self) -> None:
@@ -343,8 +392,8 @@ class StreamHub:
         """Read and fan out new entries until a short read says we are current."""
         while True:
             batch = self._batch
-            rows = await self._env.db.transact(
-                partial(read_entries_after, after=self.last_seen, limit=batch)
+            rows = await self._read(
+                partial(read_tail, carried=self._carried, after=self.last_seen, limit=batch)
             )
             for row in rows:
                 self._fan_out(row)
@@ -356,9 +405,9 @@ class StreamHub:
         subs = self._subscribers.get(row.tenant)
         if not subs:
             return
-        event = event_of(row)
+        event = StreamEvent.of(row)
         for subscription in list(subs):
-            if subscription.where.matches(event) and not subscription.offer(event):
+            if subscription.where.matches(event.fields) and not subscription.offer(event):
                 log.warning(
                     "stream.slow_consumer",
                     extra={"tenant": row.tenant, "limit": subscription.limit},

@@ -150,7 +150,8 @@ async def _pump(
         async for event in hub.replay(subscription, after):
             await websocket.send_text(canonical_json(event))
     while True:
-        await websocket.send_text(canonical_json(await subscription.next()))
+        # The hub serialised the event once; every subscriber sends that same text.
+        await websocket.send_text((await subscription.next_event()).message)
 
 
 async def _until_disconnect(websocket: WebSocket) -> None:

@@ -25,12 +25,11 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from sqlalchemy import Connection
-
 from stellaorch.domain.canonical import canonical_json
 from stellaorch.domain.ledger import LedgerEntry
 from stellaorch.domain.providers import format_utc
 from stellaorch.engine.env import EngineEnv
+from stellaorch.store import Connection
 from stellaorch.store.events import (
     LedgerRow,
     read_entries_between,

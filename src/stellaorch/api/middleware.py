@@ -10,7 +10,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from stellaorch.domain.errors import error_envelope
-from stellaorch.domain.limits import MAX_JSON_DEPTH, text_depth_exceeds
+from stellaorch.domain.limits import MAX_JSON_DEPTH, NestingTooDeep, text_depth_exceeds
 
 _TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
 
@@ -115,7 +115,7 @@ class JsonDepthMiddleware:
         body = b"".join(m.get("body", b"") for m in messages if m["type"] == "http.request")
         if text_depth_exceeds(body):
             message_text = f"the JSON body nests deeper than {MAX_JSON_DEPTH} levels"
-            await _refuse(scope, send, 400, "NESTING_TOO_DEEP", message_text)
+            await _refuse(scope, send, 400, NestingTooDeep.code, message_text)
             return
 
         async def replay() -> Message:

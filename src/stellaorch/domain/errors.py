@@ -97,12 +97,6 @@ class QueueDraining(Conflict):
     code = "QUEUE_DRAINING"
 
 
-class LeaseNotCurrent(Conflict):
-    """A completion or heartbeat for a lease that expired or was revoked."""
-
-    code = "LEASE_NOT_CURRENT"
-
-
 class InvalidTransition(StellaError):
     """A status change the status machine forbids (a programming error, never user input)."""
 

@@ -7,7 +7,7 @@ import random
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stellaorch.domain.retry import backoff_delay_ms, should_retry
+from stellaorch.domain.retry import backoff_delay_ms
 from stellaorch.domain.spec import Backoff, RetryPolicy
 
 
@@ -78,19 +78,3 @@ def test_delay_is_always_within_zero_and_max_ms(
 def test_delay_without_jitter_never_decreases(policy: RetryPolicy, attempt: int) -> None:
     steady = policy.model_copy(update={"backoff": policy.backoff.model_copy(update={"jitter": 0})})
     assert backoff_delay_ms(steady, attempt) <= backoff_delay_ms(steady, attempt + 1)
-
-
-def test_retryable_failure_is_retried_before_the_last_attempt() -> None:
-    assert should_retry(RetryPolicy(max_attempts=3), attempt=2, retryable=True)
-
-
-def test_last_attempt_is_not_retried() -> None:
-    assert not should_retry(RetryPolicy(max_attempts=3), attempt=3, retryable=True)
-
-
-def test_non_retryable_failure_is_not_retried() -> None:
-    assert not should_retry(RetryPolicy(max_attempts=3), attempt=1, retryable=False)
-
-
-def test_default_policy_never_retries() -> None:
-    assert not should_retry(RetryPolicy(), attempt=1, retryable=True)

@@ -23,8 +23,6 @@ from stellaorch.domain.status import (
     check_attempt_transition,
     check_run_transition,
     check_step_transition,
-    is_terminal_run,
-    is_terminal_step,
 )
 
 MACHINES: list[tuple[type[StrEnum], Mapping[Any, frozenset[Any]], Callable[[Any, Any], None]]] = [
@@ -131,9 +129,8 @@ def test_error_names_both_statuses() -> None:
     assert caught.value.code == "INVALID_TRANSITION"
 
 
-def test_terminal_predicates_match_the_terminal_sets() -> None:
-    assert {s for s in RunStatus if is_terminal_run(s)} == TERMINAL_RUN
-    assert {s for s in StepStatus if is_terminal_step(s)} == TERMINAL_STEP
+def test_terminal_sets_name_the_final_statuses() -> None:
+    assert {s.value for s in TERMINAL_RUN} == {"completed", "failed", "cancelled"}
     assert {s.value for s in TERMINAL_STEP} == {"succeeded", "failed", "cancelled", "skipped"}
 
 

@@ -58,11 +58,6 @@ class Authenticator:
         self._verifier = verifier
         self._allowlist = frozenset(settings.tenants)
 
-    @property
-    def insecure(self) -> bool:
-        """True when running without token checks (development only)."""
-        return self._verifier is None
-
     def principal(self, token: str | None) -> Principal:
         """The principal behind a bearer token."""
         if self._verifier is None:

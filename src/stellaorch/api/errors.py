@@ -41,14 +41,16 @@ def trace_id_of(request: Request) -> str:
 
 
 def envelope(
-    request: Request, status: int, code: str, message: str, details: Any = None
+    request: Request,
+    status: int,
+    code: str,
+    message: str,
+    details: dict[str, Any] | None = None,
 ) -> JSONResponse:
-    """`{"error": {code, message, traceId}}` with the given status."""
-    body: dict[str, Any] = {"code": code, "message": message, "traceId": trace_id_of(request)}
-    if details:
-        body["details"] = details
+    """The error envelope (`domain.errors.error_envelope`) as a response with `status`."""
+    body = e.error_envelope(code, message, trace_id_of(request), details)
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    return JSONResponse({"error": body}, status_code=status, headers=headers)
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 async def _stella_error(request: Request, exc: Exception) -> JSONResponse:

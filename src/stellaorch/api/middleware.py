@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 import re
 import secrets
-from typing import Any
 
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from stellaorch.domain.limits import MAX_JSON_DEPTH, text_depth_exceeds
+from stellaorch.domain.errors import error_envelope
+from stellaorch.domain.limits import MAX_JSON_DEPTH, NestingTooDeep, text_depth_exceeds
 
 _TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
 
@@ -115,7 +115,7 @@ class JsonDepthMiddleware:
         body = b"".join(m.get("body", b"") for m in messages if m["type"] == "http.request")
         if text_depth_exceeds(body):
             message_text = f"the JSON body nests deeper than {MAX_JSON_DEPTH} levels"
-            await _refuse(scope, send, 400, "NESTING_TOO_DEEP", message_text)
+            await _refuse(scope, send, 400, NestingTooDeep.code, message_text)
             return
 
         async def replay() -> Message:
@@ -127,8 +127,7 @@ class JsonDepthMiddleware:
 async def _refuse(scope: Scope, send: Send, status: int, code: str, message: str) -> None:
     """Answer with the JSON error envelope from the middleware layer."""
     trace_id = scope.get("state", {}).get("trace_id", "")
-    body: dict[str, Any] = {"error": {"code": code, "traceId": trace_id, "message": message}}
-    raw = json.dumps(body).encode()
+    raw = json.dumps(error_envelope(code, message, trace_id)).encode()
     await send(
         {
             "type": "http.response.start",

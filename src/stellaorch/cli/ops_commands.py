@@ -31,8 +31,7 @@ from stellaorch.cli.common import (
 from stellaorch.cli.dags import OperatorNote
 from stellaorch.cli.errors import UsageInvalid
 from stellaorch.cli.listing import Paging, print_pages
-from stellaorch.cli.output import say
-from stellaorch.cli.render import COLUMNS, OutputFormat, Printer, cell
+from stellaorch.cli.render import COLUMNS, OutputFormat, Printer
 
 # (header, field) per resource. Free text (cron expressions, reasons) comes last, so the
 # columns before it can be cut by whitespace.
@@ -109,13 +108,7 @@ Ticket = Annotated[
 class OpsPrinter(Printer):
     """A Printer that also knows the operations resources' columns."""
 
-    def _table(self, kind: str, items: Sequence[Mapping[str, Any]]) -> None:
-        columns = OPS_COLUMNS.get(kind) or COLUMNS[kind]
-        rows = [[header for header, _ in columns]]
-        rows += [[cell(item, field) for _, field in columns] for item in items]
-        widths = [max(len(row[i]) for row in rows) for i in range(len(columns))]
-        for row in rows:
-            say("  ".join(text.ljust(w) for text, w in zip(row, widths, strict=True)).rstrip())
+    columns: Mapping[str, Sequence[tuple[str, str]]] = {**COLUMNS, **OPS_COLUMNS}
 
     def result(self, kind: str, document: Any) -> None:
         """A list response (`items`, or a bare list) as a list, anything else as one item."""

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Mapping, Sequence
 from enum import StrEnum
 from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
 
 from stellaorch.cli.output import print_json, say
 
@@ -84,20 +89,42 @@ def cell(document: Mapping[str, Any], field: str) -> str:
     return value if isinstance(value, str) else compact(value)
 
 
-def table_lines(kind: str, items: Sequence[Mapping[str, Any]]) -> list[str]:
-    """A header and one line per item, columns padded and separated by two spaces."""
-    columns = COLUMNS[kind]
-    rows = [[header for header, _ in columns]]
-    rows += [[cell(item, field) for _, field in columns] for item in items]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(columns))]
-    return [
-        "  ".join(text.ljust(w) for text, w in zip(row, widths, strict=True)).rstrip()
-        for row in rows
-    ]
+def table_lines(
+    columns: Sequence[tuple[str, str]], items: Sequence[Mapping[str, Any]]
+) -> list[str]:
+    """A header and one line per item, columns padded and separated by two spaces.
+
+    Rich lays the table out: no borders, no styles, no wrapping and nothing cut, on a console
+    exactly as wide as the table, so the text is the same on a terminal and in a pipe.
+    """
+    rows = [[Text(cell(item, field)) for _, field in columns] for item in items]
+    headers = [Text(header) for header, _ in columns]
+    widths = [max(c.cell_len for c in column) for column in zip(headers, *rows, strict=True)]
+    table = Table(box=None, pad_edge=False, padding=(0, 1), show_edge=False, header_style=None)
+    for header, width in zip(headers, widths, strict=True):
+        # A fixed width is the longest cell: Rich then needs no measuring pass of its own.
+        table.add_column(header, width=width, no_wrap=True, overflow="ignore")
+    for row in rows:
+        table.add_row(*row)
+    console = Console(
+        file=io.StringIO(),
+        width=max(sum(widths) + 2 * (len(widths) - 1), 1),
+        color_system=None,
+        force_terminal=False,
+        highlight=False,
+        markup=False,
+        emoji=False,
+        legacy_windows=False,
+    )
+    with console.capture() as captured:
+        console.print(table)
+    return [line.rstrip() for line in captured.get().splitlines()]
 
 
 class Printer:
     """Prints API documents on stdout in the chosen format."""
+
+    columns: Mapping[str, Sequence[tuple[str, str]]] = COLUMNS
 
     def __init__(self, fmt: OutputFormat) -> None:
         self.fmt = fmt
@@ -134,5 +161,5 @@ class Printer:
             self._table("step", steps)
 
     def _table(self, kind: str, items: Sequence[Mapping[str, Any]]) -> None:
-        for line in table_lines(kind, items):
+        for line in table_lines(self.columns[kind], items):
             say(line)

@@ -5,6 +5,20 @@ from __future__ import annotations
 from typing import Any
 
 
+def error_envelope(
+    code: str, message: str, trace_id: str, details: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The API's error body: `{"error": {code, message, traceId[, details]}}`.
+
+    Every server-side answer that refuses a request is built here (handlers, middleware, the
+    HTTP guard below them); `details` is left out when there are none.
+    """
+    error: dict[str, Any] = {"code": code, "message": message, "traceId": trace_id}
+    if details:
+        error["details"] = details
+    return {"error": error}
+
+
 class StellaError(Exception):
     """Root of every error the product raises on purpose; `code` is stable and UPPER_SNAKE."""
 
@@ -15,13 +29,6 @@ class StellaError(Exception):
         super().__init__(message)
         self.message = message
         self.details = details or {}
-
-    def to_dict(self) -> dict[str, Any]:
-        """Render the error as the JSON body of the error envelope."""
-        body: dict[str, Any] = {"code": self.code, "message": self.message}
-        if self.details:
-            body["details"] = self.details
-        return body
 
 
 class ValidationError(StellaError):
@@ -88,12 +95,6 @@ class QueueDraining(Conflict):
     """The tenant's queue is draining and takes no new runs until resumed."""
 
     code = "QUEUE_DRAINING"
-
-
-class LeaseNotCurrent(Conflict):
-    """A completion or heartbeat for a lease that expired or was revoked."""
-
-    code = "LEASE_NOT_CURRENT"
 
 
 class InvalidTransition(StellaError):

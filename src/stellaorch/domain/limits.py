@@ -35,14 +35,6 @@ class NestingTooDeep(ValidationError):
     code = "NESTING_TOO_DEEP"
 
 
-def too_deep(where: str, limit: int = MAX_JSON_DEPTH) -> NestingTooDeep:
-    """The error for a document at `where` that nests deeper than `limit`."""
-    return NestingTooDeep(
-        f"{where} nests objects or lists deeper than {limit} levels",
-        details={"limit": limit},
-    )
-
-
 class HeaderTooLong(ValidationError):
     """A request header the product keeps (operator reason or ticket) exceeds its bound."""
 

@@ -18,11 +18,6 @@ def backoff_delay_ms(
     return max(0, min(backoff.max_ms, round(jittered)))
 
 
-def should_retry(policy: RetryPolicy, attempt: int, retryable: bool) -> bool:
-    """Whether a retryable failure of attempt number `attempt` earns another attempt."""
-    return retryable and attempt < policy.max_attempts
-
-
 def _base_delay_ms(initial_ms: int, factor: float, max_ms: int, failed_attempt: int) -> float:
     """initial * factor**(n-1), capped at max_ms without ever computing a huge power."""
     # Attempt numbers below 1 are caller bugs; treat them as the first so a worker never stalls.

@@ -102,16 +102,6 @@ def check_attempt_transition(old: AttemptStatus, new: AttemptStatus) -> None:
     _check("attempt", ATTEMPT_TRANSITIONS, old, new)
 
 
-def is_terminal_run(status: RunStatus) -> bool:
-    """Whether a run in `status` is finished for good."""
-    return status in TERMINAL_RUN
-
-
-def is_terminal_step(status: StepStatus) -> bool:
-    """Whether a step in `status` is finished for good."""
-    return status in TERMINAL_STEP
-
-
 def _check(kind: str, table: Mapping[_S, frozenset[_S]], old: _S, new: _S) -> None:
     """Look the change up in `table`; the message names both ends and what was allowed."""
     allowed = table[old]

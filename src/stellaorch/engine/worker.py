@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
@@ -24,6 +23,7 @@ from stellaorch.engine.env import EngineEnv
 from stellaorch.engine.requests import Lease, Outcome
 from stellaorch.plugins.base import PluginRegistry, StepContext, check_outputs
 from stellaorch.store.notify import Topic
+from stellaorch.store.retries import outlast
 
 log = logging.getLogger("stellaorch.worker")
 
@@ -244,22 +244,15 @@ class Worker:
 
     # -- completing ----------------------------------------------------------------------
     async def _complete_loop(self) -> None:
-        delay = 0.05
         while True:
             await self._outcome_ready.wait()
             self._outcome_ready.clear()
             batch, self._outcomes = self._outcomes, []
             if batch:
-                try:
-                    await self._complete(batch)
-                    delay = 0.05
-                except StoreUnavailable as exc:
-                    # Outcomes are not lost: they go back to the front and are reported later.
-                    log.warning("store unavailable, retrying in %.2fs: %s", delay, exc.message)
-                    self._outcomes[:0] = batch
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 5.0)
-                    self._outcome_ready.set()
+                # Outcomes are not lost: the batch is reported again until the store takes it.
+                await outlast(
+                    partial(self._complete, batch), outage=StoreUnavailable, on_retry=_log_outage
+                )
             if self._stopping.is_set() and not self._slots and not self._outcomes:
                 return
 
@@ -320,18 +313,12 @@ class Worker:
 
 async def _resilient(loop: Callable[[], Awaitable[None]], stopping: asyncio.Event) -> None:
     """Keep a loop alive through store outages (locked or unreachable), with backoff."""
-    delay = 0.05
-    while not stopping.is_set():
-        began = time.monotonic()
-        try:
-            await loop()
-            return
-        except StoreUnavailable as exc:
-            if time.monotonic() - began > 30:  # it ran fine for a while: a new outage
-                delay = 0.05
-            log.warning("store unavailable, retrying in %.2fs: %s", delay, exc.message)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
+    await outlast(loop, outage=StoreUnavailable, until=stopping, on_retry=_log_outage)
+
+
+def _log_outage(exc: BaseException, delay: float) -> None:
+    message = exc.message if isinstance(exc, StellaError) else str(exc)
+    log.warning("store unavailable, retrying in %.2fs: %s", delay, message)
 
 
 def _failure(

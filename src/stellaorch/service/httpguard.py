@@ -20,6 +20,8 @@ from h11._connection import DEFAULT_MAX_INCOMPLETE_EVENT_SIZE  # as uvicorn impo
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.server import ServerState
 
+from stellaorch.domain.errors import error_envelope
+
 log = logging.getLogger("stellaorch.http")
 # After refusing, keep reading (and dropping) this long before closing: closing a socket
 # with unread input resets it, and the client would lose the answer it is owed.
@@ -113,7 +115,7 @@ class GuardedH11Protocol(H11Protocol):
     def _refuse(self, status: int, code: str, message: str) -> None:
         """Send the error envelope outside h11 (it has no request to answer), then close."""
         trace_id = secrets.token_hex(16)
-        body = json.dumps({"error": {"code": code, "message": message, "traceId": trace_id}})
+        body = json.dumps(error_envelope(code, message, trace_id))
         head = (
             f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n"
             "content-type: application/json\r\n"

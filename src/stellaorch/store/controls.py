@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import Connection, bindparam, case, delete, func, select, update
+from sqlalchemy import Connection, bindparam, case, func, select, update
 
 from stellaorch.store.bulk import fetch_all
 from stellaorch.store.dialect import claim_lock, insert_ignore
@@ -138,11 +138,6 @@ def put_quota(conn: Connection, row: QuotaRow) -> None:
     conn.execute(insert_ignore(conn, quotas, ["tenant", "dag_id"]), [values])
     key = (quotas.c.tenant == row.tenant) & (quotas.c.dag_id == row.dag_id)
     conn.execute(update(quotas).where(key).values(**values))
-
-
-def delete_quota(conn: Connection, tenant: str, dag_id: str) -> None:
-    """delete_quota: drop the limits of a tenant or DAG."""
-    conn.execute(delete(quotas).where(quotas.c.tenant == tenant, quotas.c.dag_id == dag_id))
 
 
 def quota_usage(conn: Connection, quota: QuotaRow, since_us: int) -> QuotaUsage:

@@ -15,6 +15,7 @@ import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -30,6 +31,7 @@ from stellaorch.domain.errors import (
     ValidationError,
 )
 from stellaorch.store.notify import SENDER_KEY
+from stellaorch.store.retries import retry_conflicts
 
 T = TypeVar("T")
 log = logging.getLogger("stellaorch.store")
@@ -136,6 +138,12 @@ def is_retryable_conflict(exc: BaseException) -> bool:
     return isinstance(exc, DBAPIError) and _sqlstate(exc) in RETRY_SQLSTATES
 
 
+def _log_conflict(exc: BaseException, _delay: float) -> None:
+    """A unit of work lost a race and runs again (counted by the replica tests)."""
+    sqlstate = _sqlstate(exc) if isinstance(exc, DBAPIError) else None
+    log.info("store.conflict_retry", extra={"sqlstate": sqlstate})
+
+
 def _sqlite_error(exc: DBAPIError) -> str:
     """SQLite's primary error name (SQLITE_IOERR for SQLITE_IOERR_WRITE), '' for others."""
     name = str(getattr(exc.orig, "sqlite_errorname", ""))
@@ -209,19 +217,21 @@ class Database:
         unique key another transaction inserted first) is rolled back and run again, so it
         sees the winner's rows; `work` must therefore depend only on what it reads.
         """
-        attempt = 0
-        while True:
-            try:
-                with self.engine.begin() as conn:
-                    return work(conn)
-            except PoolTimeout as exc:
-                raise StoreUnavailable(f"store unavailable: {exc}") from exc
-            except DBAPIError as exc:
-                attempt += 1
-                if is_retryable_conflict(exc) and attempt <= CONFLICT_RETRIES:
-                    log.info("store.conflict_retry", extra={"sqlstate": _sqlstate(exc)})
-                    continue
-                raise _translated(exc) from exc
+        try:
+            return retry_conflicts(
+                partial(self._transaction, work),
+                retryable=is_retryable_conflict,
+                retries=CONFLICT_RETRIES,
+                on_retry=_log_conflict,
+            )
+        except PoolTimeout as exc:
+            raise StoreUnavailable(f"store unavailable: {exc}") from exc
+        except DBAPIError as exc:
+            raise _translated(exc) from exc
+
+    def _transaction(self, work: Callable[[Connection], T]) -> T:
+        with self.engine.begin() as conn:
+            return work(conn)
 
     async def transact(self, work: Callable[[Connection], T]) -> T:
         """Run `work` in one transaction on a store thread and await its result."""

@@ -41,10 +41,3 @@ def release(conn: Connection, name: str, holder: str) -> None:
     conn.execute(
         update(leader_leases).where(_l.name == name, _l.holder == holder).values(expires_us=0)
     )
-
-
-def holder_of(conn: Connection, name: str, now_us: int) -> str | None:
-    """Who holds the unexpired lease `name` (None when nobody does)."""
-    query = select(_l.holder).where(_l.name == name, _l.expires_us > now_us)
-    value = conn.execute(query).scalar()
-    return None if value is None else str(value)

@@ -18,6 +18,8 @@ import psycopg
 from sqlalchemy import Connection, text
 from sqlalchemy.engine import make_url
 
+from stellaorch.store.retries import Backoff, outlast_sync
+
 log = logging.getLogger("stellaorch.notify")
 
 Callback = Callable[[], None]
@@ -38,6 +40,8 @@ _notify = text(f"SELECT pg_notify({_BASE_SQL} || '_' || :topic, :sender)")
 SENDER_KEY = "stella_notify_sender"
 LISTEN_TIMEOUT_SECONDS = 0.5  # how often the listen thread checks whether to stop
 MAX_BACKOFF_SECONDS = 5.0
+# Reconnecting a dropped LISTEN connection: 0.1 s, doubling, at most MAX_BACKOFF_SECONDS.
+LISTEN_OUTAGE = Backoff(first=0.1, cap=MAX_BACKOFF_SECONDS)
 
 
 def notify_committed(conn: Connection, topic: Topic = Topic.EVENTS) -> None:
@@ -100,15 +104,13 @@ class Notifier:
             self._thread = None
 
     def _run(self) -> None:
-        delay = 0.1
-        while not self._stop.is_set():
-            try:
-                self._listen()
-                delay = 0.1
-            except psycopg.Error as exc:
-                log.warning("notify.listen_failed, retrying in %.1fs: %s", delay, exc)
-                self._stop.wait(delay)
-                delay = min(delay * 2, MAX_BACKOFF_SECONDS)
+        outlast_sync(
+            self._listen,
+            outage=psycopg.Error,
+            until=self._stop,
+            backoff=LISTEN_OUTAGE,
+            on_retry=_log_listen_failed,
+        )
 
     def _listen(self) -> None:
         """One LISTEN session: deliver notifications until stopped or the connection drops."""
@@ -135,3 +137,7 @@ class Notifier:
                 callback()
             except Exception:  # a listener bug must not end the listen thread
                 log.exception("notify.callback_failed")
+
+
+def _log_listen_failed(exc: BaseException, delay: float) -> None:
+    log.warning("notify.listen_failed, retrying in %.1fs: %s", delay, exc)

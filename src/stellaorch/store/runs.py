@@ -49,20 +49,6 @@ def insert_runs(conn: Connection, states: Iterable[RunState]) -> None:
     insert_rows(conn, runs, [{k: getattr(s, k) for k in _RUN_FIELDS} for s in states])
 
 
-_by_token = select(runs).where(
-    runs.c.tenant == bindparam("tenant"),
-    runs.c.dag_id == bindparam("dag_id"),
-    runs.c.run_token == bindparam("token"),
-)
-
-
-def find_by_token(conn: Connection, tenant: str, dag_id: str, token: str) -> RunState | None:
-    """The run created earlier with this runToken, if any."""
-    params = {"tenant": tenant, "dag_id": dag_id, "token": token}
-    row = conn.execute(_by_token, params).first()
-    return _run_state(row) if row else None
-
-
 _by_tokens = select(runs).where(
     tuple_(runs.c.tenant, runs.c.dag_id, runs.c.run_token).in_(bindparam("keys", expanding=True))
 )

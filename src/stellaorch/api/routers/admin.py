@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from stellaorch.api.auth import ADMIN, AdminReader, Caller, ReadCaller
 from stellaorch.api.errors import trace_id_of
 from stellaorch.api.state import orchestrator
-from stellaorch.domain.errors import ScopeRequired
+from stellaorch.domain.errors import ScopeRequired, error_envelope
 from stellaorch.engine.app import Orchestrator
 from stellaorch.engine.health import QueueStats, StoreHealth
 from stellaorch.observability.exposition import CONTENT_TYPE, queue_depth_family, render
@@ -48,7 +48,7 @@ def worker_running(orch: Orchestrator) -> bool:
 def not_ready_error(request: Request, store: StoreHealth) -> dict[str, str]:
     """The envelope's error object for the first reason the store is not ready."""
     first = store.problems[0]
-    return {"code": first.code, "message": first.message, "traceId": trace_id_of(request)}
+    return dict(error_envelope(first.code, first.message, trace_id_of(request))["error"])
 
 
 def health_document(request: Request, orch: Orchestrator, store: StoreHealth) -> dict[str, Any]:

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import re
 from dataclasses import dataclass
-from typing import Any
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from starlette.requests import HTTPConnection
@@ -14,7 +13,7 @@ from starlette.websockets import WebSocketDisconnected
 
 from stellaorch.api.auth import READ, Authenticator
 from stellaorch.domain.canonical import canonical_json
-from stellaorch.domain.errors import StellaError, ValidationError
+from stellaorch.domain.errors import StellaError, ValidationError, error_envelope
 from stellaorch.domain.status import RunStatus, StepStatus
 from stellaorch.engine.stream import StreamEnded, StreamFilter, StreamHub, Subscription
 
@@ -116,10 +115,10 @@ def _after(value: str | None) -> int | None:
 async def _refuse(websocket: WebSocket, exc: StellaError, code: int) -> None:
     """Accept, say why in the error envelope, then close with `code`."""
     trace_id = str(getattr(websocket.state, "trace_id", ""))
-    body: dict[str, Any] = {"code": exc.code, "message": exc.message, "traceId": trace_id}
+    body = error_envelope(exc.code, exc.message, trace_id)
     await websocket.accept()
     with contextlib.suppress(*_GONE):
-        await websocket.send_text(canonical_json({"error": body}))
+        await websocket.send_text(canonical_json(body))
         await websocket.close(code, exc.code)
 
 

@@ -8,7 +8,7 @@ import pytest
 from lifecycle_model import LIMITS, Store, dag_of, new_run
 
 from stellaorch.domain.errors import InvalidTransition
-from stellaorch.domain.ledger import EntryType, LedgerEntry
+from stellaorch.domain.ledger import LedgerEntry
 from stellaorch.domain.lifecycle import OUTPUT_LIMIT_EXCEEDED, RunLifecycle, facts_needed
 from stellaorch.domain.status import AttemptStatus, RunStatus, StepStatus
 from stellaorch.domain.transitions import StepFact
@@ -226,12 +226,3 @@ def test_drain_refuses_a_run_that_was_ended_but_not_closed() -> None:
     machine.end("r1", RunStatus.CANCELLED, {})
     with pytest.raises(RuntimeError, match="not closed"):
         machine.drain()
-
-
-def test_every_entry_type_the_machine_writes_is_an_enum_member() -> None:
-    store = Store(CHAIN)
-    store.create()
-    item = only(store)
-    store.lease(item)
-    store.finish(item, "succeed")
-    assert all(EntryType(e.entry_type) for e in store.entries)

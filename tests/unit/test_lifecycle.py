@@ -8,7 +8,7 @@ import pytest
 from lifecycle_model import LIMITS, Store, dag_of, new_run
 
 from stellaorch.domain.errors import InvalidTransition
-from stellaorch.domain.ledger import LedgerEntry
+from stellaorch.domain.ledger import GENESIS_HASH, EntryDraft, LedgerEntry, seal
 from stellaorch.domain.lifecycle import OUTPUT_LIMIT_EXCEEDED, RunLifecycle, facts_needed
 from stellaorch.domain.status import AttemptStatus, RunStatus, StepStatus
 from stellaorch.domain.transitions import StepFact
@@ -226,3 +226,12 @@ def test_drain_refuses_a_run_that_was_ended_but_not_closed() -> None:
     machine.end("r1", RunStatus.CANCELLED, {})
     with pytest.raises(RuntimeError, match="not closed"):
         machine.drain()
+
+
+def test_an_entry_of_an_undefined_type_is_never_sealed() -> None:
+    draft = EntryDraft(
+        run_id="r1", tenant="acme", dag_id="d", trace_id="t" * 32,
+        entry_type="run.vanished", status="queued", ts_us=1,  # type: ignore[arg-type]
+    )  # fmt: skip
+    with pytest.raises(ValueError, match=r"run\.vanished"):
+        seal(draft, 1, GENESIS_HASH)

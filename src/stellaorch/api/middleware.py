@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
+import random
 import re
-import secrets
 
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -22,6 +22,11 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
+# Trace and span ids must be unique, not unguessable (they are echoed to every caller): a
+# seeded PRNG per process spares each request two urandom system calls.
+_ids = random.Random()
+
+
 class TraceMiddleware:
     """Adopt the caller's trace id (or start one) and echo `traceparent` on the response."""
 
@@ -34,8 +39,11 @@ class TraceMiddleware:
             return
         incoming = _header(scope, b"traceparent")
         match = _TRACEPARENT.match(incoming or "")
-        trace_id = match.group(1) if match and match.group(1) != "0" * 32 else secrets.token_hex(16)
-        span_id = secrets.token_hex(8)
+        if match and match.group(1) != "0" * 32:
+            trace_id = match.group(1)
+        else:
+            trace_id = f"{_ids.getrandbits(128) or 1:032x}"
+        span_id = f"{_ids.getrandbits(64) or 1:016x}"
         scope.setdefault("state", {})["trace_id"] = trace_id
         echo = f"00-{trace_id}-{span_id}-01".encode()
 

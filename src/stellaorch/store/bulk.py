@@ -145,6 +145,11 @@ def _run(conn: Connection, key: Hashable, stmt: StatementSource, params: Mapping
     return _driver(conn, hit.sql, merged)
 
 
+def raw_execute(conn: Connection, sql: str, params: Any) -> Any:
+    """SQL on the transaction's DBAPI cursor (returned open), errors wrapped as SQLAlchemy's."""
+    return _driver(conn, sql, params)
+
+
 def _driver(conn: Connection, sql: str, params: Any, *, many: bool = False) -> Any:
     """Run SQL on the transaction's own DBAPI cursor; driver errors become SQLAlchemy's.
 

@@ -52,12 +52,16 @@ _claimable = (
     .order_by(tenant_queues.c.tenant)
 )
 
+_claimable_of = _claimable.where(tenant_queues.c.tenant.in_(bindparam("only", expanding=True)))
+
 
 def claimable_tenants(conn: Connection, only: Sequence[str] = ()) -> list[str]:
     """Maintenance query across tenants: every tenant (of `only`, if given) not paused."""
     if only:
-        return [t for (t,) in conn.execute(_claimable.where(tenant_queues.c.tenant.in_(only)))]
-    return [t for (t,) in fetch_all(conn, "claimable", _claimable, {})]
+        rows = fetch_all(conn, "claimable_of", _claimable_of, {"only": list(only)})
+    else:
+        rows = fetch_all(conn, "claimable", _claimable, {})
+    return [t for (t,) in rows]
 
 
 _q = queue_items.c
@@ -279,10 +283,16 @@ def drop_runs(conn: Connection, run_ids: Sequence[str]) -> None:
         conn.execute(delete(queue_items).where(queue_items.c.run_id.in_(list(part))))
 
 
+_next_due = select(func.min(_q.available_us)).where(_q.lease_id.is_(None), _has_room)
+_next_due_of = _next_due.where(_q.tenant.in_(bindparam("only", expanding=True)))
+
+
 def next_due_us(conn: Connection, only: Sequence[str] = ()) -> int | None:
     """Maintenance query: the earliest time an unleased item becomes due, across tenants."""
-    q = queue_items.c
-    query = select(func.min(q.available_us)).where(q.lease_id.is_(None), _has_room)
+    # Asked after every claim that found nothing: compiled once, like the claim's own queries.
     if only:
-        query = query.where(q.tenant.in_(only))
-    return conn.execute(query).scalar()
+        rows = fetch_all(conn, "next_due_of", _next_due_of, {"only": list(only)})
+    else:
+        rows = fetch_all(conn, "next_due", _next_due, {})
+    due = rows[0][0] if rows else None
+    return None if due is None else int(due)

@@ -108,6 +108,19 @@ async def outlast(
     clock: Callable[[], float] = time.monotonic,
 ) -> T | None:
     """`await attempt()` until it returns, retrying `outage` errors; None once `until` is set."""
+    if until is not None and until.is_set():
+        return None
+    # The healthy path runs once per completed batch: it must not pay for tenacity's machinery.
+    try:
+        return await attempt()
+    except outage as first_error:
+        error = first_error
+    wait = _OutageWait(backoff, clock)
+    wait.outage_from = 0  # the try above began this outage: tenacity's tries count on from it
+    delay = backoff.first
+    if on_retry is not None:
+        on_retry(error, delay)
+    await sleep(delay)
 
     async def guarded() -> T | None:
         return None if until is not None and until.is_set() else await attempt()
@@ -115,7 +128,6 @@ async def outlast(
     def stopped(_state: RetryCallState) -> bool:
         return until is not None and until.is_set()
 
-    wait = _OutageWait(backoff, clock)
     retrying = AsyncRetrying(
         retry=retry_if_exception_type(outage),
         stop=stopped,

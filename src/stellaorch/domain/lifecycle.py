@@ -17,7 +17,7 @@ import random
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from stellaorch.domain.canonical import canonical_json, hash_json
+from stellaorch.domain.canonical import canonical_json, hash_json, sha256_hex
 from stellaorch.domain.ledger import EntryType
 from stellaorch.domain.providers import format_utc
 from stellaorch.domain.retry import backoff_delay_ms
@@ -155,7 +155,7 @@ class RunLifecycle(RunChanges):
             )
             return
         run.output_bytes += size
-        outputs_hash = hash_json(outputs)
+        outputs_hash = "sha256:" + sha256_hex(outputs_json)  # hash_json, without encoding twice
         self._end_attempt(
             (run_id, step_id, attempt),
             AttemptStatus.SUCCEEDED,

@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from stellaorch.domain.canonical import canonical_json
+from stellaorch.domain.canonical import encode_prepared
 from stellaorch.domain.ledger import LedgerEntry
 from stellaorch.domain.providers import format_utc
 from stellaorch.store.events import LedgerRow
@@ -69,7 +69,8 @@ class StreamEvent:
     def of(cls, row: LedgerRow) -> StreamEvent:
         """The event of a ledger row, with its canonical JSON message."""
         fields = event_of(row)
-        return cls(row.id, fields, canonical_json(fields))
+        # Its numbers come parsed from the entry's canonical JSON: already in canonical form.
+        return cls(row.id, fields, encode_prepared(fields))
 
 
 @dataclass(frozen=True)

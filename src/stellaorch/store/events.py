@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, bindparam, func, select
 
+from stellaorch.store.bulk import fetch_all
 from stellaorch.store.dialect import await_ledger_appends
 from stellaorch.store.schema import ledger_entries
 
@@ -59,24 +60,44 @@ def snapshot_reads_are_final(dialect: str) -> bool:
     return dialect == "sqlite"
 
 
+# The tail runs these after every commit: built and compiled once (store/bulk.py), not per read.
+_AFTER = _le.id > bindparam("after")
+_max_id = select(func.max(_le.id))
+_entries_after = select(*_EVENT_COLUMNS).where(_AFTER).order_by(_le.id).limit(bindparam("limit"))
+_positions_after = (
+    select(_le.id, _le.run_id, _le.seq).where(_AFTER).order_by(_le.id).limit(bindparam("limit"))
+)
+_entries_between = (
+    select(*_EVENT_COLUMNS).where(_AFTER, _le.id <= bindparam("through")).order_by(_le.id)
+)
+_tenant_entries_after = (
+    select(*_EVENT_COLUMNS)
+    .where(_le.tenant == bindparam("tenant"), _AFTER)
+    .order_by(_le.id)
+    .limit(bindparam("limit"))
+)
+
+
 def read_max_id(conn: Connection) -> int:
     """read_max_id: where a new tail starts (0 for an empty ledger); ids up to it are final."""
     await_ledger_appends(conn)
-    return int(conn.execute(select(func.max(_le.id))).scalar() or 0)
+    rows = fetch_all(conn, "ledger_max_id", _max_id, {})
+    return int(rows[0][0] or 0) if rows else 0
 
 
 def read_entries_after(conn: Connection, after: int, limit: int) -> list[LedgerRow]:
     """read_entries_after: every tenant's entries with id > after, in global order."""
     await_ledger_appends(conn)
-    query = select(*_EVENT_COLUMNS).where(_le.id > after).order_by(_le.id).limit(limit)
-    return [LedgerRow(*row) for row in conn.execute(query)]
+    params = {"after": after, "limit": limit}
+    return [LedgerRow(*row) for row in fetch_all(conn, "entries_after", _entries_after, params)]
 
 
 def read_positions_after(conn: Connection, after: int, limit: int) -> list[LedgerPosition]:
     """read_positions_after: id, run_id and seq of every entry with id > after, in order."""
     await_ledger_appends(conn)
-    query = select(_le.id, _le.run_id, _le.seq).where(_le.id > after).order_by(_le.id).limit(limit)
-    return [LedgerPosition(*row) for row in conn.execute(query)]
+    params = {"after": after, "limit": limit}
+    rows = fetch_all(conn, "positions_after", _positions_after, params)
+    return [LedgerPosition(*row) for row in rows]
 
 
 def read_entries_between(conn: Connection, after: int, through: int) -> list[LedgerRow]:
@@ -84,8 +105,8 @@ def read_entries_between(conn: Connection, after: int, through: int) -> list[Led
 
     Only for ids a read in this transaction already found final (no append lock taken here).
     """
-    query = select(*_EVENT_COLUMNS).where(_le.id > after, _le.id <= through).order_by(_le.id)
-    return [LedgerRow(*row) for row in conn.execute(query)]
+    params = {"after": after, "through": through}
+    return [LedgerRow(*r) for r in fetch_all(conn, "entries_between", _entries_between, params)]
 
 
 def read_tenant_entries_after(
@@ -93,10 +114,6 @@ def read_tenant_entries_after(
 ) -> list[LedgerRow]:
     """read_tenant_entries_after: one tenant's entries with id > after (ix_ledger_tenant_id)."""
     await_ledger_appends(conn)
-    query = (
-        select(*_EVENT_COLUMNS)
-        .where(_le.tenant == tenant, _le.id > after)
-        .order_by(_le.id)
-        .limit(limit)
-    )
-    return [LedgerRow(*row) for row in conn.execute(query)]
+    params = {"tenant": tenant, "after": after, "limit": limit}
+    rows = fetch_all(conn, "tenant_entries_after", _tenant_entries_after, params)
+    return [LedgerRow(*row) for row in rows]

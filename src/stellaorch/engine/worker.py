@@ -189,8 +189,13 @@ class Worker:
         if next_due_us is not None:
             due_in = (next_due_us - self.env.clock.now_us()) / 1_000_000
             timeout = max(0.0, min(timeout, due_in))
+        if event.is_set():
+            return
+        # asyncio.timeout, not wait_for: wait_for wraps the wait in a task of its own, and
+        # each extra hop lets every other ready callback run before this worker claims.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(event.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await event.wait()
 
     def _start(self, lease: Lease) -> None:
         task = asyncio.create_task(self._execute(lease))

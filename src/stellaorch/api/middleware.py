@@ -43,8 +43,12 @@ class TraceMiddleware:
             trace_id = match.group(1)
         else:
             trace_id = f"{_ids.getrandbits(128) or 1:032x}"
-        span_id = f"{_ids.getrandbits(64) or 1:016x}"
         scope.setdefault("state", {})["trace_id"] = trace_id
+        if scope["type"] == "websocket":
+            # Only an HTTP response carries the echo: a stream's messages go out unwrapped.
+            await self.app(scope, receive, send)
+            return
+        span_id = f"{_ids.getrandbits(64) or 1:016x}"
         echo = f"00-{trace_id}-{span_id}-01".encode()
 
         async def send_with_trace(message: Message) -> None:

@@ -9,7 +9,7 @@ from stellaorch.engine.claim import claim_into
 from stellaorch.engine.env import EngineEnv
 from stellaorch.engine.requests import Claimed, Completed, Outcome
 from stellaorch.engine.txn import Txn
-from stellaorch.store import Connection, queue, runs
+from stellaorch.store import Connection, queue
 from stellaorch.store.notify import Topic, notify_committed
 
 _NO_ERROR = {"code": "STEP_FAILED", "message": "", "retryable": False}
@@ -82,17 +82,5 @@ def _record(txn: Txn, outcome: Outcome) -> None:
         )
         return
     error = dict(outcome.error or _NO_ERROR)
-    earlier_lost = 0
-    lost = outcome.status is AttemptStatus.LOST
-    if txn.machine.needs_lost_count(lease.run_id, lease.step_id, lease.attempt, error, lost):
-        earlier_lost = runs.lost_count(txn.conn, lease.run_id, lease.step_id)
-    txn.machine.fail_attempt(
-        lease.run_id,
-        lease.step_id,
-        lease.attempt,
-        lease.queue_id,
-        error,
-        outcome.status,
-        logs_ref=logs_ref,
-        earlier_lost=earlier_lost,
-    )
+    key = (lease.run_id, lease.step_id, lease.attempt)
+    txn.fail_attempt(key, lease.queue_id, error, outcome.status, logs_ref=logs_ref)

@@ -35,18 +35,8 @@ def recover(
     for queue_id, _lease, _tenant, run_id, step_id, attempt in found:
         if not machine.is_open(run_id):
             continue
-        earlier_lost = 0
-        if machine.needs_lost_count(run_id, step_id, attempt, _LEASE_EXPIRED, True):
-            earlier_lost = runs.lost_count(conn, run_id, step_id)
-        machine.fail_attempt(
-            run_id,
-            step_id,
-            attempt,
-            queue_id,
-            _LEASE_EXPIRED,
-            AttemptStatus.LOST,
-            earlier_lost=earlier_lost,
-        )
+        key = (run_id, step_id, attempt)
+        txn.fail_attempt(key, queue_id, _LEASE_EXPIRED, AttemptStatus.LOST)
     return txn.flush()
 
 

@@ -8,11 +8,12 @@ before commit: the store writer applies the batch of transitions in that same tr
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from stellaorch.domain.ledger import LedgerEntry
 from stellaorch.domain.lifecycle import RunLifecycle, facts_needed
 from stellaorch.domain.spec import CompiledDag
-from stellaorch.domain.status import TERMINAL_STEP
+from stellaorch.domain.status import TERMINAL_STEP, AttemptStatus
 from stellaorch.domain.transitions import EndFacts, Limits, RunRecord, StepKey
 from stellaorch.engine.env import EngineEnv
 from stellaorch.store import Connection, blobs, queue, runs, writer
@@ -62,6 +63,32 @@ class Txn:
             (run_id, succ)
             for run_id, step_id in keys
             for succ in facts_needed(dag(run_id), step_id)
+        )
+
+    # -- events that need a stored fact ----------------------------------------------------
+    def fail_attempt(
+        self,
+        key: tuple[str, str, int],
+        queue_id: int,
+        error: dict[str, Any],
+        status: AttemptStatus,
+        logs_ref: str | None = None,
+    ) -> None:
+        """An attempt failed or was lost; the step's earlier lost attempts are read if needed."""
+        run_id, step_id, attempt = key
+        lost = status is AttemptStatus.LOST
+        earlier_lost = 0
+        if self.machine.needs_lost_count(run_id, step_id, attempt, error, lost):
+            earlier_lost = runs.lost_count(self.conn, run_id, step_id)
+        self.machine.fail_attempt(
+            run_id,
+            step_id,
+            attempt,
+            queue_id,
+            error,
+            status,
+            logs_ref=logs_ref,
+            earlier_lost=earlier_lost,
         )
 
     # -- writing -------------------------------------------------------------------------

@@ -43,6 +43,7 @@ EXPECTED = {
     ("get", f"{BASE}/runs/{{runId}}"),
     ("post", f"{BASE}/runs/{{runId}}:cancel"),
     ("post", f"{BASE}/runs/{{runId}}:replay"),
+    ("get", f"{BASE}/runs/{{runId}}/first-signal"),
     ("get", f"{BASE}/runs/{{runId}}/steps"),
     ("get", f"{BASE}/runs/{{runId}}/steps/{{stepId}}"),
     ("get", f"{BASE}/runs/{{runId}}/steps/{{stepId}}/logs"),

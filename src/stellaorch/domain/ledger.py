@@ -35,6 +35,14 @@ class EntryType(StrEnum):
 RUN_ENDED: frozenset[EntryType] = frozenset(
     {EntryType.RUN_COMPLETED, EntryType.RUN_FAILED, EntryType.RUN_CANCELLED}
 )
+# A run's first signal: the first entry showing it at work (a step running, retrying or
+# finishing) or its end when no step ever ran (cancelled while queued). A step queued,
+# skipped or cancelled before it ran is not one.
+FIRST_SIGNAL: frozenset[EntryType] = frozenset(
+    {EntryType.STEP_RUNNING, EntryType.STEP_RETRYING, EntryType.STEP_SUCCEEDED}
+    | {EntryType.STEP_FAILED}
+    | RUN_ENDED
+)
 # The entries after which a run's remaining attempts must stop.
 RUN_STOPPED: frozenset[EntryType] = frozenset({EntryType.RUN_FAILED, EntryType.RUN_CANCELLED})
 

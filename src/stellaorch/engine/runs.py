@@ -14,6 +14,7 @@ from stellaorch.domain.status import TERMINAL_RUN
 from stellaorch.engine import recover
 from stellaorch.engine.batching import CreateBatcher
 from stellaorch.engine.env import EngineEnv
+from stellaorch.engine.first_signal import FirstSignal, FirstSignals
 from stellaorch.engine.requests import Cancelled, Created, ReplayOrigin, RunRequest
 from stellaorch.engine.run_check import check_run
 from stellaorch.engine.views import run_summary, run_view, step_view, steps_view
@@ -43,6 +44,7 @@ class RunService:
         self.env = env
         self._batcher = CreateBatcher(env)
         self._finished: OrderedDict[tuple[str, str], bytes] = OrderedDict()
+        self._first_signals = FirstSignals(env)
 
     async def create(self, request: RunRequest) -> Created:
         """Create (or find, for a repeated runToken) a run; its ready steps are queued."""
@@ -89,6 +91,10 @@ class RunService:
         page, more = found[:limit], len(found) > limit
         cursor = (page[-1].created_us, page[-1].run_id) if more and page else None
         return [run_summary(r) for r in page], cursor
+
+    async def first_signal(self, tenant: str, run_id: str) -> FirstSignal | None:
+        """The run's first signal (a step at work, or its end); None while there is none."""
+        return await self._first_signals.get(tenant, run_id)
 
     async def steps(
         self, tenant: str, run_id: str, *, limit: int = 50, after: int | None = None

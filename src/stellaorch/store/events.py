@@ -6,6 +6,7 @@ Every read first waits out the transactions between drawing ledger ids and commi
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import Connection, bindparam, func, select
@@ -76,6 +77,26 @@ _tenant_entries_after = (
     .order_by(_le.id)
     .limit(bindparam("limit"))
 )
+
+_first_of_types = (
+    select(*_EVENT_COLUMNS)
+    .where(
+        _le.run_id == bindparam("run_id"),
+        _le.tenant == bindparam("tenant"),
+        _le.entry_type.in_(bindparam("types", expanding=True)),
+    )
+    .order_by(_le.seq)
+    .limit(1)
+)
+
+
+def read_first_of_types(
+    conn: Connection, tenant: str, run_id: str, types: Sequence[str]
+) -> LedgerRow | None:
+    """The run's earliest entry of one of `types` (a run's chain is short to its first signal)."""
+    params = {"tenant": tenant, "run_id": run_id, "types": list(types)}
+    rows = fetch_all(conn, "first_of_types", _first_of_types, params)
+    return LedgerRow(*rows[0]) if rows else None
 
 
 def read_max_id(conn: Connection) -> int:

@@ -132,6 +132,31 @@ async def get_run(runId: str, request: Request, caller: ReadCaller) -> Response:
     return Response(body, media_type="application/json")
 
 
+@router.get("/runs/{runId}/first-signal", response_class=Response)
+async def first_signal(runId: str, request: Request, caller: ReadCaller) -> Response:
+    """The run's first signal (weak ETag; 304 on If-None-Match; 204 while there is none)."""
+    signal = await orchestrator(request).runs.first_signal(caller.tenant, runId)
+    if signal is None:
+        return Response(status_code=204, headers={"Cache-Control": "no-store"})
+    headers = {
+        "ETag": signal.etag,
+        "Cache-Control": "private, max-age=3600",
+        "Vary": "Authorization",
+    }
+    if _matches(request.headers.get("if-none-match"), signal.etag):
+        return Response(status_code=304, headers=headers)
+    return Response(signal.body, media_type="application/json", headers=headers)
+
+
+def _matches(if_none_match: str | None, etag: str) -> bool:
+    """RFC 9110 weak comparison of an If-None-Match list against our tag."""
+    if if_none_match is None:
+        return False
+    opaque = etag.removeprefix("W/")
+    tags = [t.strip() for t in if_none_match.split(",")]
+    return any(t == "*" or t.removeprefix("W/") == opaque for t in tags)
+
+
 @router.post("/runs/{runId}:cancel")
 async def cancel_run(
     runId: str,

@@ -79,6 +79,7 @@ def _record(txn: Txn, outcome: Outcome) -> None:
             lease.queue_id,
             dict(outcome.outputs or {}),
             logs_ref,
+            plugin=outcome.plugin,
         )
         return
     error = dict(outcome.error or _NO_ERROR)
@@ -95,4 +96,5 @@ def _record(txn: Txn, outcome: Outcome) -> None:
         outcome.status,
         logs_ref=logs_ref,
         earlier_lost=earlier_lost,
+        plugin=outcome.plugin,
     )

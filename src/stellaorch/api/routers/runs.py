@@ -132,6 +132,14 @@ async def get_run(runId: str, request: Request, caller: ReadCaller) -> Response:
     return Response(body, media_type="application/json")
 
 
+@router.get("/runs/{runId}/diff/{otherRunId}")
+async def diff_runs(
+    runId: str, otherRunId: str, request: Request, caller: ReadCaller
+) -> dict[str, Any]:
+    """What differs between two of the tenant's runs: DAG, spec, inputs, steps, plugins."""
+    return await orchestrator(request).runs.diff(caller.tenant, runId, otherRunId)
+
+
 @router.post("/runs/{runId}:cancel")
 async def cancel_run(
     runId: str,

@@ -119,7 +119,9 @@ class BundlePlugins:
 class BundleProgram:
     """One loaded bundle's program as a `Plugin`."""
 
-    def __init__(self, bundle: LoadedBundle, program: tuple[str, ...], runner: ScriptPlugin):
+    def __init__(
+        self, bundle: LoadedBundle, program: tuple[str, ...], runner: ScriptPlugin
+    ) -> None:
         self.name = bundle.name
         self.version = bundle.version
         self._root = str(bundle.root)

@@ -54,8 +54,11 @@ TERMINAL_RUN = frozenset({"completed", "failed", "cancelled"})
 
 # -- the step sandbox ----------------------------------------------------------------------
 def _sandbox_problem() -> str:
-    """Why bubblewrap cannot run steps on this machine, or '' when it can."""
-    return Sandbox(SandboxConfig()).status().reason
+    """Why bubblewrap cannot run steps on this machine, or '' when it can.
+
+    The executable is the one STELLA_ORCH_SANDBOX_BWRAP names (default: `bwrap` on PATH).
+    """
+    return Sandbox(SandboxConfig(bwrap=Settings().sandbox_bwrap)).status().reason
 
 
 SANDBOX_PROBLEM = _sandbox_problem()

@@ -15,6 +15,9 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+# Service roles that run inline shell commands unless the operator says otherwise.
+_INLINE_SCRIPT_ROLES = frozenset({"serve"})
+
 
 def _config_file() -> Path | None:
     """The TOML file named by STELLA_ORCH_CONFIG, if any (the only env read outside Settings)."""
@@ -101,6 +104,10 @@ class Settings(BaseSettings):
     sandbox_file_size_mb: int = Field(default=256, ge=1, le=1_048_576)
     sandbox_tmp_mb: int = Field(default=64, ge=1, le=65_536)
     sandbox_work_mb: int = Field(default=256, ge=1, le=1_048_576)
+    # Inline shell `command` steps (the built-in `script`). Unset: the process role decides,
+    # on for `serve` and local development (`local run`, the library), off for `api`,
+    # `worker` and `scheduler` processes. Either way they run in the sandbox.
+    inline_scripts: bool | None = None
 
     @field_validator("worker_tenants", mode="before")
     @classmethod
@@ -109,6 +116,17 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [t.strip() for t in value.split(",") if t.strip()]
         return value
+
+    def for_role(self, role: str) -> Settings:
+        """These settings for a service process of `role`: unset role defaults filled in."""
+        if self.inline_scripts is not None:
+            return self
+        return self.model_copy(update={"inline_scripts": role in _INLINE_SCRIPT_ROLES})
+
+    @property
+    def inline_scripts_enabled(self) -> bool:
+        """Whether inline shell commands may be published and run (unset: yes, see above)."""
+        return self.inline_scripts is not False
 
     @property
     def heartbeat_seconds(self) -> float:

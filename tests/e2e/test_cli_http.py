@@ -46,6 +46,13 @@ steps:
   - {id: greet, plugin: noop, with: {outputs: {greeting: hi}}}
 """
 
+INLINE_DAG = """\
+dagId: inline
+version: 1
+steps:
+  - {id: sh, plugin: script, with: {command: "echo hi"}}
+"""
+
 
 class LineReader:
     """Reads a pipe on a thread, so a test can wait for lines with a timeout."""
@@ -415,6 +422,12 @@ def test_api_and_worker_processes_share_the_store_and_stop_on_sigterm(
         spec.write_text(NEW_DAG)
         published = stella("dag", "publish", "--file", str(spec), "--reason", "split", env=env)
         assert published.returncode == 0, published.stderr
+        inline = tmp_path / "inline.yaml"
+        inline.write_text(INLINE_DAG)
+        refused = stella("dag", "publish", "--file", str(inline), "--reason", "split", env=env)
+        assert refused.returncode == 2, refused.stderr  # api processes refuse inline scripts
+        assert "DAG_SPEC_INVALID" in refused.stderr
+        assert "STELLA_ORCH_INLINE_SCRIPTS" in refused.stderr
         done = stella("run", "start", "--dag-id", "hello", "--wait", "-o", "json", env=env)
         assert done.returncode == 0, done.stderr
         assert json.loads(done.stdout)["status"] == "completed"

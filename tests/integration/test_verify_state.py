@@ -73,12 +73,36 @@ async def test_an_edited_row_is_found(harness: Harness, statement: str, said: st
 async def test_a_removed_step_is_found(harness: Harness) -> None:
     run_id = await finished_run(harness)
     await harness.sql("DELETE FROM attempts WHERE run_id = :r AND step_id = 'c'", r=run_id)
+    await harness.sql("DELETE FROM step_executions WHERE run_id = :r AND step_id = 'c'", r=run_id)
+
+    report = await harness.runs.verify(harness.tenant, run_id)
+
+    assert not report.ok and report.check == "state"
+    assert "step c is in its ledger but has no step record" in str(report.reason)
+
+
+async def test_a_removed_attempt_is_found_by_the_plugin_its_entry_names(harness: Harness) -> None:
+    run_id = await finished_run(harness)
 
     reason = await reason_after(
-        harness, run_id, "DELETE FROM step_executions WHERE run_id = :r AND step_id = 'c'"
+        harness, run_id, "DELETE FROM attempts WHERE run_id = :r AND step_id = 'c'"
     )
 
-    assert "step c is in its ledger but has no step record" in reason
+    assert "step c ran plugin None but its ledger says" in reason
+
+
+async def test_an_edited_plugin_identity_is_found(harness: Harness) -> None:
+    run_id = await finished_run(harness)
+    forged = '{"kind":"builtin","name":"noop","version":"2","digest":null}'
+
+    reason = await reason_after(
+        harness,
+        run_id,
+        "UPDATE attempts SET plugin_json = :p WHERE run_id = :r AND step_id = 'b'",
+        p=forged,
+    )
+
+    assert "step b ran plugin" in reason and "'version': '1'" in reason
 
 
 async def test_edited_inputs_are_found(harness: Harness) -> None:

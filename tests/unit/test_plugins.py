@@ -99,7 +99,7 @@ def test_registry_rejects_a_version_that_is_not_registered() -> None:
 def test_registry_rejects_an_unknown_name_and_lists_known_plugins() -> None:
     with pytest.raises(PluginNotFound) as raised:
         builtin_registry().resolve("teleport")
-    assert "known plugins: fail@1, noop@1, script@1, sleep@1" in raised.value.message
+    assert "known plugins: fail@1, http@1, noop@1, script@1, sleep@1" in raised.value.message
     assert raised.value.details["ref"] == "teleport"
 
 
@@ -125,8 +125,8 @@ def test_names_are_sorted_name_at_version() -> None:
     assert registry.names() == ["alpha@10", "alpha@2", "zeta@1"]
 
 
-def test_builtin_registry_holds_noop_sleep_fail_and_script() -> None:
-    assert builtin_registry().names() == ["fail@1", "noop@1", "script@1", "sleep@1"]
+def test_builtin_registry_holds_noop_sleep_fail_http_and_script() -> None:
+    assert builtin_registry().names() == ["fail@1", "http@1", "noop@1", "script@1", "sleep@1"]
 
 
 # --- check_outputs -----------------------------------------------------------------------

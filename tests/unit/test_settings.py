@@ -45,3 +45,30 @@ def test_the_api_connection_bounds_are_bounded(
     for value in (too_small, too_large):
         with pytest.raises(ValueError, match=name):
             Settings(**{name: value})
+
+
+@pytest.mark.parametrize(
+    ("role", "allowed"), [("serve", True), ("api", False), ("worker", False), ("scheduler", False)]
+)
+def test_inline_scripts_default_by_process_role(
+    monkeypatch: pytest.MonkeyPatch, role: str, allowed: bool
+) -> None:
+    monkeypatch.delenv("STELLA_ORCH_INLINE_SCRIPTS", raising=False)
+    settings = Settings().for_role(role)
+    assert settings.inline_scripts is allowed and settings.inline_scripts_enabled is allowed
+
+
+def test_inline_scripts_unset_outside_a_service_role_are_allowed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("STELLA_ORCH_INLINE_SCRIPTS", raising=False)
+    assert Settings().inline_scripts is None and Settings().inline_scripts_enabled
+
+
+@pytest.mark.parametrize(("text", "allowed"), [("on", True), ("true", True), ("off", False)])
+def test_the_operators_inline_scripts_setting_wins_over_the_role(
+    monkeypatch: pytest.MonkeyPatch, text: str, allowed: bool
+) -> None:
+    monkeypatch.setenv("STELLA_ORCH_INLINE_SCRIPTS", text)
+    for role in ("serve", "worker"):
+        assert Settings().for_role(role).inline_scripts_enabled is allowed

@@ -56,6 +56,7 @@ COLUMNS: Mapping[str, tuple[tuple[str, str], ...]] = {
         ("ERROR", "error.code"),
     ),
     "log": (("ATTEMPT", "attempt"), ("LINE", "line")),
+    "difference": (("FIELD", "field"), ("A", "a"), ("B", "b")),
     "manifest": (
         ("COUNT", "count"),
         ("SHA256", "sha256"),
@@ -159,6 +160,19 @@ class Printer:
         if isinstance(steps, list) and steps:
             say("")
             self._table("step", steps)
+
+    def differences(self, document: Mapping[str, Any]) -> None:
+        """A run diff: JSON as is, one NDJSON line per difference, or a FIELD/A/B table."""
+        rows = document.get("differences") or []
+        if self.fmt is OutputFormat.JSON:
+            print_json(document)
+        elif self.fmt is OutputFormat.NDJSON:
+            for row in rows:
+                say(compact(row))
+        elif rows:
+            self._table("difference", rows)
+        else:
+            say(f"runs {document.get('runA')} and {document.get('runB')} do not differ")
 
     def _table(self, kind: str, items: Sequence[Mapping[str, Any]]) -> None:
         for line in table_lines(self.columns[kind], items):

@@ -110,6 +110,21 @@ def run_show(
     run_remote(ctx, remote, lambda client, out: runs.show(client, out, run_id))
 
 
+@run_app.command("diff")
+def run_diff(
+    ctx: typer.Context,
+    run_a: Annotated[str, typer.Argument(metavar="RUN_A", help="The first run's id.")],
+    run_b: Annotated[str, typer.Argument(metavar="RUN_B", help="The run to compare it with.")],
+    api_url: ApiUrl = None,
+    token: Token = None,
+    tenant: ClientTenant = None,
+    output: Output = OutputFormat.TABLE,
+) -> None:
+    """What differs between two runs: DAG version, spec hash, inputs, plugins, steps."""
+    remote = Remote(api_url, token, tenant, output)
+    run_remote(ctx, remote, lambda client, out: runs.diff(client, out, run_a, run_b))
+
+
 @run_app.command("cancel")
 def run_cancel(
     ctx: typer.Context,

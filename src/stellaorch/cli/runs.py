@@ -117,6 +117,12 @@ async def show(client: ApiClient, printer: Printer, run_id: str) -> None:
     printer.run_with_steps(await client.get(run_path(run_id)))
 
 
+async def diff(client: ApiClient, printer: Printer, run_a: str, run_b: str) -> None:
+    """What differs between two runs; a table lists one difference per row."""
+    path = run_path(run_a, f"/diff/{quote(run_b, safe='')}")
+    printer.differences(await client.get(path))
+
+
 async def cancel(client: ApiClient, printer: Printer, run_id: str, reason: str | None) -> None:
     """Cancel a run; one that had already ended is printed and rejected (exit 6)."""
     body = {"reason": reason} if reason else None

@@ -62,6 +62,7 @@ async def serve(settings: Settings, options: ServeOptions) -> None:
     """Publish the DAGs, run the role's parts until SIGINT/SIGTERM, then stop gracefully."""
     options.check()
     role, tenant = options.role, settings.default_tenant
+    settings = settings.for_role(role.value)
     if role.serves_api or settings.metrics_port is not None:
         prepare_auth(settings)
     # Signals are caught from the start, so a stop during startup still shuts down cleanly.

@@ -137,8 +137,13 @@ class RunLifecycle(RunChanges):
         queue_id: int,
         outputs: Mapping[str, Any],
         logs_ref: str | None,
+        *,
+        plugin: Mapping[str, Any] | None = None,
     ) -> None:
-        """The attempt succeeded: keep its outputs, start the successors it completes."""
+        """The attempt succeeded: keep its outputs, start the successors it completes.
+
+        `plugin` (the identity of the code that ran) goes on the attempt and its entry.
+        """
         run = self.runs[run_id]
         outputs_json = canonical_json(outputs)
         size = len(outputs_json.encode("utf-8"))
@@ -151,7 +156,9 @@ class RunLifecycle(RunChanges):
             # Not retryable: the run's earlier outputs never shrink, a retry could only fail.
             error = {"code": OUTPUT_LIMIT_EXCEEDED, "message": message, "retryable": False}
             self.fail_attempt(
-                run_id, step_id, attempt, queue_id, error, AttemptStatus.FAILED, logs_ref=logs_ref
+                *(run_id, step_id, attempt, queue_id, error, AttemptStatus.FAILED),
+                logs_ref=logs_ref,
+                plugin=plugin,
             )
             return
         run.output_bytes += size
@@ -161,6 +168,7 @@ class RunLifecycle(RunChanges):
             AttemptStatus.SUCCEEDED,
             outputs_hash=outputs_hash,
             logs_ref=logs_ref,
+            **_plugin_column(plugin),
         )
         columns = {
             "outputs_json": outputs_json,
@@ -174,7 +182,7 @@ class RunLifecycle(RunChanges):
             StepStatus.SUCCEEDED,
             attempt=attempt,
             columns=columns,
-            data={"outputsHash": outputs_hash},
+            data={"outputsHash": outputs_hash, **_plugin_data(plugin)},
         )
         self._new_outputs.setdefault(run_id, {})[step_id] = outputs_hash
         self._outputs_json[(run_id, step_id)] = outputs_json
@@ -199,14 +207,17 @@ class RunLifecycle(RunChanges):
         *,
         logs_ref: str | None = None,
         earlier_lost: int = 0,
+        plugin: Mapping[str, Any] | None = None,
     ) -> None:
         """The attempt failed, timed out or was lost: retry after backoff, or fail the run."""
         run = self.runs[run_id]
         extra = {"logs_ref": logs_ref} if logs_ref is not None else {}
         error_json = canonical_json(error)
+        extra.update(_plugin_column(plugin))
         self._end_attempt((run_id, step_id, attempt), status, error_json=error_json, **extra)
+        ran = _plugin_data(plugin)
         if self._may_retry(run_id, step_id, attempt, error, status, earlier_lost):
-            self._retry(run, step_id, attempt, queue_id, dict(error), status)
+            self._retry(run, step_id, attempt, queue_id, dict(error), status, ran)
             return
         self._rows.dequeue.append(queue_id)
         self._set_step_status(
@@ -215,7 +226,7 @@ class RunLifecycle(RunChanges):
             StepStatus.FAILED,
             attempt=attempt,
             columns={"error_json": error_json},
-            data={"error": dict(error), "attemptStatus": status.value},
+            data={"error": dict(error), "attemptStatus": status.value, **ran},
         )
         self.end(run_id, RunStatus.FAILED, {"error": {**error, "stepId": step_id}})
 
@@ -343,6 +354,7 @@ class RunLifecycle(RunChanges):
         queue_id: int,
         error: dict[str, Any],
         status: AttemptStatus,
+        ran: Mapping[str, Any],
     ) -> None:
         policy = self._dags[run.run_id].steps[step_id].retry
         lost = status is AttemptStatus.LOST
@@ -367,5 +379,16 @@ class RunLifecycle(RunChanges):
                 "error": error,
                 "attemptStatus": status.value,
                 "nextEligibleUtc": format_utc(eligible),
+                **ran,
             },
         )
+
+
+def _plugin_column(plugin: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The attempt row's `plugin_json` column, when the attempt knows its plugin."""
+    return {} if plugin is None else {"plugin_json": canonical_json(plugin)}
+
+
+def _plugin_data(plugin: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The entry's `plugin` field; absent (as in entries before it existed) when unknown."""
+    return {} if plugin is None else {"plugin": dict(plugin)}

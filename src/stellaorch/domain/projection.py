@@ -29,6 +29,7 @@ class StepProjection:
     status: str = "pending"
     attempt: int = 0  # the newest attempt that ran (leased), 0 before any
     outputs_hash: str | None = None  # of the newest success
+    plugin: Any = None  # identity of the code the newest attempt that recorded one ran
 
 
 @dataclass
@@ -78,6 +79,8 @@ def _apply_step_entry(
         step.attempt = attempt
     if step.status == "succeeded":
         step.outputs_hash = data.get("outputsHash")
+    if data.get("plugin") is not None:  # entries from before identities were recorded: none
+        step.plugin = data["plugin"]
 
 
 def state_problem(view: Mapping[str, Any], events: list[Mapping[str, Any]]) -> str | None:
@@ -138,6 +141,8 @@ def _step_problem(step: Mapping[str, Any], said: StepProjection) -> str | None:
         return f"is {step.get('status')!r} but its ledger says {said.status!r}"
     if step.get("attempt") != said.attempt:
         return f"is at attempt {step.get('attempt')!r} but its ledger says {said.attempt}"
+    if step.get("plugin") != said.plugin:
+        return f"ran plugin {step.get('plugin')!r} but its ledger says {said.plugin!r}"
     if said.status != "succeeded":
         return None
     if step.get("outputsHash") != said.outputs_hash:

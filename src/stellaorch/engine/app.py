@@ -17,6 +17,7 @@ from stellaorch.engine.runs import RunService
 from stellaorch.engine.scheduler import Scheduler
 from stellaorch.engine.schedules import ScheduleService
 from stellaorch.engine.worker import Worker
+from stellaorch.plugins.bundle_source import BundleSource
 from stellaorch.settings import Settings
 from stellaorch.store.database import Database, StoreOptions
 from stellaorch.store.migrate import create_sqlite_file, upgrade
@@ -43,8 +44,16 @@ class Orchestrator:
         self._scheduler_unsubscribe: Callable[[], None] | None = None
 
     @classmethod
-    def open(cls, settings: Settings | None = None, *, migrate: bool = True) -> Orchestrator:
+    def open(
+        cls,
+        settings: Settings | None = None,
+        *,
+        migrate: bool = True,
+        bundles: BundleSource | None = None,
+    ) -> Orchestrator:
         """Open the store named by the settings (creating/upgrading its schema by default).
+
+        `bundles` serves the tenants' `name@version` plugins; without it only built-ins run.
 
         A damaged store, or a file that is not a Stella store, is refused before anything
         writes to it (StoreCorrupt, StoreNotStella); only a missing SQLite file is created.
@@ -61,7 +70,7 @@ class Orchestrator:
         except BaseException:
             db.close()
             raise
-        return cls(EngineEnv.build(db, settings))
+        return cls(EngineEnv.build(db, settings, bundles=bundles))
 
     @property
     def worker_task(self) -> asyncio.Task[None] | None:

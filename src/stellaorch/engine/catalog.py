@@ -43,12 +43,14 @@ def load_directory(directory: Path) -> list[DagSpec]:
     return [load_spec_file(p) for p in files]
 
 
-def plugin_problems(spec: DagSpec, registry: PluginRegistry) -> list[dict[str, str]]:
-    """Steps whose plugin is unknown, or whose static parameters that plugin refuses."""
+def plugin_problems(
+    spec: DagSpec, registry: PluginRegistry, tenant: str | None = None
+) -> list[dict[str, str]]:
+    """Steps whose plugin is unknown (to `tenant`), or whose static parameters it refuses."""
     problems = []
     for i, step in enumerate(spec.steps):
         try:
-            found = registry.check_params(step.plugin, step.params)
+            found = registry.check_params(step.plugin, step.params, tenant)
         except PluginNotFound as exc:
             problems.append(problem(f"steps[{i}].plugin", exc.message))
             continue
@@ -57,9 +59,11 @@ def plugin_problems(spec: DagSpec, registry: PluginRegistry) -> list[dict[str, s
     return problems
 
 
-def check_plugins(spec: DagSpec, registry: PluginRegistry | None = None) -> None:
+def check_plugins(
+    spec: DagSpec, registry: PluginRegistry | None = None, tenant: str | None = None
+) -> None:
     """Refuse (SpecInvalid) a spec with plugin problems; default: the built-in plugins."""
-    problems = plugin_problems(spec, registry or builtin_registry())
+    problems = plugin_problems(spec, registry or builtin_registry(), tenant)
     if problems:
         raise spec_invalid(problems)
 
@@ -104,7 +108,7 @@ class DagCatalog:
     def publish_tx(self, conn: Connection, tenant: str, spec: DagSpec) -> Published:
         """Store a version; the same content again is a no-op, other content is a conflict."""
         compiled = compile_dag(spec)
-        check_plugins(spec, self._plugins)
+        check_plugins(spec, self._plugins, tenant)
         existing = dags.get_version(conn, tenant, spec.dag_id, spec.version)
         if existing is not None:
             if existing.spec_hash != compiled.spec_hash:

@@ -79,8 +79,11 @@ def _record(txn: Txn, outcome: Outcome) -> None:
             lease.queue_id,
             dict(outcome.outputs or {}),
             logs_ref,
+            plugin=outcome.plugin,
         )
         return
     error = dict(outcome.error or _NO_ERROR)
     key = (lease.run_id, lease.step_id, lease.attempt)
-    txn.fail_attempt(key, lease.queue_id, error, outcome.status, logs_ref=logs_ref)
+    txn.fail_attempt(
+        key, lease.queue_id, error, outcome.status, logs_ref=logs_ref, plugin=outcome.plugin
+    )

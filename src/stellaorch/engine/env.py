@@ -10,6 +10,7 @@ from stellaorch.engine.catalog import DagCatalog
 from stellaorch.engine.events import EventBus
 from stellaorch.plugins.base import PluginRegistry
 from stellaorch.plugins.builtin import builtin_registry
+from stellaorch.plugins.bundle_source import BundleSource
 from stellaorch.plugins.sandbox import Sandbox, SandboxConfig
 from stellaorch.settings import Settings
 from stellaorch.store.database import Database
@@ -42,11 +43,20 @@ class EngineEnv:
         clock: Clock | None = None,
         ids: IdProvider | None = None,
         rng: random.Random | None = None,
+        bundles: BundleSource | None = None,
     ) -> EngineEnv:
-        """Wire an environment with defaults for whatever is not given."""
+        """Wire an environment with defaults for whatever is not given.
+
+        `bundles` is where `name@version` plugins come from; without it only built-ins exist.
+        """
         clock = clock or SystemClock()
         sandbox = Sandbox(SandboxConfig.from_settings(settings))
-        plugins = builtin_registry(max_log_bytes=settings.max_log_bytes, sandbox=sandbox)
+        plugins = builtin_registry(
+            max_log_bytes=settings.max_log_bytes,
+            sandbox=sandbox,
+            inline_scripts=settings.inline_scripts_enabled,
+            bundles=bundles,
+        )
         return cls(
             db=db,
             settings=settings,

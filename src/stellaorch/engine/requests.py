@@ -77,6 +77,8 @@ class Outcome:
     outputs: Mapping[str, Any] | None = None
     logs: str = ""
     error: Mapping[str, Any] | None = None
+    # `PluginIdentity.as_json()` of the code that ran; None when none was loaded.
+    plugin: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)

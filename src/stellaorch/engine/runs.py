@@ -10,6 +10,7 @@ from typing import Any
 
 from stellaorch.domain.errors import NotFound, RunNotFound, ValidationError
 from stellaorch.domain.ledger import ChainReport, LedgerEntry
+from stellaorch.domain.run_diff import diff_runs
 from stellaorch.domain.status import TERMINAL_RUN
 from stellaorch.engine import recover
 from stellaorch.engine.batching import CreateBatcher
@@ -61,6 +62,15 @@ class RunService:
     async def get(self, tenant: str, run_id: str) -> dict[str, Any]:
         """The run with its steps and attempts, as JSON."""
         return dict(json.loads(await self.get_json(tenant, run_id)))
+
+    async def diff(self, tenant: str, run_a: str, run_b: str) -> dict[str, Any]:
+        """What differs between two runs of the tenant (RunNotFound for either's absence)."""
+        a, b = await self.get(tenant, run_a), await self.get(tenant, run_b)
+        hashes = []
+        for view in (a, b):
+            version = await self.env.catalog.get_version(tenant, view["dagId"], view["dagVersion"])
+            hashes.append(version.spec_hash)
+        return diff_runs(a, b, (hashes[0], hashes[1]))
 
     async def get_json(self, tenant: str, run_id: str) -> bytes:
         """The run view as JSON bytes; a finished run never changes, so it is served from memory."""

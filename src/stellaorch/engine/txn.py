@@ -7,7 +7,7 @@ before commit: the store writer applies the batch of transitions in that same tr
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from stellaorch.domain.ledger import LedgerEntry
@@ -73,6 +73,7 @@ class Txn:
         error: dict[str, Any],
         status: AttemptStatus,
         logs_ref: str | None = None,
+        plugin: Mapping[str, Any] | None = None,
     ) -> None:
         """An attempt failed or was lost; the step's earlier lost attempts are read if needed."""
         run_id, step_id, attempt = key
@@ -89,6 +90,7 @@ class Txn:
             status,
             logs_ref=logs_ref,
             earlier_lost=earlier_lost,
+            plugin=plugin,
         )
 
     # -- writing -------------------------------------------------------------------------

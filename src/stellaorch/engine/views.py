@@ -20,7 +20,8 @@ def _duration_ms(start: int | None, end: int | None) -> int | None:
     return (end - start) // 1000 if start is not None and end is not None else None
 
 
-def _error(text: str | None) -> dict[str, Any] | None:
+def _json_object(text: str | None) -> dict[str, Any] | None:
+    """A stored JSON object column (error, plugin identity), or None."""
     return dict(json.loads(text)) if text else None
 
 
@@ -42,7 +43,7 @@ def run_summary(run: RunState) -> dict[str, Any]:
         "endedUtc": format_utc(run.ended_us),
         "durationMs": _duration_ms(run.started_us, run.ended_us),
         "outputsHash": run.outputs_hash,
-        "error": _error(run.error_json),
+        "error": _json_object(run.error_json),
     }
 
 
@@ -58,8 +59,17 @@ def attempt_view(row: dict[str, Any]) -> dict[str, Any]:
         "inputsHash": row["inputs_hash"],
         "outputsHash": row["outputs_hash"],
         "logsRef": row["logs_ref"],
-        "error": _error(row["error_json"]),
+        "error": _json_object(row["error_json"]),
+        "plugin": _json_object(row.get("plugin_json")),
     }
+
+
+def _newest_plugin(attempts: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The plugin identity of the newest attempt that recorded one (attempts oldest first)."""
+    for row in reversed(attempts):
+        if row.get("plugin_json"):
+            return _json_object(row["plugin_json"])
+    return None
 
 
 def step_view(
@@ -80,7 +90,8 @@ def step_view(
         "outputsTruncated": bool(text) and not inline,
         "logsRef": row["logs_ref"],
         "metricsRef": None,
-        "error": _error(row["error_json"]),
+        "error": _json_object(row["error_json"]),
+        "plugin": _newest_plugin(attempts),
         "attempts": [attempt_view(a) for a in attempts],
     }
 

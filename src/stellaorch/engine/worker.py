@@ -13,6 +13,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 from stellaorch.domain.errors import StellaError, StepFailed, StoreUnavailable
 from stellaorch.domain.ledger import RUN_STOPPED, EntryType, LedgerEntry
@@ -216,22 +217,27 @@ class Worker:
     async def _attempt(self, lease: Lease) -> Outcome:
         if lease.problem is not None:
             return _failure(lease, lease.problem.code, lease.problem.message, False)
+        plugin: dict[str, Any] | None = None  # the identity, once the plugin is loaded
         try:
-            plugin = self.plugins.resolve(lease.step.plugin)
             async with asyncio.timeout(lease.step.timeout_seconds):
-                result = await plugin.run(self._context(lease))
+                resolved = await self.plugins.load(lease.step.plugin, lease.tenant)
+                plugin = resolved.identity.as_json()
+                result = await resolved.plugin.run(self._context(lease))
             outputs = check_outputs(result.outputs)
         except TimeoutError:
             message = f"step exceeded its timeout of {lease.step.timeout_seconds:g}s"
-            return _failure(lease, "STEP_TIMED_OUT", message, True, AttemptStatus.TIMED_OUT)
+            status = AttemptStatus.TIMED_OUT
+            return _failure(lease, "STEP_TIMED_OUT", message, True, status, plugin=plugin)
         except StepFailed as exc:
-            return _failure(lease, exc.code, exc.message, exc.retryable, logs=exc.logs)
+            logs = exc.logs
+            return _failure(lease, exc.code, exc.message, exc.retryable, logs=logs, plugin=plugin)
         except StellaError as exc:
-            return _failure(lease, exc.code, exc.message, exc.retryable)
+            return _failure(lease, exc.code, exc.message, exc.retryable, plugin=plugin)
         except Exception as exc:  # a plugin bug must fail the attempt, not the worker
             log.exception("plugin crashed", extra={"run_id": lease.run_id})
-            return _failure(lease, "PLUGIN_CRASHED", f"{type(exc).__name__}: {exc}", True)
-        return Outcome(lease, AttemptStatus.SUCCEEDED, outputs, result.logs)
+            message = f"{type(exc).__name__}: {exc}"
+            return _failure(lease, "PLUGIN_CRASHED", message, True, plugin=plugin)
+        return Outcome(lease, AttemptStatus.SUCCEEDED, outputs, result.logs, plugin=plugin)
 
     def _context(self, lease: Lease) -> StepContext:
         return StepContext(
@@ -333,6 +339,7 @@ def _failure(
     retryable: bool,
     status: AttemptStatus = AttemptStatus.FAILED,
     logs: str = "",
+    plugin: dict[str, Any] | None = None,
 ) -> Outcome:
     error = {"code": code, "message": message, "retryable": retryable}
-    return Outcome(lease, status, None, logs, error)
+    return Outcome(lease, status, None, logs, error, plugin)

@@ -10,6 +10,7 @@ from typing import Any, Protocol, TypeAlias
 
 from stellaorch.domain.errors import Conflict, NotFound, StepFailed
 from stellaorch.domain.limits import MAX_JSON_DEPTH, value_depth_exceeds
+from stellaorch.plugins.bundle_source import PluginIdentity
 
 MAX_OUTPUT_BYTES = 1024 * 1024
 
@@ -82,6 +83,28 @@ def no_check(params: Mapping[str, Any]) -> list[ParamProblem]:
     return []
 
 
+@dataclass(frozen=True)
+class ResolvedPlugin:
+    """The plugin one attempt runs, and the identity the attempt records for it."""
+
+    plugin: Plugin
+    identity: PluginIdentity
+
+
+class BundlePlugins(Protocol):
+    """Where a registry looks up `name@version` references that are not built-ins."""
+
+    def check_params(
+        self, ref: str, params: Mapping[str, Any], tenant: str | None
+    ) -> list[ParamProblem]:
+        """Problems of a step's parameters; PluginNotFound when the tenant has no such bundle."""
+        ...
+
+    async def load(self, ref: str, tenant: str) -> ResolvedPlugin:
+        """The verified bundle's plugin for one attempt, or a non-retryable `StepFailed`."""
+        ...
+
+
 class PluginNotFound(NotFound):
     """No registered plugin matches a step's `plugin` reference."""
 
@@ -97,9 +120,11 @@ class PluginConflict(Conflict):
 class PluginRegistry:
     """Plugins by name and version; steps address them as `name` or `name@version`."""
 
-    def __init__(self) -> None:
+    def __init__(self, bundles: BundlePlugins | None = None) -> None:
         self._plugins: dict[str, dict[str, Plugin]] = {}
         self._checks: dict[tuple[str, str], ParamsCheck] = {}
+        # A reference whose name is no built-in's is looked up here, per tenant.
+        self.bundles = bundles
 
     def register(self, plugin: Plugin, check: ParamsCheck = no_check) -> None:
         """Add a plugin with the publish-time check of its parameters (`name@version` once)."""
@@ -109,10 +134,29 @@ class PluginRegistry:
         versions[plugin.version] = plugin
         self._checks[(plugin.name, plugin.version)] = check
 
-    def check_params(self, ref: str, params: Mapping[str, Any]) -> list[ParamProblem]:
-        """What is wrong with a step's static parameters; PluginNotFound for an unknown `ref`."""
+    def check_params(
+        self, ref: str, params: Mapping[str, Any], tenant: str | None = None
+    ) -> list[ParamProblem]:
+        """What is wrong with a step's static parameters; PluginNotFound for an unknown `ref`.
+
+        A reference that names no built-in goes to the tenant's bundles; without a tenant
+        (offline validation) only the shape of a bundle step's parameters is checked.
+        """
+        if self.bundles is not None and not self._is_builtin(ref):
+            return self.bundles.check_params(ref, params, tenant)
         plugin = self.resolve(ref)
         return self._checks[(plugin.name, plugin.version)](params)
+
+    async def load(self, ref: str, tenant: str) -> ResolvedPlugin:
+        """The plugin an attempt of `tenant` runs for `ref`, with its identity."""
+        if self.bundles is not None and not self._is_builtin(ref):
+            return await self.bundles.load(ref, tenant)
+        plugin = self.resolve(ref)
+        return ResolvedPlugin(plugin, PluginIdentity(plugin.name, plugin.version))
+
+    def _is_builtin(self, ref: str) -> bool:
+        """Whether `ref` names a registered plugin (built-in names are never bundles)."""
+        return ref.partition("@")[0] in self._plugins
 
     def resolve(self, ref: str) -> Plugin:
         """Find the plugin for `name` or `name@version`; a bare name must be unambiguous."""

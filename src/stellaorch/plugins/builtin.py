@@ -15,6 +15,10 @@ from stellaorch.plugins.base import (
     StepContext,
     params_invalid,
 )
+from stellaorch.plugins.bundle import BundlePlugins
+from stellaorch.plugins.bundle_source import BundleSource
+from stellaorch.plugins.http import HttpPlugin
+from stellaorch.plugins.http_params import check_http_params
 from stellaorch.plugins.params import parsed_at, unknown_keys
 from stellaorch.plugins.sandbox import Sandbox
 from stellaorch.plugins.script import ScriptPlugin
@@ -132,14 +136,49 @@ def check_fail_params(params: Mapping[str, Any]) -> list[ParamProblem]:
     return problems
 
 
+INLINE_SCRIPTS_DISABLED = "INLINE_SCRIPTS_DISABLED"
+_INLINE_OFF = (
+    "inline shell commands are disabled on this server (STELLA_ORCH_INLINE_SCRIPTS); "
+    "ship the script in a bundle and name it as name@version"
+)
+
+
+class DisabledScriptPlugin:
+    """Stands in for `script` where the operator disabled inline commands: always refuses."""
+
+    name = "script"
+    version = "1"
+
+    async def run(self, ctx: StepContext) -> PluginResult:
+        """Fail the attempt, not retryable: a retry runs on a server with the same setting."""
+        raise StepFailed(INLINE_SCRIPTS_DISABLED, _INLINE_OFF, retryable=False)
+
+
+def check_disabled_script(params: Mapping[str, Any]) -> list[ParamProblem]:
+    """Publish-time: an inline command is refused where inline commands are disabled."""
+    return [("", _INLINE_OFF)]
+
+
 def builtin_registry(
-    *, max_log_bytes: int = 1024 * 1024, sandbox: Sandbox | None = None
+    *,
+    max_log_bytes: int = 1024 * 1024,
+    sandbox: Sandbox | None = None,
+    inline_scripts: bool = True,
+    bundles: BundleSource | None = None,
 ) -> PluginRegistry:
-    """Noop, sleep, fail and script (in `sandbox`), all at version 1, with their checks."""
-    registry = PluginRegistry()
+    """Noop, sleep, fail, http and script, all at version 1, with their checks.
+
+    `script` runs inline commands in `sandbox` unless `inline_scripts` is False; with a
+    `bundles` source, `name@version` references resolve to the tenant's bundles.
+    """
+    runner = ScriptPlugin(max_log_bytes=max_log_bytes, sandbox=sandbox)
+    registry = PluginRegistry(None if bundles is None else BundlePlugins(bundles, runner))
     registry.register(NoopPlugin(), check_noop_params)
     registry.register(SleepPlugin(), check_sleep_params)
     registry.register(FailPlugin(), check_fail_params)
-    script = ScriptPlugin(max_log_bytes=max_log_bytes, sandbox=sandbox)
-    registry.register(script, check_script_params)
+    registry.register(HttpPlugin(max_log_bytes=max_log_bytes), check_http_params)
+    if inline_scripts:
+        registry.register(runner, check_script_params)
+    else:
+        registry.register(DisabledScriptPlugin(), check_disabled_script)
     return registry

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from stellaorch.domain.errors import StepFailed
-from stellaorch.domain.templating import lone_reference
+from stellaorch.domain.templating import lone_reference, with_placeholders
 from stellaorch.plugins.base import ParamProblem
 
 
@@ -38,3 +38,22 @@ def parsed_at(
     except StepFailed as exc:
         return [(key, exc.message)]
     return []
+
+
+def static_problems(
+    params: Mapping[str, Any], parsers: Mapping[str, Callable[[object], object]]
+) -> list[ParamProblem]:
+    """Run `parsers[key](value)` on each present field that is not a lone reference.
+
+    References inside a value are rendered as placeholder text first, so a URL or an argv
+    item that embeds one is checked for its shape.
+    """
+    problems: list[ParamProblem] = []
+    for key, parse in parsers.items():
+        if key not in params or lone_reference(params[key]) is not None:
+            continue
+        try:
+            parse(with_placeholders(params[key], "placeholder"))
+        except StepFailed as exc:
+            problems.append((key, exc.message))
+    return problems

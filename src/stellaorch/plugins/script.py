@@ -64,8 +64,8 @@ class ScriptParams:
         return cls(
             argv=argv,
             via_shell=via_shell,
-            env=_env(params.get("env", {})),
-            stdin=_stdin(params.get("stdin")),
+            env=parse_env(params.get("env", {})),
+            stdin=parse_stdin(params.get("stdin")),
             cwd=_cwd(params.get("cwd")),
         )
 
@@ -99,7 +99,7 @@ class ScriptPlugin:
         if self._sandbox is not None and self._sandbox.enabled:
             # The first call probes bubblewrap (a blocking subprocess): off the event loop.
             await asyncio.to_thread(self._sandbox.require)
-            return await self._run_sandboxed(ctx, params, self._sandbox)
+            return await self._run_sandboxed(ctx, params, self._sandbox, ())
         # One mkdir, done inline: in a thread, a cancellation could lose the path and leak it.
         workdir = tempfile.mkdtemp(prefix="stella-step-")
         try:
@@ -109,8 +109,22 @@ class ScriptPlugin:
         finally:
             await asyncio.to_thread(shutil.rmtree, workdir, ignore_errors=True)
 
+    async def run_program(
+        self, ctx: StepContext, params: ScriptParams, ro_binds: list[tuple[str, str]]
+    ) -> PluginResult:
+        """Run a parsed program with extra read-only binds; only ever inside the sandbox."""
+        if self._sandbox is None or not self._sandbox.enabled:
+            message = "plugins from bundles run only inside the step sandbox, which is off"
+            raise StepFailed("SANDBOX_UNAVAILABLE", message, retryable=False)
+        await asyncio.to_thread(self._sandbox.require)
+        return await self._run_sandboxed(ctx, params, self._sandbox, ro_binds)
+
     async def _run_sandboxed(
-        self, ctx: StepContext, params: ScriptParams, sandbox: Sandbox
+        self,
+        ctx: StepContext,
+        params: ScriptParams,
+        sandbox: Sandbox,
+        ro_binds: list[tuple[str, str]] | tuple[()],
     ) -> PluginResult:
         """Run inside bubblewrap with the step's limits; the work dir lives and dies with it."""
         limits = sandbox.config.defaults.for_step(ctx.resources, sandbox.config.ceiling)
@@ -120,7 +134,11 @@ class ScriptPlugin:
             env.update(network.env)
             argv = [*network.argv_prefix, *params.argv]
             command = sandbox.launch(
-                argv, limits, cwd=params.cwd, binds=network.binds, ro_binds=network.ro_binds
+                argv,
+                limits,
+                cwd=params.cwd,
+                binds=network.binds,
+                ro_binds=[*network.ro_binds, *ro_binds],
             )
             return await self._run_in(params, command, env, "/", limits)
 
@@ -304,7 +322,7 @@ def _signal_name(number: int) -> str:
 
 def field_problems(params: Mapping[str, Any], names: tuple[str, ...]) -> list[tuple[str, str]]:
     """Publish-time use of the checks `parse` runs: (field, message) for each failing field."""
-    parsers = {"command": _argv, "env": _env, "stdin": _stdin, "cwd": _cwd}
+    parsers = {"command": _argv, "env": parse_env, "stdin": parse_stdin, "cwd": _cwd}
     problems = []
     for name in names:
         try:
@@ -325,7 +343,7 @@ def _argv(command: object) -> tuple[tuple[str, ...], bool]:
     raise params_invalid("script: 'command' must be a non-empty string or list of strings")
 
 
-def _env(value: object) -> dict[str, str]:
+def parse_env(value: object) -> dict[str, str]:
     """The step's extra environment variables, checked so exec cannot reject them."""
     if not isinstance(value, Mapping):
         raise params_invalid("script: 'env' must be an object of strings")
@@ -340,7 +358,7 @@ def _env(value: object) -> dict[str, str]:
     return env
 
 
-def _stdin(value: object) -> bytes | None:
+def parse_stdin(value: object) -> bytes | None:
     """The optional stdin text, as UTF-8 bytes."""
     if value is None:
         return None

@@ -40,7 +40,7 @@ def check_script_params(params: Mapping[str, Any]) -> list[ParamProblem]:
     command = params.get("command")
     problems = unknown_keys("script", params, SCRIPT_PARAMS)
     problems += _command_problems(command)
-    problems += _env_problems(params.get("env"))
+    problems += env_problems(params.get("env"))
     problems += _stdin_problems(command, params.get("stdin"))
     # A field that is one whole reference has its type only at run time.
     static = tuple(name for name in SCRIPT_PARAMS if lone_reference(params.get(name)) is None)
@@ -63,7 +63,7 @@ def _command_problems(command: object) -> list[ParamProblem]:
     return problems
 
 
-def _env_problems(env: object) -> list[ParamProblem]:
+def env_problems(env: object) -> list[ParamProblem]:
     """References in variables that make a program load or run something."""
     if not isinstance(env, Mapping):
         return []

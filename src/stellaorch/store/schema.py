@@ -116,6 +116,8 @@ attempts = Table(
     Column("outputs_hash", String(80), nullable=True),
     Column("logs_ref", String(80), nullable=True),
     Column("error_json", Text, nullable=True),
+    # PluginIdentity.as_json() of the code the attempt ran (bundle digest or built-in version)
+    Column("plugin_json", Text, nullable=True),
     PrimaryKeyConstraint("run_id", "step_id", "attempt"),
     ForeignKeyConstraint(
         ["run_id", "step_id"], ["step_executions.run_id", "step_executions.step_id"]

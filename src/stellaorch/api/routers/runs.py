@@ -157,6 +157,14 @@ def _matches(if_none_match: str | None, etag: str) -> bool:
     return any(t == "*" or t.removeprefix("W/") == opaque for t in tags)
 
 
+@router.get("/runs/{runId}/diff/{otherRunId}")
+async def diff_runs(
+    runId: str, otherRunId: str, request: Request, caller: ReadCaller
+) -> dict[str, Any]:
+    """What differs between two of the tenant's runs: DAG, spec, inputs, steps, plugins."""
+    return await orchestrator(request).runs.diff(caller.tenant, runId, otherRunId)
+
+
 @router.post("/runs/{runId}:cancel")
 async def cancel_run(
     runId: str,

@@ -30,6 +30,7 @@ class Orchestrator:
         self.runs = RunService(env)
         self.sandbox = env.sandbox
         self.plugins = env.plugins
+        self.bundles = env.bundles
         self.health = StoreProbe(env)
         self.queues = QueueService(env)
         self.audit = AuditService(env)
@@ -143,6 +144,7 @@ class Orchestrator:
         await self.stop_scheduler()
         await self.stop_worker()
         await asyncio.to_thread(self.env.notifier.close)
+        self.env.bundles.close()
         self.env.db.close()
 
 

@@ -6,6 +6,7 @@ import random
 from dataclasses import dataclass, field
 
 from stellaorch.domain.providers import Clock, IdProvider, SystemClock
+from stellaorch.engine.bundles import BundleStore
 from stellaorch.engine.catalog import DagCatalog
 from stellaorch.engine.events import EventBus
 from stellaorch.plugins.base import PluginRegistry
@@ -28,6 +29,8 @@ class EngineEnv:
     plugins: PluginRegistry
     # Where script steps run; health reports its state.
     sandbox: Sandbox
+    # Imported bundles: the `BundleSource` the script and cli plugins load bundles from.
+    bundles: BundleStore
     clock: Clock = field(default_factory=SystemClock)
     ids: IdProvider = field(default_factory=IdProvider)
     rng: random.Random = field(default_factory=random.Random)
@@ -46,14 +49,17 @@ class EngineEnv:
         """Wire an environment with defaults for whatever is not given."""
         clock = clock or SystemClock()
         sandbox = Sandbox(SandboxConfig.from_settings(settings))
+        # the BundleSource for plugins that run from bundles (pass it to builtin_registry)
+        bundles = BundleStore(db, settings, clock)
         plugins = builtin_registry(max_log_bytes=settings.max_log_bytes, sandbox=sandbox)
         return cls(
             db=db,
             settings=settings,
-            catalog=DagCatalog(db, clock, plugins),
+            catalog=DagCatalog(db, clock, plugins, bundles.trust, settings),
             bus=EventBus(),
             plugins=plugins,
             sandbox=sandbox,
+            bundles=bundles,
             clock=clock,
             ids=ids or IdProvider(clock),
             rng=rng or random.Random(),

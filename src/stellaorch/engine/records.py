@@ -35,4 +35,3 @@ __all__ = [
 def record_audit(conn: Connection, entry: AuditEntry, now_us: int) -> None:
     """Append an audit entry inside the caller's transaction (never updated, never deleted)."""
     insert_audit_entry(conn, entry, now_us)
-

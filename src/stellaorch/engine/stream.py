@@ -43,6 +43,7 @@ READ_BATCH = 1000  # rows per tail or replay read: bounds memory whatever the ba
 CARRIED_LIMIT = 10_000  # bus entries kept for the tail; older ones are read from the store
 ChainKey = tuple[str, int]  # (run_id, seq): an entry's place in its run's chain
 
+
 # -- subscriptions ------------------------------------------------------------------------
 class StreamEnded(Exception):
     """The server ended a subscription; `code` and `reason` go into the WebSocket close."""

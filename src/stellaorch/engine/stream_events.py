@@ -89,5 +89,3 @@ class StreamFilter:
             and self.status in (None, event["status"])
             and self.run_id in (None, event["runId"])
         )
-
-

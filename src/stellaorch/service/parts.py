@@ -90,4 +90,3 @@ class ServiceParts:
         return await watch_task(
             task, work, lambda: SchedulerCrashed(f"the scheduler stopped: {ended_because(task)}")
         )
-

@@ -84,8 +84,6 @@ def firing_view(row: FiringRow) -> dict[str, Any]:
     }
 
 
-
-
 @router.post("/schedules", status_code=201)
 async def create_schedule(body: CreateSchedule, request: Request, caller: AdminCaller) -> Response:
     """Create a schedule (admin; X-Stella-Operator-Reason required)."""

@@ -51,11 +51,13 @@ def not_ready_error(request: Request, store: StoreHealth) -> dict[str, str]:
     return dict(error_envelope(first.code, first.message, trace_id_of(request))["error"])
 
 
-def health_document(request: Request, orch: Orchestrator, store: StoreHealth) -> dict[str, Any]:
+def health_document(
+    request: Request, orch: Orchestrator, store: StoreHealth, bundles: dict[str, Any]
+) -> dict[str, Any]:
     """The health JSON: ready only when the store answered, took a write and has room."""
     stats = store.queue
     queues = [queue_view(stats, orch.env.clock.now_us())] if stats is not None else []
-    backlog = any(q["depth"] >= BACKLOG_SLO for q in queues)
+    backlog = any(q["depth"] >= BACKLOG_SLO for q in queues) or bool(bundles["failures"])
     document: dict[str, Any] = {
         "status": "ok" if store.ready and not backlog else "degraded",
         "live": True,
@@ -64,7 +66,7 @@ def health_document(request: Request, orch: Orchestrator, store: StoreHealth) ->
         "queues": queues,
         "worker": {"running": worker_running(orch)},
         "sandbox": orch.sandbox.status().document(),
-        "bundles": {"status": "none"},
+        "bundles": bundles,
     }
     if not store.ready:
         document["error"] = not_ready_error(request, store)
@@ -91,7 +93,11 @@ async def admin_health(
     orch = orchestrator(request)
     store = await orch.health.check(caller.tenant, full_check=full)
     await asyncio.to_thread(orch.sandbox.status)  # probes bubblewrap once, off the loop
-    document = health_document(request, orch, store)
+    bundles = await orch.bundles.status(caller.tenant)
+    bundles["status"] = (
+        "none" if not bundles["count"] else "failed" if bundles["failures"] else "ok"
+    )
+    document = health_document(request, orch, store, bundles)
     return JSONResponse(document, status_code=200 if store.ready else 503)
 
 

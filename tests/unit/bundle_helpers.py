@@ -75,15 +75,14 @@ def manifest_of(entries: Sequence[Entry], descriptor: Descriptor = DESCRIPTOR) -
 def raw_archive(members: Sequence[Member]) -> bytes:
     """A .tgz of exactly these members, whatever they are."""
     out = io.BytesIO()
-    with gzip.GzipFile(fileobj=out, mode="wb", mtime=0) as gz:
-        tar = tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT)
+    gz = gzip.GzipFile(fileobj=out, mode="wb", mtime=0)
+    with gz, tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for m in members:
             info = tarfile.TarInfo(m.name)
             info.type, info.mode, info.linkname = m.kind, m.mode, m.link
             info.size = len(m.data) if m.kind == tarfile.REGTYPE else 0
             info.pax_headers = m.pax
             tar.addfile(info, io.BytesIO(m.data) if m.kind == tarfile.REGTYPE else None)
-        tar.close()
     return out.getvalue()
 
 

@@ -126,4 +126,5 @@ def test_descriptor_with_an_unknown_plugin_type_is_refused(tmp_path: Path) -> No
 
 def test_gzip_stream_of_a_build_decompresses_to_a_plain_tar(tmp_path: Path) -> None:
     data = build_bundle(write_source(tmp_path), DESCRIPTOR)
-    assert tarfile.open(fileobj=io.BytesIO(gzip.decompress(data))).getnames()[0] == MANIFEST
+    with tarfile.open(fileobj=io.BytesIO(gzip.decompress(data))) as tar:
+        assert tar.getnames()[0] == MANIFEST

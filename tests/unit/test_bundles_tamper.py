@@ -6,6 +6,7 @@ import io
 import json
 import tarfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 from bundle_helpers import (
@@ -157,6 +158,13 @@ def _replace_member(data: bytes, name: str, content: bytes) -> bytes:
     return raw_archive(members)
 
 
+def _member_json(data: bytes, name: str) -> Any:
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
+        handle = tar.extractfile(name)
+        assert handle is not None
+        return json.loads(handle.read())
+
+
 def test_an_unsigned_bundle_does_not_verify(tmp_path: Path) -> None:
     data = build_bundle(write_source(tmp_path), DESCRIPTOR)
     with pytest.raises(SignatureRequired):
@@ -172,10 +180,7 @@ def test_a_signature_by_an_untrusted_key_does_not_verify(tmp_path: Path) -> None
 def test_a_manifest_edited_after_signing_is_refused(tmp_path: Path) -> None:
     key = Ed25519PrivateKey.generate()
     data = signed_bundle(write_source(tmp_path), key)
-    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
-        handle = tar.extractfile(MANIFEST)
-        assert handle is not None
-        manifest = json.loads(handle.read())
+    manifest = _member_json(data, MANIFEST)
     manifest["plugin"]["type"] = "cli"
     edited = _replace_member(data, MANIFEST, json.dumps(manifest, sort_keys=True).encode())
     with pytest.raises(BundleInvalid, match="signs another manifest"):
@@ -185,10 +190,7 @@ def test_a_manifest_edited_after_signing_is_refused(tmp_path: Path) -> None:
 def test_a_forged_signature_value_does_not_verify(tmp_path: Path) -> None:
     key = Ed25519PrivateKey.generate()
     data = signed_bundle(write_source(tmp_path), key)
-    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
-        handle = tar.extractfile(SIGNATURE)
-        assert handle is not None
-        envelope = json.loads(handle.read())
+    envelope = _member_json(data, SIGNATURE)
     envelope["signatures"][0]["sig"] = envelope["signatures"][0]["sig"][::-1]
     forged = _replace_member(data, SIGNATURE, json.dumps(envelope).encode())
     with pytest.raises(SignatureInvalid):

@@ -132,6 +132,10 @@ async def test_a_tenant_never_sees_or_loads_another_tenants_bundle(
     store = bapi.orchestrator.bundles
     assert store.find(B, "hello", "1.0.0") is None
     assert store.find(A, "hello", "1.0.0") is not None
+    db = bapi.orchestrator.env.db
+    assert await db.read(lambda conn: store.find_in(conn, B, "hello", "1.0.0")) is None
+    found = await db.read(lambda conn: store.find_in(conn, A, "hello", "1.0.0"))
+    assert found is not None and found.digest.startswith("sha256:")
     with pytest.raises(StepFailed) as caught:
         await store.load(B, "hello", "1.0.0")
     assert caught.value.code == "BUNDLE_NOT_FOUND"

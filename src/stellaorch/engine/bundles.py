@@ -180,7 +180,13 @@ class BundleStore:
     # -- BundleSource ----------------------------------------------------------------------
     def find(self, tenant: str, name: str, version: str) -> PluginIdentity | None:
         """The tenant's imported `name@version` whose signer is still trusted, or None."""
-        row = self._db.read_sync(lambda conn: rows.get_by_name(conn, tenant, name, version))
+        return self._db.read_sync(lambda conn: self.find_in(conn, tenant, name, version))
+
+    def find_in(
+        self, conn: Connection, tenant: str, name: str, version: str
+    ) -> PluginIdentity | None:
+        """`find` inside the caller's transaction (e.g. a publish's `check_params`)."""
+        row = rows.get_by_name(conn, tenant, name, version)
         if row is None or row.signed_by not in self.trust.keys():  # noqa: SIM118
             return None
         return PluginIdentity(row.name, row.version, row.digest)

@@ -22,7 +22,7 @@ from stellaorch.security.trust import TrustStore  # noqa: E402
 
 A, B = "acme", "globex"
 HELLO = Descriptor("hello", "1.0.0", "script", "run.sh")
-ARCHIVE = {"Content-Type": "application/gzip"}
+ARCHIVE = {"Content-Type": "application/octet-stream"}
 
 
 def archive(tmp_path: Path, key: Ed25519PrivateKey | None, text: str = "echo hi\n") -> bytes:

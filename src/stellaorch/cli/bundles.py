@@ -19,7 +19,7 @@ from stellaorch.engine.bundles import limits_of
 from stellaorch.security.trust import TrustStore, load_private_key
 from stellaorch.settings import Settings
 
-ARCHIVE_TYPE = "application/gzip"
+ARCHIVE_TYPE = "application/octet-stream"
 
 
 class BundlesUnverified(StellaError):

@@ -22,7 +22,7 @@ VERSION = r"^[0-9A-Za-z][0-9A-Za-z.+_-]{0,63}$"
 _ARCHIVE_BODY: dict[str, Any] = {
     "requestBody": {
         "required": True,
-        "content": {"application/gzip": {"schema": {"type": "string", "format": "binary"}}},
+        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
     }
 }
 

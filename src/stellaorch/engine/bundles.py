@@ -106,7 +106,6 @@ class BundleStore:
         self._cache: Path | None = None
         # digest -> what this process unpacked and verified (reused per digest)
         self._loaded: dict[str, tuple[LoadedBundle, dsse.Envelope]] = {}
-        self._failures: dict[str, StellaError] = {}
         self._locks: dict[str, asyncio.Lock] = {}
 
     # -- import ------------------------------------------------------------------------------
@@ -201,7 +200,6 @@ class BundleStore:
             try:
                 return await self._load_row(row)
             except StellaError as exc:
-                self._failures[row.digest] = exc
                 code = BUNDLE_REVOKED if isinstance(exc, SignerNotTrusted) else BUNDLE_UNVERIFIED
                 raise bundle_error(code, f"bundle {name}@{version}: {exc.message}") from exc
 
@@ -213,7 +211,6 @@ class BundleStore:
             return hit[0]
         loaded, envelope = await asyncio.to_thread(self._unpack, row, trusted)
         self._loaded[row.digest] = (loaded, envelope)
-        self._failures.pop(row.digest, None)
         return loaded
 
     def _unpack(

@@ -89,6 +89,17 @@ class Settings(BaseSettings):
     # Workers and schedulers: serve their own /metrics on this port (on api_host); unset: none.
     metrics_port: int | None = Field(default=None, ge=1, le=65535)
 
+    # Signed DAGs and bundles (docs/bundles.md). The trust store: default `<keys_dir>/trust`.
+    trust_dir: Path | None = None
+    # POST /dags refuses unsigned versions; unset: on for `serve`, `api` and `worker`
+    # processes, off for the library and `local` commands.
+    require_dag_signatures: bool | None = None
+    # Imported archives (`archives/`) and this process's unpacked cache (`cache/`).
+    bundles_dir: Path = Path(".stella/bundles")
+    bundle_max_bytes: int = Field(default=128 * 1024 * 1024, ge=1024, le=2**34)
+    bundle_max_entry_bytes: int = Field(default=512 * 1024 * 1024, ge=1024, le=2**36)
+    bundle_max_unpacked_bytes: int = Field(default=1024 * 1024 * 1024, ge=1024, le=2**38)
+
     # Sandbox of script steps (SPEC §5): "off" runs them unconfined (never in production).
     sandbox: Literal["on", "off"] = "on"
     sandbox_bwrap: str = "bwrap"
@@ -132,6 +143,11 @@ class Settings(BaseSettings):
     def heartbeat_seconds(self) -> float:
         """Heartbeat period: explicit, or a third of the lease so two beats can be missed."""
         return self.heartbeat_interval_seconds or self.lease_ttl_seconds / 3
+
+    @property
+    def trust_directory(self) -> Path:
+        """Where the trusted public keys are: `trust_dir`, or `trust` inside the key directory."""
+        return self.trust_dir or self.keys_dir / "trust"
 
     @classmethod
     def settings_customise_sources(

@@ -210,7 +210,8 @@ def test_dag_list_prints_a_table_with_fixed_columns(service: Service) -> None:
     done = stella("dag", "list", env=service.env)
     assert done.returncode == 0, done.stderr
     header, *rows = done.stdout.strip().splitlines()
-    assert header.split() == ["DAG_ID", "VERSION", "ENABLED", "SPEC_HASH", "CREATED"]
+    columns = ["DAG_ID", "VERSION", "ENABLED", "SPEC_HASH", "CREATED", "SIGNED_BY"]
+    assert header.split() == columns
     ids = [row.split()[0] for row in rows]
     assert ids == sorted(["boom", *EXAMPLE_IDS])
 

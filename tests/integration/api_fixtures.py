@@ -158,6 +158,7 @@ def api_settings(url: str, keys_dir: Path, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "database_url": url,
         "keys_dir": keys_dir,
+        "bundles_dir": keys_dir.parent / "bundles",  # never the working directory's
         "lease_ttl_seconds": 10.0,
         "poll_interval_seconds": 0.05,
         "schedule_min_interval_seconds": 1,  # the tests' crons fire every second

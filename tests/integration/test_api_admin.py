@@ -87,7 +87,7 @@ async def test_health_reports_only_the_callers_queue(api: Api) -> None:
     assert queue["tenant"] == A and queue["depth"] == 6 and queue["inFlight"] == 0
     assert 0 < queue["oldestAgeSeconds"] < 60
     assert document["worker"] == {"running": False}
-    assert document["bundles"] == {"status": "none"}
+    assert document["bundles"] == {"status": "none", "count": 0, "verified": 0, "failures": []}
     assert (await health(api, B))[1]["queues"][0]["depth"] == 2
 
 

@@ -50,6 +50,10 @@ EXPECTED = {
     ("get", f"{BASE}/artifacts/{{hash}}"),
     ("get", f"{BASE}/admin/health"),
     ("get", f"{BASE}/admin/metrics"),
+    ("post", f"{BASE}/bundles"),
+    ("get", f"{BASE}/bundles"),
+    ("get", f"{BASE}/bundles/{{name}}/{{version}}"),
+    ("post", f"{BASE}/bundles:verify"),
     ("get", "/metrics"),
 }
 # B publishing must not touch A's namespace, so its DAG body names B's own DAG.

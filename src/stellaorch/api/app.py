@@ -17,6 +17,7 @@ from stellaorch.api.middleware import BodyLimitMiddleware, JsonDepthMiddleware, 
 from stellaorch.api.routers import (
     admin,
     audit,
+    bundles,
     dags,
     deadletter,
     ledger,
@@ -102,12 +103,16 @@ def create_app(orch: Orchestrator, auth: Authenticator | None = None) -> FastAPI
         deadletter,
         audit,
         rollback,
+        bundles,
     ):
         app.include_router(module.router, prefix=BASE)
     app.include_router(admin.root_router)
     app.include_router(admin.probes_router)
-    app.add_middleware(JsonDepthMiddleware)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=orch.env.settings.max_body_bytes)
+    archive_route = f"{BASE}{bundles.IMPORT_PATH}"
+    app.add_middleware(JsonDepthMiddleware, binary_paths=frozenset({archive_route}))
+    limits = {("POST", archive_route): orch.env.settings.bundle_max_bytes}
+    settings = orch.env.settings
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes, overrides=limits)
     app.add_middleware(TraceMiddleware)
     app.add_middleware(HttpMetricsMiddleware, observer=app.state.metrics)
     return app

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 import re
+from collections.abc import Mapping
 
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -61,19 +62,27 @@ class TraceMiddleware:
 
 
 class BodyLimitMiddleware:
-    """Refuse request bodies over the limit with 413 before they are read into memory."""
+    """Refuse request bodies over the limit with 413 before they are read into memory.
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    `overrides` gives routes of their own a different limit, by (method, path): the bundle
+    import takes archives far larger than any JSON body.
+    """
+
+    def __init__(
+        self, app: ASGIApp, max_bytes: int, overrides: Mapping[tuple[str, str], int] | None = None
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.overrides = dict(overrides or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.overrides.get((scope.get("method", ""), scope.get("path", "")), self.max_bytes)
         declared = _header(scope, b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await _too_large(scope, send, self.max_bytes)
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await _too_large(scope, send, limit)
             return
         seen = 0
 
@@ -82,14 +91,14 @@ class BodyLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    raise BodyTooLarge(self.max_bytes)
+                if seen > limit:
+                    raise BodyTooLarge(limit)
             return message
 
         try:
             await self.app(scope, limited, send)
         except BodyTooLarge:
-            await _too_large(scope, send, self.max_bytes)
+            await _too_large(scope, send, limit)
 
 
 class BodyTooLarge(HTTPException):
@@ -111,11 +120,13 @@ class JsonDepthMiddleware:
     (validation, canonical JSON, hashing) then never meets a document deep enough to fail.
     """
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, binary_paths: frozenset[str] = frozenset()) -> None:
         self.app = app
+        self.binary_paths = binary_paths  # routes whose body is not JSON (bundle archives)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope.get("method") in ("GET", "HEAD", "OPTIONS"):
+        skip = scope.get("method") in ("GET", "HEAD", "OPTIONS")
+        if scope["type"] != "http" or skip or scope.get("path") in self.binary_paths:
             await self.app(scope, receive, send)
             return
         messages: list[Message] = []

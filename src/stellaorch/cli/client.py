@@ -89,6 +89,17 @@ class ApiClient:
         """POST a JSON body (or none) and return the JSON answer."""
         return await self._send("POST", path, body=body, headers=headers)
 
+    async def post_bytes(
+        self, path: str, content: bytes, media_type: str, headers: Mapping[str, str]
+    ) -> Any:
+        """POST raw bytes (a bundle archive) and return the JSON answer."""
+        with self._translated():
+            all_headers = {**headers, "Content-Type": media_type}
+            response = await self._http.post(path, content=content, headers=all_headers)
+        if response.is_error:
+            raise error_from_response(response, self.target)
+        return response.json() if response.content else None
+
     async def put(
         self, path: str, body: Any = None, headers: Mapping[str, str] | None = None
     ) -> Any:

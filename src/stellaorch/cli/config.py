@@ -19,6 +19,7 @@ _FLAGS = {
     "api_host": "--host",
     "api_port": "--port",
     "keys_dir": "--dir",
+    "trust_dir": "--trust-dir",
     "insecure_dev": "--insecure-dev",
 }
 # Flag name (as the commands call their parameters) -> setting it overrides.
@@ -31,6 +32,7 @@ _SETTING_OF = {
     "host": "api_host",
     "port": "api_port",
     "keys_dir": "keys_dir",
+    "trust_dir": "trust_dir",
     "insecure_dev": "insecure_dev",
 }
 

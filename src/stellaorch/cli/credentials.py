@@ -7,10 +7,14 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from stellaorch.cli.dags import local_signing_key
 from stellaorch.cli.output import say, warn
 from stellaorch.domain.errors import ValidationError
 from stellaorch.security.keys import generate_key, load_verification_keys
 from stellaorch.security.tokens import issue_token
+from stellaorch.security.trust import TrustStore
 from stellaorch.settings import Settings
 
 DEFAULT_KEYS_DIR = Path(".stella/keys")
@@ -89,3 +93,19 @@ def prepare_auth(settings: Settings) -> None:
         f"get a token: stella orch token issue{where} --tenant {settings.default_tenant} "
         "--scope orchestrator:admin"
     )
+
+
+def prepare_dag_signing(settings: Settings) -> Ed25519PrivateKey:
+    """`serve`'s development signing key: the newest local Ed25519 key (made if none), trusted.
+
+    `serve` signs the DAGs of `--dags` with it, and `stella orch dag publish` run with the
+    same key directory signs with it too, so the quick start works with signatures required.
+    """
+    key = local_signing_key(None, settings.keys_dir)
+    if key is None:
+        generate_key(settings.keys_dir)
+        key = local_signing_key(None, settings.keys_dir)
+        assert key is not None
+    trusted = TrustStore(settings.trust_directory).add_public(key.public_key())
+    say(f"DAG signing key {trusted.key_id} trusted in {settings.trust_directory}")
+    return key

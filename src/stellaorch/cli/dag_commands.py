@@ -24,6 +24,7 @@ from stellaorch.cli.common import (
     is_verbose,
     run_remote,
 )
+from stellaorch.cli.config import build_settings
 from stellaorch.cli.errors import run_command
 from stellaorch.cli.listing import Paging
 from stellaorch.cli.render import OutputFormat, Printer
@@ -95,6 +96,19 @@ def dag_show(
     run_remote(ctx, remote, lambda client, out: dags.show_dag(client, out, dag_id, version))
 
 
+@dag_app.command("sign")
+def dag_sign(
+    ctx: typer.Context,
+    file: Annotated[Path, typer.Option("--file", help="The DAG spec (.yaml, .yml or .json).")],
+    key: Annotated[Path, typer.Option("--key", help="Ed25519 private key (PEM).")],
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Envelope file (default: stdout).")
+    ] = None,
+) -> None:
+    """Write the DSSE envelope that signs a spec (for `dag publish --signature`)."""
+    run_command(dags.sign_file(file, key, out), verbose=is_verbose(ctx))
+
+
 @dag_app.command("publish")
 def dag_publish(
     ctx: typer.Context,
@@ -102,6 +116,14 @@ def dag_publish(
     reason: Reason,
     signature: Annotated[
         Path | None, typer.Option("--signature", help="DSSE envelope signing the spec.")
+    ] = None,
+    key: Annotated[
+        Path | None,
+        typer.Option(
+            "--key",
+            help="Sign with this Ed25519 private key (default without --signature: the newest "
+            "one in STELLA_ORCH_KEYS_DIR, if any).",
+        ),
     ] = None,
     ticket: Ticket = None,
     api_url: ApiUrl = None,
@@ -113,7 +135,8 @@ def dag_publish(
     note = dags.OperatorNote(reason, ticket)
 
     async def work(client: ApiClient, out: Printer) -> None:
-        await dags.publish(client, out, dags.publish_body(file, signature), note)
+        signer = None if signature else dags.local_signing_key(key, build_settings().keys_dir)
+        await dags.publish(client, out, dags.publish_body(file, signature, signer), note)
 
     run_remote(ctx, Remote(api_url, token, tenant, output), work)
 

@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from stellaorch.cli.client import ApiClient
 from stellaorch.cli.errors import UsageInvalid
 from stellaorch.cli.listing import Paging, print_pages
@@ -16,6 +18,8 @@ from stellaorch.cli.render import Printer
 from stellaorch.domain.errors import ValidationError
 from stellaorch.domain.limits import MAX_OPERATOR_REASON_CHARS, MAX_OPERATOR_TICKET_CHARS
 from stellaorch.domain.spec import compile_dag, load_spec_file
+from stellaorch.engine.dag_signing import sign_spec
+from stellaorch.security.trust import load_private_key
 
 
 def validate_file(path: Path) -> dict[str, Any]:
@@ -90,12 +94,47 @@ async def show_dag(client: ApiClient, printer: Printer, dag_id: str, version: st
     printer.one("dag", await client.get(version_path(dag_id, version)))
 
 
-def publish_body(spec_file: Path, signature_file: Path | None) -> dict[str, Any]:
-    """The spec as checked locally (invalid specs never leave the machine), plus signature."""
-    body = compile_dag(load_spec_file(spec_file)).spec.to_document()
+def publish_body(
+    spec_file: Path, signature_file: Path | None, key: Ed25519PrivateKey | None = None
+) -> dict[str, Any]:
+    """The spec as checked locally (invalid specs never leave the machine), plus signature.
+
+    Without a signature file the spec is signed with `key` when there is one.
+    """
+    spec = compile_dag(load_spec_file(spec_file)).spec
+    body = spec.to_document()
     if signature_file is not None:
         body["signature"] = _read_envelope(signature_file)
+    elif key is not None:
+        body["signature"] = sign_spec(spec, key)
     return body
+
+
+def local_signing_key(key_file: Path | None, keys_dir: Path) -> Ed25519PrivateKey | None:
+    """The key `--key` names, else the newest Ed25519 private key of the key directory."""
+    if key_file is not None:
+        return load_private_key(key_file)
+    candidates = sorted(keys_dir.glob("*.private.pem"), key=lambda p: p.stat().st_mtime)
+    for path in reversed(candidates):
+        try:
+            return load_private_key(path)
+        except ValidationError:
+            continue  # an RSA token key: not a signing key for DAGs
+    return None
+
+
+async def sign_file(spec_file: Path, key_file: Path, out: Path | None) -> None:
+    """Write (or print) the DSSE envelope signing a spec file with an Ed25519 key."""
+    envelope = sign_spec(compile_dag(load_spec_file(spec_file)).spec, load_private_key(key_file))
+    text = json.dumps(envelope, indent=2, sort_keys=True) + "\n"
+    if out is None:
+        say(text.rstrip("\n"))
+    else:
+        _write_text(out, text)
+
+
+def _write_text(path: Path, text: str) -> None:
+    path.write_text(text, encoding="utf-8")
 
 
 def _read_envelope(path: Path) -> dict[str, Any]:

@@ -101,6 +101,8 @@ _BY_CODE: Mapping[str, ExitCode] = {
     "SCOPE_REQUIRED": ExitCode.AUTH,
     "OFFLINE_VIOLATION": ExitCode.OFFLINE,
     "CANCEL_REJECTED": ExitCode.CANCEL_REJECTED,
+    # a signature by a key the trust store does not hold (unknown or revoked): not authorised
+    "SIGNER_NOT_TRUSTED": ExitCode.AUTH,
     # answered with 503 like an outage, but waiting cannot mend a damaged store
     "STORE_CORRUPT": ExitCode.ERROR,
 }

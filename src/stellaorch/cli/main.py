@@ -12,6 +12,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
+from stellaorch.cli.bundle_commands import bundle_app, trust_app
 from stellaorch.cli.common import (
     Concurrency,
     DagsDir,
@@ -40,9 +41,11 @@ db_app = group("Manage the store's schema and check its integrity.")
 keys_app = group("Local signing keys for development and air-gapped tokens.")
 token_app = group("Bearer tokens signed with a local key.")
 app.add_typer(orch, name="orch")
+keys_app.add_typer(trust_app, name="trust")
 for name, sub in (
     ("run", run_app),
     ("dag", dag_app),
+    ("bundle", bundle_app),
     ("ledger", ledger_app),
     ("schedule", schedule_app),
     ("queue", queue_app),

@@ -15,7 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from stellaorch.cli.credentials import prepare_auth
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from stellaorch.cli.credentials import prepare_auth, prepare_dag_signing
 from stellaorch.cli.errors import UsageInvalid, error_lines
 from stellaorch.cli.inputs import read_inputs
 from stellaorch.cli.output import say, warn
@@ -27,7 +29,7 @@ from stellaorch.engine.health import display_url
 from stellaorch.engine.requests import RunRequest
 from stellaorch.service.embedded import opened
 from stellaorch.service.parts import Role as Role
-from stellaorch.service.parts import ServiceParts
+from stellaorch.service.parts import ServiceParts, with_role_defaults
 from stellaorch.settings import Settings
 
 log = logging.getLogger("stellaorch.serve")
@@ -62,13 +64,14 @@ async def serve(settings: Settings, options: ServeOptions) -> None:
     """Publish the DAGs, run the role's parts until SIGINT/SIGTERM, then stop gracefully."""
     options.check()
     role, tenant = options.role, settings.default_tenant
-    settings = settings.for_role(role.value)
+    settings = with_role_defaults(settings.for_role(role.value), role)
     if role.serves_api or settings.metrics_port is not None:
         prepare_auth(settings)
+    signer = prepare_dag_signing(settings) if role is Role.SERVE else None
     # Signals are caught from the start, so a stop during startup still shuts down cleanly.
     with _stop_on_signals() as stop:
         async with opened(settings) as orchestrator:
-            loaded = await _publish(orchestrator, options.dags_dir, tenant)
+            loaded = await _publish(orchestrator, options.dags_dir, tenant, signer)
             samples = _samples(options.dags_dir, loaded) if options.run_samples else []
             unsubscribe = orchestrator.env.bus.subscribe(_log_entry)
             try:
@@ -121,12 +124,15 @@ def _announce_ready(settings: Settings, role: Role, dag_count: int, api_url: str
 
 
 async def _publish(
-    orchestrator: Orchestrator, directory: Path | None, tenant: str
+    orchestrator: Orchestrator,
+    directory: Path | None,
+    tenant: str,
+    signer: Ed25519PrivateKey | None,
 ) -> list[Published]:
-    """Publish every spec file of `directory` and print one line per DAG version."""
+    """Publish (signed with `signer`) every spec file of `directory`; one line per version."""
     if directory is None:
         return []
-    loaded = await orchestrator.load_dags(directory, tenant)
+    loaded = await orchestrator.load_dags(directory, tenant, signer)
     for item in loaded:
         row = item.version
         state = "published" if item.created else "already published"

@@ -211,3 +211,46 @@ class ServiceFailed(StellaError):
     """A part of a service process (the API server, the scheduler) could not start or died."""
 
     code = "SERVICE_FAILED"
+
+
+# -- signatures and bundles (docs/bundles.md) ----------------------------------------------
+class SignatureInvalid(ValidationError):
+    """A DSSE envelope that is malformed, or whose signature does not verify (HTTP 400)."""
+
+    code = "SIGNATURE_INVALID"
+
+
+class SignatureRequired(SignatureInvalid):
+    """The server requires signed DAG versions and none was sent."""
+
+    code = "SIGNATURE_REQUIRED"
+
+
+class SignerNotTrusted(SignatureInvalid):
+    """The signing key is not (or no longer) in the trust store: unknown or revoked."""
+
+    code = "SIGNER_NOT_TRUSTED"
+
+
+class BundleInvalid(ValidationError):
+    """A bundle archive that breaks the format or whose content does not match its manifest."""
+
+    code = "BUNDLE_INVALID"
+
+
+class BundleTooLarge(BundleInvalid):
+    """A bundle (archive, entry or unpacked total) over a configured bound."""
+
+    code = "BUNDLE_TOO_LARGE"
+
+
+class BundleNotFound(NotFound):
+    """No such imported bundle for this tenant."""
+
+    code = "BUNDLE_NOT_FOUND"
+
+
+class BundleConflict(Conflict):
+    """An imported `name@version` never changes: other content under it is refused."""
+
+    code = "BUNDLE_VERSION_CONFLICT"

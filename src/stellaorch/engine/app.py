@@ -6,6 +6,8 @@ import asyncio
 from collections.abc import Callable
 from pathlib import Path
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from stellaorch.engine.audit import AuditService
 from stellaorch.engine.catalog import DagCatalog, Published
 from stellaorch.engine.deadletter import DeadLetterService
@@ -31,6 +33,7 @@ class Orchestrator:
         self.runs = RunService(env)
         self.sandbox = env.sandbox
         self.plugins = env.plugins
+        self.bundles = env.bundles
         self.health = StoreProbe(env)
         self.queues = QueueService(env)
         self.audit = AuditService(env)
@@ -87,10 +90,15 @@ class Orchestrator:
         """The DAG catalog."""
         return self.env.catalog
 
-    async def load_dags(self, directory: Path, tenant: str | None = None) -> list[Published]:
-        """Publish every spec file in `directory` for `tenant` (default tenant if None)."""
+    async def load_dags(
+        self, directory: Path, tenant: str | None = None, key: Ed25519PrivateKey | None = None
+    ) -> list[Published]:
+        """Publish every spec file in `directory` for `tenant` (default tenant if None).
+
+        With `key` every version is signed with it (it must be in the trust store).
+        """
         return await self.catalog.publish_directory(
-            tenant or self.env.settings.default_tenant, directory
+            tenant or self.env.settings.default_tenant, directory, key
         )
 
     def start_worker(self, *, concurrency: int | None = None) -> Worker:
@@ -152,6 +160,7 @@ class Orchestrator:
         await self.stop_scheduler()
         await self.stop_worker()
         await asyncio.to_thread(self.env.notifier.close)
+        self.env.bundles.close()
         self.env.db.close()
 
 

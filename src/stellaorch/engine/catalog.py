@@ -6,6 +6,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from stellaorch.domain.audit import Operator
 from stellaorch.domain.canonical import canonical_json
 from stellaorch.domain.errors import DagDisabled, DagNotFound, DagVersionConflict
@@ -19,9 +21,12 @@ from stellaorch.domain.spec import (
     spec_invalid,
 )
 from stellaorch.domain.spec_rules import join_path, problem
+from stellaorch.engine.dag_signing import sign_spec, verify_spec
 from stellaorch.engine.records import record_audit
 from stellaorch.plugins.base import PluginNotFound, PluginRegistry
 from stellaorch.plugins.builtin import builtin_registry
+from stellaorch.security.trust import TrustStore
+from stellaorch.settings import Settings
 from stellaorch.store import Connection, dags
 from stellaorch.store.dags import DagVersionRow as DagVersionRow
 from stellaorch.store.database import Database
@@ -71,10 +76,19 @@ def check_plugins(
 class DagCatalog:
     """The tenant's DAG versions; compiled specs are cached since versions never change."""
 
-    def __init__(self, db: Database, clock: Clock, plugins: PluginRegistry) -> None:
+    def __init__(
+        self,
+        db: Database,
+        clock: Clock,
+        plugins: PluginRegistry,
+        trust: TrustStore | None = None,
+        settings: Settings | None = None,
+    ) -> None:
         self._db = db
         self._clock = clock
         self._plugins = plugins
+        self.trust = trust
+        self.require_signatures = bool(settings and settings.require_dag_signatures)
         self._compiled: dict[tuple[str, str, str], CompiledDag] = {}
 
     def compiled(self, conn: Connection, tenant: str, dag_id: str, version: str) -> CompiledDag:
@@ -105,7 +119,14 @@ class DagCatalog:
                 raise DagDisabled(f"DAG {dag_id} version {version} is disabled")
         return self.compiled(conn, tenant, dag_id, row.version)
 
-    def publish_tx(self, conn: Connection, tenant: str, spec: DagSpec) -> Published:
+    def signer_of(self, spec: DagSpec, signature: object) -> str | None:
+        """The trusted key id whose DSSE `signature` covers `spec` (None: unsigned, allowed)."""
+        trusted = self.trust.keys() if self.trust is not None else {}
+        return verify_spec(spec, signature, trusted, required=self.require_signatures)
+
+    def publish_tx(
+        self, conn: Connection, tenant: str, spec: DagSpec, signed_by: str | None = None
+    ) -> Published:
         """Store a version; the same content again is a no-op, other content is a conflict."""
         compiled = compile_dag(spec)
         check_plugins(spec, self._plugins, tenant)
@@ -125,17 +146,28 @@ class DagCatalog:
             canonical_json(spec.to_document()),
             compiled.spec_hash,
             self._clock.now_us(),
+            signed_by,
         )
         self._compiled[(tenant, spec.dag_id, spec.version)] = compiled
         return Published(row, created=True)
 
     async def publish(
-        self, tenant: str, spec: DagSpec, operator: Operator | None = None
+        self,
+        tenant: str,
+        spec: DagSpec,
+        operator: Operator | None = None,
+        signature: object = None,
     ) -> Published:
-        """Publish one version in its own transaction; an operator's publication is audited."""
+        """Publish one version in its own transaction; an operator's publication is audited.
+
+        `signature` (a DSSE envelope) is verified against the trust store first; without
+        one the version is refused when the catalog requires signatures.
+        """
+        compile_dag(spec)  # an invalid spec is reported before its signature
+        signed_by = self.signer_of(spec, signature)
 
         def work(conn: Connection) -> Published:
-            published = self.publish_tx(conn, tenant, spec)
+            published = self.publish_tx(conn, tenant, spec, signed_by)
             if operator is not None and published.created:
                 target = f"{spec.dag_id}@{spec.version}"
                 entry = operator.entry(tenant, "dag.publish", target, {})
@@ -144,11 +176,19 @@ class DagCatalog:
 
         return await self._db.transact(work)
 
-    async def publish_directory(self, tenant: str, directory: Path) -> list[Published]:
-        """Publish every spec file of a directory (sorted by name) in one transaction."""
+    async def publish_directory(
+        self, tenant: str, directory: Path, key: Ed25519PrivateKey | None = None
+    ) -> list[Published]:
+        """Publish every spec file of a directory (sorted by name) in one transaction.
+
+        With `key`, each version is signed with it and verified like any other signature.
+        """
         specs = load_directory(directory)
+        signers = [self.signer_of(s, sign_spec(s, key) if key else None) for s in specs]
         return await self._db.transact(
-            lambda conn: [self.publish_tx(conn, tenant, s) for s in specs]
+            lambda conn: [
+                self.publish_tx(conn, tenant, s, k) for s, k in zip(specs, signers, strict=True)
+            ]
         )
 
     async def set_enabled(

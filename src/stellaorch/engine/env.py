@@ -6,6 +6,7 @@ import random
 from dataclasses import dataclass, field
 
 from stellaorch.domain.providers import Clock, IdProvider, SystemClock
+from stellaorch.engine.bundles import BundleStore
 from stellaorch.engine.catalog import DagCatalog
 from stellaorch.engine.events import EventBus
 from stellaorch.plugins.base import PluginRegistry
@@ -29,6 +30,8 @@ class EngineEnv:
     plugins: PluginRegistry
     # Where script steps run; health reports its state.
     sandbox: Sandbox
+    # Imported bundles: the `BundleSource` the script and cli plugins load bundles from.
+    bundles: BundleStore
     clock: Clock = field(default_factory=SystemClock)
     ids: IdProvider = field(default_factory=IdProvider)
     rng: random.Random = field(default_factory=random.Random)
@@ -47,23 +50,26 @@ class EngineEnv:
     ) -> EngineEnv:
         """Wire an environment with defaults for whatever is not given.
 
-        `bundles` is where `name@version` plugins come from; without it only built-ins exist.
+        `bundles` is where `name@version` plugins come from (tests pass a fake); without it,
+        the store's imported, verified bundles.
         """
         clock = clock or SystemClock()
         sandbox = Sandbox(SandboxConfig.from_settings(settings))
+        store = BundleStore(db, settings, clock)
         plugins = builtin_registry(
             max_log_bytes=settings.max_log_bytes,
             sandbox=sandbox,
             inline_scripts=settings.inline_scripts_enabled,
-            bundles=bundles,
+            bundles=bundles or store,
         )
         return cls(
             db=db,
             settings=settings,
-            catalog=DagCatalog(db, clock, plugins),
+            catalog=DagCatalog(db, clock, plugins, store.trust, settings),
             bus=EventBus(),
             plugins=plugins,
             sandbox=sandbox,
+            bundles=store,
             clock=clock,
             ids=ids or IdProvider(clock),
             rng=rng or random.Random(),

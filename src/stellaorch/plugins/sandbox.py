@@ -16,6 +16,7 @@ import atexit
 import logging
 import os
 import shutil
+import stat
 import subprocess
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -239,6 +240,32 @@ class Sandbox:
             detail = done.stderr.decode("utf-8", "replace").strip().splitlines()
             return f"bubblewrap failed ({detail[-1] if detail else done.returncode})"
         return ""
+
+    def blocked_parent(self, path: str) -> str | None:
+        """The first directory on `path` the sandbox's uid may not enter (None: all open).
+
+        bubblewrap resolves bind sources as that uid, so a 0700 directory above a bundle
+        makes the mount fail; the caller says so instead of a bare exit code.
+        """
+        if not self.separate_uid:
+            return None
+        uid, gid = self.config.uid, self.config.gid
+        current = os.path.realpath(path)
+        chain = [current]
+        while current != os.path.dirname(current):
+            current = os.path.dirname(current)
+            chain.append(current)
+        for directory in reversed(chain):
+            info = os.stat(directory)
+            if info.st_uid == uid:
+                allowed = info.st_mode & stat.S_IXUSR
+            elif info.st_gid == gid:
+                allowed = info.st_mode & stat.S_IXGRP
+            else:
+                allowed = info.st_mode & stat.S_IXOTH
+            if not allowed:
+                return directory
+        return None
 
     def _identity_args(self) -> list[str]:
         """`setpriv` dropping root to the sandbox's uid before bubblewrap starts."""

@@ -117,6 +117,15 @@ class ScriptPlugin:
             message = "plugins from bundles run only inside the step sandbox, which is off"
             raise StepFailed("SANDBOX_UNAVAILABLE", message, retryable=False)
         await asyncio.to_thread(self._sandbox.require)
+        for host, _target in ro_binds:
+            blocked = self._sandbox.blocked_parent(host)
+            if blocked is not None:
+                uid = self._sandbox.config.uid
+                message = (
+                    f"the step sandbox (uid {uid}) cannot enter {blocked}, above {host}: "
+                    "let it traverse (chmod o+x) or set STELLA_ORCH_BUNDLES_DIR elsewhere"
+                )
+                raise StepFailed("SANDBOX_UNAVAILABLE", message, retryable=False)
         return await self._run_sandboxed(ctx, params, self._sandbox, ro_binds)
 
     async def _run_sandboxed(

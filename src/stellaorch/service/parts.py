@@ -14,6 +14,7 @@ from stellaorch.domain.errors import SchedulerCrashed
 from stellaorch.engine.app import Orchestrator
 from stellaorch.service.apiserver import ApiServer
 from stellaorch.service.embedded import WorkerHandle, ended_because, watch_task
+from stellaorch.settings import Settings
 
 T = TypeVar("T")
 
@@ -40,6 +41,17 @@ class Role(StrEnum):
     def schedules(self) -> bool:
         """True when this process runs the scheduler."""
         return self in (Role.SERVE, Role.SCHEDULER)
+
+
+def with_role_defaults(settings: Settings, role: Role) -> Settings:
+    """The settings a role runs with: DAG signatures are required unless set otherwise.
+
+    Unset, `require_dag_signatures` is on for every service process that publishes or runs
+    DAGs (`serve`, `api`, `worker`); the library and the `local` commands leave it off.
+    """
+    if settings.require_dag_signatures is not None or role is Role.SCHEDULER:
+        return settings
+    return settings.model_copy(update={"require_dag_signatures": True})
 
 
 class ServiceParts:

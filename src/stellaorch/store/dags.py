@@ -22,6 +22,7 @@ class DagVersionRow:
     spec_hash: str
     enabled: bool
     created_us: int
+    signed_by: str | None = None  # key id of the verified DSSE signature, if any
 
 
 def _to_row(row: Row[tuple[object, ...]]) -> DagVersionRow:
@@ -35,6 +36,7 @@ def _to_row(row: Row[tuple[object, ...]]) -> DagVersionRow:
         spec_hash=str(m["spec_hash"]),
         enabled=bool(m["enabled"]),
         created_us=int(m["created_us"]),
+        signed_by=None if m["signed_by"] is None else str(m["signed_by"]),
     )
 
 
@@ -46,6 +48,7 @@ def insert_version(
     spec_json: str,
     spec_hash: str,
     now_us: int,
+    signed_by: str | None = None,
 ) -> DagVersionRow:
     """Publish a new version after the newest one of the same DAG."""
     serialize_on(conn, "dag-publish", tenant, dag_id)  # one `seq` per version, in order
@@ -54,9 +57,8 @@ def insert_version(
             dag_versions.c.tenant == tenant, dag_versions.c.dag_id == dag_id
         )
     ).scalar()
-    row = DagVersionRow(
-        tenant, dag_id, version, int(last or 0) + 1, spec_json, spec_hash, True, now_us
-    )
+    seq = int(last or 0) + 1
+    row = DagVersionRow(tenant, dag_id, version, seq, spec_json, spec_hash, True, now_us, signed_by)
     conn.execute(dag_versions.insert().values(**row.__dict__))
     return row
 

@@ -47,6 +47,8 @@ dag_versions = Table(
     Column("spec_hash", String(80), nullable=False),
     Column("enabled", Boolean, nullable=False, server_default=true()),
     Column("created_us", BigInteger, nullable=False),
+    # key id of the trusted key whose DSSE signature was verified at publish (0007)
+    Column("signed_by", String(64), nullable=True),
     PrimaryKeyConstraint("tenant", "dag_id", "version"),
 )
 
@@ -311,10 +313,28 @@ store_probe = Table(
     Column("written_us", BigInteger, nullable=False),
 )
 
+# Imported, verified plugin bundles; the archive itself is a file named by its digest (0007).
+bundles = Table(
+    "bundles",
+    metadata,
+    Column("tenant", String(128), nullable=False),
+    Column("digest", String(80), nullable=False),  # sha256:<hex> of the archive
+    Column("name", String(64), nullable=False),
+    Column("version", String(64), nullable=False),
+    Column("root_hash", String(80), nullable=False),
+    Column("signed_by", String(64), nullable=False),
+    Column("size_bytes", BigInteger, nullable=False),
+    Column("manifest_json", Text, nullable=False),
+    Column("created_us", BigInteger, nullable=False),
+    PrimaryKeyConstraint("tenant", "digest"),
+    UniqueConstraint("tenant", "name", "version"),  # find: name@version of a tenant
+)
+
 __all__ = [
     "attempts",
     "audit_log",
     "blobs",
+    "bundles",
     "dag_versions",
     "idempotency_keys",
     "leader_leases",

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from stellaorch.api.auth import ADMIN, AdminReader, Caller, ReadCaller
 from stellaorch.api.errors import trace_id_of
 from stellaorch.api.state import orchestrator
-from stellaorch.domain.errors import ScopeRequired, error_envelope
+from stellaorch.domain.errors import ScopeRequired, StellaError, error_envelope
 from stellaorch.engine.app import Orchestrator
 from stellaorch.engine.health import QueueStats, StoreHealth
 from stellaorch.observability.exposition import CONTENT_TYPE, queue_depth_family, render
@@ -51,11 +51,13 @@ def not_ready_error(request: Request, store: StoreHealth) -> dict[str, str]:
     return dict(error_envelope(first.code, first.message, trace_id_of(request))["error"])
 
 
-def health_document(request: Request, orch: Orchestrator, store: StoreHealth) -> dict[str, Any]:
+def health_document(
+    request: Request, orch: Orchestrator, store: StoreHealth, bundles: dict[str, Any]
+) -> dict[str, Any]:
     """The health JSON: ready only when the store answered, took a write and has room."""
     stats = store.queue
     queues = [queue_view(stats, orch.env.clock.now_us())] if stats is not None else []
-    backlog = any(q["depth"] >= BACKLOG_SLO for q in queues)
+    backlog = any(q["depth"] >= BACKLOG_SLO for q in queues) or bool(bundles.get("failures"))
     document: dict[str, Any] = {
         "status": "ok" if store.ready and not backlog else "degraded",
         "live": True,
@@ -64,7 +66,7 @@ def health_document(request: Request, orch: Orchestrator, store: StoreHealth) ->
         "queues": queues,
         "worker": {"running": worker_running(orch)},
         "sandbox": orch.sandbox.status().document(),
-        "bundles": {"status": "none"},
+        "bundles": bundles,
     }
     if not store.ready:
         document["error"] = not_ready_error(request, store)
@@ -91,8 +93,22 @@ async def admin_health(
     orch = orchestrator(request)
     store = await orch.health.check(caller.tenant, full_check=full)
     await asyncio.to_thread(orch.sandbox.status)  # probes bubblewrap once, off the loop
-    document = health_document(request, orch, store)
+    bundles = await _bundle_status(orch, caller.tenant, store)
+    document = health_document(request, orch, store, bundles)
     return JSONResponse(document, status_code=200 if store.ready else 503)
+
+
+async def _bundle_status(orch: Orchestrator, tenant: str, store: StoreHealth) -> dict[str, Any]:
+    """The tenant's bundles: count, verified, failures; `unknown` while the store is down."""
+    if not store.ready:
+        return {"status": "unknown"}
+    try:
+        bundles = await orch.bundles.status(tenant)
+    except StellaError as exc:  # the store went away between the probe and this read
+        return {"status": "unknown", "error": {"code": exc.code, "message": exc.message}}
+    failed = bool(bundles["failures"])
+    bundles["status"] = "none" if not bundles["count"] else "failed" if failed else "ok"
+    return bundles
 
 
 @probes_router.get("/livez")

@@ -27,6 +27,7 @@ def dag_view(row: DagVersionRow, *, with_spec: bool = False) -> dict[str, Any]:
         "enabled": row.enabled,
         "specHash": row.spec_hash,
         "createdUtc": format_utc(row.created_us),
+        "signedBy": row.signed_by,
     }
     if with_spec:
         view["spec"] = json.loads(row.spec_json)
@@ -45,7 +46,8 @@ async def publish_dag(
         spec_doc = {k: v for k, v in document.items() if k != "signature"}
         spec = parse_spec(spec_doc)
         catalog = orchestrator(request).catalog
-        published = await catalog.publish(caller.tenant, spec, caller.operator)
+        signature = document.get("signature")
+        published = await catalog.publish(caller.tenant, spec, caller.operator, signature)
         return (201 if published.created else 200), dag_view(published.version)
 
     return await idempotent(request, caller, document, act)

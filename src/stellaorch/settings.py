@@ -96,6 +96,9 @@ class Settings(BaseSettings):
     require_dag_signatures: bool | None = None
     # Imported archives (`archives/`) and this process's unpacked cache (`cache/`).
     bundles_dir: Path = Path(".stella/bundles")
+    # Where each process unpacks verified bundles; unset: the system temp dir, which the
+    # sandbox's unprivileged uid can always enter (a data dir under /root, say, it cannot).
+    bundle_cache_dir: Path | None = None
     bundle_max_bytes: int = Field(default=128 * 1024 * 1024, ge=1024, le=2**34)
     bundle_max_entry_bytes: int = Field(default=512 * 1024 * 1024, ge=1024, le=2**36)
     bundle_max_unpacked_bytes: int = Field(default=1024 * 1024 * 1024, ge=1024, le=2**38)

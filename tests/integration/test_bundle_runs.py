@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -31,19 +28,10 @@ def key() -> Ed25519PrivateKey:
 
 
 @pytest.fixture
-def open_dir() -> Iterator[Path]:
-    """A data directory the sandbox's uid can enter (pytest's tmp_path is 0700 under root)."""
-    path = Path(tempfile.mkdtemp(prefix="stella-bundle-test-"))
-    path.chmod(0o755)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
-@pytest.fixture
-async def api(make_api: MakeApi, key: Ed25519PrivateKey, tmp_path: Path, open_dir: Path) -> Api:
-    """An API that trusts `key`, with bundles in a directory the sandbox can reach."""
+async def api(make_api: MakeApi, key: Ed25519PrivateKey, tmp_path: Path) -> Api:
+    """An API that trusts `key`; archives in tmp_path (0700), unpacked in the default cache."""
     TrustStore(tmp_path / "trust").add_public(key.public_key())
-    return await make_api(trust_dir=tmp_path / "trust", bundles_dir=open_dir / "bundles")
+    return await make_api(trust_dir=tmp_path / "trust", bundles_dir=tmp_path / "bundles")
 
 
 def hello_archive(tmp_path: Path, key: Ed25519PrivateKey, script: str = SCRIPT) -> bytes:
@@ -101,13 +89,15 @@ async def test_a_dag_naming_a_bundle_that_was_never_imported_is_refused(api: Api
     assert "hello@9.9.9" in response.text
 
 
-async def test_a_bundle_dir_the_sandbox_cannot_enter_fails_the_attempt_saying_why(
+async def test_a_bundle_cache_the_sandbox_cannot_enter_fails_the_attempt_saying_why(
     make_api: MakeApi, key: Ed25519PrivateKey, tmp_path: Path, require_sandbox: None
 ) -> None:
     closed = tmp_path / "private"  # 0700, as pytest makes it and as a root-only dir would be
     closed.mkdir(mode=0o700)
     TrustStore(tmp_path / "trust").add_public(key.public_key())
-    api = await make_api(trust_dir=tmp_path / "trust", bundles_dir=closed / "bundles")
+    api = await make_api(
+        trust_dir=tmp_path / "trust", bundles_dir=tmp_path / "b", bundle_cache_dir=closed / "cache"
+    )
     await import_bundle(api, hello_archive(tmp_path, key))
     await api.publish(TENANT, spec("greeter", [{"id": "greet", "plugin": "hello@1.0.0"}]))
 

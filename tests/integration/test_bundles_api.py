@@ -45,7 +45,11 @@ def key() -> Ed25519PrivateKey:
 async def bapi(make_api: MakeApi, key: Ed25519PrivateKey, tmp_path: Path) -> Api:
     """An API whose trust store holds `key`."""
     TrustStore(tmp_path / "trust").add_public(key.public_key())
-    return await make_api(trust_dir=tmp_path / "trust", bundles_dir=tmp_path / "bundles")
+    return await make_api(
+        trust_dir=tmp_path / "trust",
+        bundles_dir=tmp_path / "bundles",
+        bundle_cache_dir=tmp_path / "cache",  # no step runs here: the sandbox needn't enter it
+    )
 
 
 async def post_bundle(api: Api, tenant: str, data: bytes, **kw: Any) -> Any:
@@ -150,7 +154,9 @@ async def test_load_unpacks_once_and_reuses_the_verified_directory(
     store = bapi.orchestrator.bundles
     first = await store.load(A, "hello", "1.0.0")
     assert (first.root / "run.sh").read_text() == "echo hi\n"
-    assert first.root.is_relative_to(tmp_path / "bundles" / "cache")
+    assert first.root.name == first.digest.removeprefix("sha256:")
+    assert first.root.parent.name.startswith("stella-bundles-")  # this process's own cache
+    assert first.root.is_relative_to(tmp_path / "cache")
     assert first.identity.as_json()["kind"] == "bundle" and first.signed_by
     archive_file = tmp_path / "bundles" / "archives" / (first.digest[7:] + ".stella.bundle.tgz")
     archive_file.write_bytes(b"tampered after the first load")
@@ -171,7 +177,7 @@ async def test_a_tampered_archive_on_disk_never_loads(
     with pytest.raises(StepFailed) as caught:
         await bapi.orchestrator.bundles.load(A, "hello", "1.0.0")
     assert caught.value.code == "BUNDLE_UNVERIFIED" and not caught.value.retryable
-    cache = tmp_path / "bundles" / "cache"
+    cache = tmp_path / "cache"
     assert [p for p in cache.rglob("*") if p.is_file()] == []
 
 

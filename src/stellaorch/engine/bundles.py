@@ -102,7 +102,7 @@ class BundleStore:
         self.limits = limits_of(settings)
         self.max_bytes = settings.bundle_max_bytes
         self.archives = settings.bundles_dir / "archives"
-        self._cache_root = settings.bundles_dir / "cache"
+        self._cache_root = settings.bundle_cache_dir
         self._cache: Path | None = None
         # digest -> what this process unpacked and verified (reused per digest)
         self._loaded: dict[str, tuple[LoadedBundle, dsse.Envelope]] = {}
@@ -258,11 +258,14 @@ class BundleStore:
     def _cache_dir(self) -> Path:
         """This process's own cache directory (made on first use, removed by `close`)."""
         if self._cache is None:
-            self._cache_root.mkdir(parents=True, exist_ok=True)
-            cache = Path(tempfile.mkdtemp(dir=self._cache_root, prefix=f"{os.getpid()}-"))
+            root = self._cache_root
+            if root is not None:
+                root.mkdir(parents=True, exist_ok=True)
+                root.chmod(0o711)
+            prefix = f"stella-bundles-{os.getpid()}-"
+            cache = Path(tempfile.mkdtemp(dir=root, prefix=prefix))
             # Enterable, not listable, by the step sandbox's uid: it reads bundles in here.
-            for directory in (self._cache_root, cache):
-                directory.chmod(0o711)
+            cache.chmod(0o711)
             self._cache = cache
         return self._cache
 

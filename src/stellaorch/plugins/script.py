@@ -123,7 +123,7 @@ class ScriptPlugin:
                 uid = self._sandbox.config.uid
                 message = (
                     f"the step sandbox (uid {uid}) cannot enter {blocked}, above {host}: "
-                    "let it traverse (chmod o+x) or set STELLA_ORCH_BUNDLES_DIR elsewhere"
+                    "let it traverse (chmod o+x) or set STELLA_ORCH_BUNDLE_CACHE_DIR elsewhere"
                 )
                 raise StepFailed("SANDBOX_UNAVAILABLE", message, retryable=False)
         return await self._run_sandboxed(ctx, params, self._sandbox, ro_binds)

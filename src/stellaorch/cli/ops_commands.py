@@ -32,6 +32,8 @@ from stellaorch.cli.dags import OperatorNote
 from stellaorch.cli.errors import UsageInvalid
 from stellaorch.cli.listing import Paging, print_pages
 from stellaorch.cli.render import COLUMNS, OutputFormat, Printer
+from stellaorch.cli.run_commands import ReplayVersion, Resume
+from stellaorch.cli.runs import replay_body
 
 # (header, field) per resource. Free text (cron expressions, reasons) comes last, so the
 # columns before it can be cut by whitespace.
@@ -166,18 +168,22 @@ def deadletter_replay(
     ctx: typer.Context,
     code: Annotated[str, typer.Option("--code", help="The error.code of the group to replay.")],
     reason: Reason,
+    version: ReplayVersion = None,
+    resume: Resume = False,
     ticket: Ticket = None,
     api_url: ApiUrl = None,
     token: Token = None,
     tenant: ClientTenant = None,
     output: Output = OutputFormat.TABLE,
 ) -> None:
-    """Replay every failed run of a dead-letter group (new runs with replayOf)."""
+    """Replay every failed run of a dead-letter group (new runs with replayOf), on the
+    original's version (latest enabled if disabled) or --version, optionally --resume'd."""
     note = OperatorNote(reason, ticket)
 
     async def work(client: ApiClient, out: OpsPrinter) -> None:
         path = f"/deadletter/{segment(code)}:replay"
-        out.result("run", await client.post(path, {"reason": reason}, note.headers()))
+        body = replay_body(reason, version, resume)
+        out.result("run", await client.post(path, body, note.headers()))
 
     run_ops(ctx, Remote(api_url, token, tenant, output), work)
 

@@ -43,6 +43,22 @@ IdempotencyKey = Annotated[
         help="Idempotency-Key header (default: a fresh UUID; reuse one to repeat safely).",
     ),
 ]
+ReplayVersion = Annotated[
+    str | None,
+    typer.Option(
+        "--version",
+        help="DAG version to replay onto (default: the original's; the latest enabled if "
+        "that one is disabled, e.g. after a rollback).",
+    ),
+]
+Resume = Annotated[
+    bool,
+    typer.Option(
+        "--resume",
+        help="Resume from the failed step: keep the outputs of steps that succeeded and are "
+        "unchanged in the target version (recorded step.reused); run the rest.",
+    ),
+]
 _STATUSES = sorted({s.value for s in RunStatus} | {s.value for s in StepStatus})
 
 
@@ -130,6 +146,8 @@ def run_replay(
     ctx: typer.Context,
     run_id: RunId,
     reason: Annotated[str, typer.Option(help="Why the run is repeated (required).")],
+    version: ReplayVersion = None,
+    resume: Resume = False,
     idempotency_key: IdempotencyKey = None,
     wait: Wait = False,
     api_url: ApiUrl = None,
@@ -137,8 +155,9 @@ def run_replay(
     tenant: ClientTenant = None,
     output: Output = OutputFormat.TABLE,
 ) -> None:
-    """Start a new run of the same DAG version with the same inputs (replayOf set)."""
-    job = runs.ReplayRun(run_id, reason, idempotency_key, wait)
+    """Start a new run with the same inputs (replayOf set), on the original's version or
+    --version, from the start or --resume'd from the failed step."""
+    job = runs.ReplayRun(run_id, reason, idempotency_key, wait, version, resume)
     remote = Remote(api_url, token, tenant, output)
     run_remote(ctx, remote, lambda client, out: runs.replay(client, out, job))
 

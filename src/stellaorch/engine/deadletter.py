@@ -6,10 +6,10 @@ import json
 from dataclasses import dataclass, field
 
 from stellaorch.domain.errors import NotFound, StellaError, ValidationError
-from stellaorch.engine import create
+from stellaorch.engine import create, resume
 from stellaorch.engine.env import EngineEnv
-from stellaorch.engine.requests import Created, ReplayOrigin, RunRequest
-from stellaorch.store import Connection, deadletter, runs
+from stellaorch.engine.requests import Created, ReplayOrigin, ReplayTarget
+from stellaorch.store import Connection, deadletter
 from stellaorch.store.deadletter import FailedStep
 
 SAMPLES = 5
@@ -80,47 +80,46 @@ class DeadLetterService:
         return spec.plugin if spec is not None else UNKNOWN_CODE
 
     async def replay(
-        self, tenant: str, code: str, reason: str, origin: ReplayOrigin | None = None
+        self,
+        tenant: str,
+        code: str,
+        reason: str,
+        origin: ReplayOrigin | None = None,
+        target: ReplayTarget | None = None,
     ) -> list[Created]:
-        """Replay every failed run of the group not replayed yet, all or none; each new run's
-        ledger entry and the audit log keep the reason and the actor."""
+        """Replay every failed run of the group not replayed yet, all or none, onto the
+        target's version (resumed or not); each new run's ledger entry and the audit log keep
+        the reason and the actor."""
         if not reason.strip():
             raise ValidationError("a replay needs a reason")
-        who = origin or ReplayOrigin()
-        results = await self.env.db.transact(lambda c: self._replay(c, tenant, code, reason, who))
+        who, where = origin or ReplayOrigin(), target or ReplayTarget()
+        results = await self.env.db.transact(
+            lambda c: self._replay(c, tenant, code, reason, who, where)
+        )
         for result in results:
             self.env.bus.publish(result.entries)
         return results
 
     def _replay(
-        self, conn: Connection, tenant: str, code: str, reason: str, origin: ReplayOrigin
+        self,
+        conn: Connection,
+        tenant: str,
+        code: str,
+        reason: str,
+        origin: ReplayOrigin,
+        target: ReplayTarget,
     ) -> list[Created]:
         group = {g.code: g for g in self._groups(conn, tenant)}.get(code)
         if group is None:
             raise DeadLetterGroupNotFound(f"no failed step has error.code {code}")
         done = deadletter.replayed(conn, tenant, list(group.run_ids))
         requests = [
-            self._request(conn, tenant, r, reason, origin) for r in group.run_ids if r not in done
+            resume.replay_request(conn, tenant, r, reason, origin, target)
+            for r in group.run_ids
+            if r not in done
         ]
         results = create.create_runs(conn, self.env, requests)
         for result in results:
             if isinstance(result, StellaError):
                 raise result  # the transaction rolls back: nothing half-created
         return [r for r in results if isinstance(r, Created)]
-
-    def _request(
-        self, conn: Connection, tenant: str, run_id: str, reason: str, origin: ReplayOrigin
-    ) -> RunRequest:
-        original = runs.get_run(conn, tenant, run_id)
-        assert original is not None
-        return RunRequest(
-            tenant=tenant,
-            dag_id=original.dag_id,
-            inputs=json.loads(original.inputs_json),
-            version=original.dag_version,
-            trigger="replay",
-            replay_of=run_id,
-            reason=reason,
-            actor=origin.actor,
-            ticket=origin.ticket,
-        )

@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
-from pydantic import BaseModel, ConfigDict, Field
 
 from stellaorch.api.auth import ReadCaller, WriteCaller
 from stellaorch.api.idempotency import idempotent
 from stellaorch.api.paging import PageSize, PageToken, decode_position, encode_token
+from stellaorch.api.routers.runs import ReplayRun
 from stellaorch.api.state import orchestrator
 from stellaorch.domain.providers import format_utc
 from stellaorch.engine.deadletter import SAMPLES, DeadLetterGroup
@@ -20,11 +20,8 @@ router = APIRouter(tags=["deadletter"])
 BASE = "/api/v1/orchestrator"
 
 
-class ReplayGroup(BaseModel):
+class ReplayGroup(ReplayRun):
     """Body of POST /deadletter/{code}:replay."""
-
-    model_config = ConfigDict(extra="forbid")
-    reason: str = Field(min_length=1, max_length=2000)
 
 
 def group_view(group: DeadLetterGroup) -> dict[str, Any]:
@@ -66,7 +63,7 @@ async def replay_group(
     async def act() -> tuple[int, Any]:
         service = orchestrator(request).dead_letter
         who = ReplayOrigin(actor=caller.actor, ticket=caller.ticket)
-        created = await service.replay(caller.tenant, code, body.reason, who)
+        created = await service.replay(caller.tenant, code, body.reason, who, body.target())
         return 201, {"items": [run_summary(c.run) for c in created]}
 
     return await idempotent(request, caller, body.model_dump(), act)

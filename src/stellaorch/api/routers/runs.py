@@ -23,7 +23,7 @@ from stellaorch.domain.errors import RunTokenConflict, ValidationError
 from stellaorch.domain.providers import parse_utc
 from stellaorch.domain.status import RunStatus
 from stellaorch.engine.records import IdempotencyClaim
-from stellaorch.engine.requests import ReplayOrigin, RunRequest
+from stellaorch.engine.requests import ReplayOrigin, ReplayTarget, RunRequest
 from stellaorch.engine.runs import RunFilter
 from stellaorch.engine.views import run_summary
 
@@ -49,10 +49,17 @@ class CancelRun(BaseModel):
 
 
 class ReplayRun(BaseModel):
-    """Body of POST /runs/{runId}:replay."""
+    """Body of POST /runs/{runId}:replay (and of a dead-letter group's replay)."""
 
     model_config = ConfigDict(extra="forbid")
     reason: str = Field(min_length=1, max_length=2000)
+    version: str | int | None = None  # default: the original's, or the latest enabled
+    resume: bool = False  # keep the unchanged steps that succeeded in the original run
+
+    def target(self) -> ReplayTarget:
+        """Where the replay runs."""
+        version = None if self.version is None else str(self.version)
+        return ReplayTarget(version=version, resume=self.resume)
 
 
 @router.post("/runs", status_code=201)
@@ -156,7 +163,9 @@ async def replay_run(
     request: Request,
     caller: WriteCaller,
 ) -> Response:
-    """A new run of the same DAG version and inputs, with replayOf set; reason required."""
+    """A new run with the same inputs and replayOf set, on the original's version or the one
+    named (default when disabled: the latest enabled); `resume` keeps unchanged succeeded
+    steps; reason required."""
 
     async def act(claim: IdempotencyClaim | None) -> tuple[int, Any, bool]:
         origin = ReplayOrigin(
@@ -167,7 +176,7 @@ async def replay_run(
         )
         with _key_conflicts(derived=claim is not None):
             created = await orchestrator(request).runs.replay(
-                caller.tenant, runId, body.reason, origin=origin
+                caller.tenant, runId, body.reason, origin=origin, target=body.target()
             )
         return 201, run_summary(created.run), not created.created
 

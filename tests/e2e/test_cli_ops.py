@@ -355,6 +355,7 @@ def test_deadletter_lists_a_failing_run_by_error_code_and_replays_it(service: Se
     assert table.returncode == 0, table.stderr
     assert table.stdout.splitlines()[0].split() == [
         "CODE", "COUNT", "FIRST_SEEN", "LAST_SEEN", "DAG_VERSIONS", "PLUGINS", "SAMPLE_RUN_IDS",
+        "ACKED_UNTIL",
     ]  # fmt: skip
     groups = {g["code"]: g for g in ok_json("deadletter", "list", env=env)["items"]}
     assert groups["BOOM"]["count"] >= 1
@@ -364,6 +365,46 @@ def test_deadletter_lists_a_failing_run_by_error_code_and_replays_it(service: Se
     assert no_reason.returncode == 2
     replayed = stella("deadletter", "replay", "--code", "BOOM", "--reason", "after fix", env=env)
     assert replayed.returncode == 0, replayed.stderr
+
+
+ETL = """\
+dagId: etl
+version: {v}
+steps:
+  - {{id: extract, plugin: noop, with: {{outputs: {{rows: 3}}}}}}
+  - {{id: load, plugin: {load}}}
+edges:
+  - {{from: extract, to: load}}
+"""
+
+
+def test_rollback_then_resumed_deadletter_replay_completes(service: Service) -> None:
+    """The operator guide's repeated-failures lines: roll back, dry run, replay resumed, ack."""
+    env = service.env
+    for v, load in ((1, "noop"), (2, "fail, with: {code: LOADER_SCHEMA_MISMATCH}")):
+        path = service.workdir / f"etl-v{v}.yaml"
+        path.write_text(ETL.format(v=v, load=load))
+        ok_json("dag", "publish", "--file", str(path), "--reason", "release", env=env)
+    failed = [start_run(service, "etl")["runId"] for _ in range(3)]
+    assert {wait_run(service, r)["status"] for r in failed} == {"failed"}
+    note = ("--reason", "after rollback")
+    ok_json("dag", "rollback", "--dag-id", "etl", "--to", "1", *note, env=env)
+    scope = ("--code", "LOADER_SCHEMA_MISMATCH", "--dag-id", "etl")
+    plan = stella("deadletter", "replay", *scope, *note, "--resume", "--dry-run", env=env)
+    assert plan.returncode == 0, plan.stderr
+    assert plan.stdout.splitlines()[0].split() == ["REPLAY_OF", "DAG_ID", "VERSION", "RESUME"]
+    assert len(plan.stdout.splitlines()) == 4 and "dry run" in plan.stderr
+    replayed = ok_json("deadletter", "replay", *scope, *note, "--resume", env=env)["items"]
+    assert sorted(r["replayOf"] for r in replayed) == sorted(failed)
+    for run in replayed:
+        done = wait_run(service, run["runId"])
+        assert (done["status"], done["dagVersion"]) == ("completed", "1")
+        steps = {s["stepId"]: s for s in done["steps"]}
+        assert steps["extract"]["status"] == "succeeded"
+    acked = stella("deadletter", "ack", "--code", "LOADER_SCHEMA_MISMATCH", *note, env=env)
+    assert acked.returncode == 0, acked.stderr
+    codes = {g["code"] for g in ok_json("deadletter", "list", env=env)["items"]}
+    assert "LOADER_SCHEMA_MISMATCH" not in codes
 
 
 # --- audit ------------------------------------------------------------------------------------

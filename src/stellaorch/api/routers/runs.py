@@ -115,15 +115,16 @@ async def list_runs(
         caller.tenant,
         dagId,
         status.value if status else None,
-        _time(from_, "from"),
-        _time(to, "to"),
+        parse_time(from_, "from"),
+        parse_time(to, "to"),
     )
     after = decode_position(page_token, (int, str))
     items, cursor = await orchestrator(request).runs.page(where, limit=page_size, after=after)
     return {"items": items, "nextPageToken": encode_token(list(cursor)) if cursor else None}
 
 
-def _time(text: str | None, name: str) -> int | None:
+def parse_time(text: str | None, name: str) -> int | None:
+    """An optional RFC 3339 query value as microseconds (400 if it is not one)."""
     if text is None:
         return None
     try:

@@ -407,6 +407,31 @@ def test_rollback_then_resumed_deadletter_replay_completes(service: Service) -> 
     assert "LOADER_SCHEMA_MISMATCH" not in codes
 
 
+def test_bulk_cancel_dry_run_then_cancel_and_pause_all(service: Service) -> None:
+    """The operator guide's bulk lines: look with --dry-run, cancel, pause every schedule."""
+    env = service.env
+    ok_json("queue", "pause", "--reason", "hold the runs", env=env)
+    try:
+        ids = [start_run(service, "slow")["runId"] for _ in range(3)]
+        scope = ("--dag-id", "slow", "--status", "queued", "--reason", "bulk test")
+        plan = stella("run", "bulk-cancel", *scope, "--dry-run", env=env)
+        assert plan.returncode == 0, plan.stderr
+        assert plan.stdout.split() == ["RUN_ID", *ids] and "dry run" in plan.stderr
+        done = ok_json("run", "bulk-cancel", *scope, env=env)
+        assert [i["runId"] for i in done["items"]] == ids
+        assert {wait_run(service, r)["status"] for r in ids} == {"cancelled"}
+    finally:
+        resume_queue(service)
+    sid = ok_json(
+        "schedule", "create", "--dag-id", "hello", "--cron", YEARLY, "--reason", "x", env=env
+    )["scheduleId"]
+    paused = ok_json("schedule", "pause-all", "--reason", "freeze", env=env)["items"]
+    assert sid in [p["scheduleId"] for p in paused]
+    shown = ok_json("schedule", "show", "--id", sid, env=env)
+    assert shown["status"] == "paused"
+    ok_json("schedule", "delete", "--id", sid, "--reason", "cleanup", env=env)
+
+
 # --- audit ------------------------------------------------------------------------------------
 def test_audit_list_shows_admin_actions_with_reasons(service: Service) -> None:
     env = service.env

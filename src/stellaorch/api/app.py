@@ -17,6 +17,7 @@ from stellaorch.api.middleware import BodyLimitMiddleware, JsonDepthMiddleware, 
 from stellaorch.api.routers import (
     admin,
     audit,
+    bulk,
     dags,
     deadletter,
     ledger,
@@ -94,6 +95,7 @@ def create_app(orch: Orchestrator, auth: Authenticator | None = None) -> FastAPI
     for module in (
         dags,
         stream,
+        bulk,
         runs,
         admin,
         ledger,

@@ -102,6 +102,8 @@ OPS_COLUMNS: Mapping[str, tuple[tuple[str, str], ...]] = {
         ("REASON", "reason"),
     ),
     "ack": (("CODE", "code"), ("ACKED_UNTIL", "acknowledgedUntilUtc")),
+    "cancelled": (("RUN_ID", "runId"),),
+    "paused": (("SCHEDULE_ID", "scheduleId"),),
     "auditexport": (("COUNT", "count"), ("SHA256", "sha256"), ("FILE", "file")),
 }
 

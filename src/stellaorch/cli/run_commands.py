@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from stellaorch.cli import runs
+from stellaorch.cli.client import ApiClient
 from stellaorch.cli.common import (
     AllPages,
     ApiUrl,
@@ -22,6 +23,8 @@ from stellaorch.cli.common import (
     run_remote,
 )
 from stellaorch.cli.listing import Paging
+from stellaorch.cli.ops_commands import OpsPrinter, run_ops
+from stellaorch.cli.output import warn
 from stellaorch.cli.render import OutputFormat
 from stellaorch.cli.stream import print_stream, stream_params
 from stellaorch.domain.status import RunStatus, StepStatus
@@ -210,3 +213,39 @@ def run_stream(
     params = stream_params(dag_id, status, run_id, after)
     remote = Remote(api_url, token, tenant)
     run_remote(ctx, remote, lambda client, _out: print_stream(client.target, params))
+
+
+@run_app.command("bulk-cancel")
+def run_bulk_cancel(
+    ctx: typer.Context,
+    reason: Annotated[str, typer.Option("--reason", help="Why, for each run's ledger (required).")],
+    dag_id: DagFilter = None,
+    version: Annotated[
+        str | None, typer.Option("--version", help="Only runs of this version (--dag-id).")
+    ] = None,
+    status: Annotated[str | None, typer.Option(help="queued or running (default: both).")] = None,
+    from_utc: Annotated[
+        str | None, typer.Option("--from", help="Created at or after (RFC 3339).")
+    ] = None,
+    to_utc: Annotated[str | None, typer.Option("--to", help="Created before (RFC 3339).")] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the runs it would cancel; change nothing.")
+    ] = False,
+    api_url: ApiUrl = None,
+    token: Token = None,
+    tenant: ClientTenant = None,
+    output: Output = OutputFormat.TABLE,
+) -> None:
+    """Cancel the queued/running runs matching the filter (at most 500 per call, oldest first)."""
+    given = {"dagId": dag_id, "version": version, "status": status, "from": from_utc, "to": to_utc}
+    body = {"reason": reason, "dryRun": dry_run, **{k: v for k, v in given.items() if v}}
+
+    async def work(client: ApiClient, out: OpsPrinter) -> None:
+        result = await client.post("/runs:cancel", body)
+        out.result("cancelled", result)
+        if dry_run:
+            warn("dry run: nothing was cancelled")
+        if result.get("remaining"):
+            warn(f"{result['remaining']} more runs match: repeat the command for the next ones")
+
+    run_ops(ctx, Remote(api_url, token, tenant, output), work)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -154,13 +155,17 @@ class DagCatalog:
         version: str,
         enabled: bool,
         operator: Operator | None = None,
+        before: Callable[[Connection, int], object] | None = None,
     ) -> DagVersionRow:
         """Enable or disable a version (never edits it); returns the version as it is now.
 
         An operator's change is audited as `dag.enable` or `dag.disable` of `dagId@version`.
+        `before` runs first in the same transaction when the version exists.
         """
 
         def work(conn: Connection) -> DagVersionRow:
+            if before is not None and dags.get_version(conn, tenant, dag_id, version) is not None:
+                before(conn, self._clock.now_us())
             if not dags.set_enabled(conn, tenant, dag_id, version, enabled):
                 raise DagNotFound(f"DAG {dag_id} version {version} not found")
             if operator is not None:

@@ -432,6 +432,23 @@ def test_bulk_cancel_dry_run_then_cancel_and_pause_all(service: Service) -> None
     ok_json("schedule", "delete", "--id", sid, "--reason", "cleanup", env=env)
 
 
+def test_run_events_prints_the_ledger_and_follows_a_run_to_its_end(service: Service) -> None:
+    env = service.env
+    run_id = start_run(service, "slow")["runId"]
+    followed = stella("run", "events", "--run-id", run_id, "--follow", "-o", "ndjson", env=env)
+    assert followed.returncode == 0, followed.stderr
+    entries = [json.loads(line) for line in followed.stdout.splitlines()]
+    assert [e["seq"] for e in entries] == list(range(1, len(entries) + 1))
+    assert entries[0]["type"] == "run.created" and entries[-1]["type"] == "run.completed"
+    table = stella("run", "events", "--run-id", run_id, env=env)
+    assert table.returncode == 0, table.stderr
+    lines = table.stdout.splitlines()
+    assert lines[0].split() == ["SEQ", "TIME", "TYPE", "STATUS", "STEP_ID", "ATTEMPT"]
+    assert len(lines) == len(entries) + 1
+    missing = stella("run", "events", "--run-id", "nope", env=env)
+    assert missing.returncode == 4
+
+
 # --- audit ------------------------------------------------------------------------------------
 def test_audit_list_shows_admin_actions_with_reasons(service: Service) -> None:
     env = service.env

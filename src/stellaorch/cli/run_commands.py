@@ -26,6 +26,7 @@ from stellaorch.cli.listing import Paging
 from stellaorch.cli.ops_commands import OpsPrinter, run_ops
 from stellaorch.cli.output import warn
 from stellaorch.cli.render import OutputFormat
+from stellaorch.cli.run_events import print_events
 from stellaorch.cli.stream import print_stream, stream_params
 from stellaorch.domain.status import RunStatus, StepStatus
 
@@ -192,6 +193,23 @@ def run_logs(
     """A step's log lines, attempt by attempt (secrets redacted)."""
     remote = Remote(api_url, token, tenant, output)
     run_remote(ctx, remote, lambda client, out: runs.logs(client, out, run_id, step_id))
+
+
+@run_app.command("events")
+def run_events(
+    ctx: typer.Context,
+    run_id: RunId,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing new entries until the run ends.")
+    ] = False,
+    api_url: ApiUrl = None,
+    token: Token = None,
+    tenant: ClientTenant = None,
+    output: Output = OutputFormat.TABLE,
+) -> None:
+    """The run's ledger entries in chain order (its history); --follow waits for new ones."""
+    remote = Remote(api_url, token, tenant, output)
+    run_remote(ctx, remote, lambda client, out: print_events(client, out, run_id, follow))
 
 
 @run_app.command("stream")

@@ -17,7 +17,7 @@ from stellaorch.engine.env import EngineEnv
 from stellaorch.engine.requests import Cancelled, Created, ReplayOrigin, ReplayTarget, RunRequest
 from stellaorch.engine.run_check import check_run
 from stellaorch.engine.views import run_summary, run_view, step_view, steps_view
-from stellaorch.store import Connection, blobs, runs
+from stellaorch.store import Connection, blobs, ledger, runs
 from stellaorch.store.runs import RunFilter as RunFilter
 from stellaorch.store.runs import RunState
 
@@ -161,6 +161,18 @@ class RunService:
             lambda c: resume.replay_request(c, tenant, run_id, reason, origin, target)
         )
         return await self.create(request)
+
+    async def events(
+        self, tenant: str, run_id: str, *, after: int = 0, limit: int = 50
+    ) -> list[dict[str, Any]]:
+        """The run's ledger entries after seq `after`, in chain order (entryHash included)."""
+
+        def work(conn: Connection) -> list[dict[str, Any]]:
+            _require(conn, tenant, run_id)
+            page = ledger.read_entries_page(conn, tenant, run_id, after, limit)
+            return [{**json.loads(e.body), "entryHash": e.entry_hash} for e in page]
+
+        return await self.env.db.read(work)
 
     async def status(self, tenant: str, run_id: str) -> str:
         """The run's current status."""

@@ -184,6 +184,25 @@ async def replay_run(
     return await idempotent_run(request, caller, body.model_dump(), act)
 
 
+@router.get("/runs/{runId}/events")
+async def list_events(
+    runId: str,
+    request: Request,
+    caller: ReadCaller,
+    page_size: PageSize = 50,
+    page_token: PageToken = None,
+    after: Annotated[int, Query(ge=0)] = 0,
+) -> dict[str, Any]:
+    """The run's ledger entries in chain order (after seq `after`), a page at a time."""
+    position = decode_position(page_token, (int,))
+    start = int(position[0]) if position else after
+    items = await orchestrator(request).runs.events(
+        caller.tenant, runId, after=start, limit=page_size + 1
+    )
+    page, more = items[:page_size], len(items) > page_size
+    return {"items": page, "nextPageToken": encode_token([page[-1]["seq"]]) if more else None}
+
+
 @router.get("/runs/{runId}/steps")
 async def list_steps(
     runId: str,

@@ -449,6 +449,43 @@ def test_run_events_prints_the_ledger_and_follows_a_run_to_its_end(service: Serv
     assert missing.returncode == 4
 
 
+def test_a_list_piped_into_a_reader_that_stops_ends_quietly(service: Service) -> None:
+    """`stella orch run list | head -1`: no `Broken pipe`, exit 0."""
+    proc = subprocess.Popen(
+        argv("run", "list", "--all"),
+        env=service.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # the reader is gone before anything is written
+    err = proc.stderr.read()
+    assert proc.wait(timeout=TIMEOUT) == 0, err
+    assert err == ""
+
+
+def test_drain_wait_on_a_paused_queue_says_why_it_waits(service: Service) -> None:
+    env = service.env
+    ok_json("queue", "pause", "--reason", "hold", env=env)
+    run_id = start_run(service, "hello")["runId"]
+    proc = subprocess.Popen(
+        argv("queue", "drain", "--wait", "--reason", "drain test"),
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stderr is not None
+        line = proc.stderr.readline()
+        assert "is paused" in line and "queue resume" in line, line
+    finally:
+        resume_queue(service)
+        proc.wait(timeout=TIMEOUT)
+    assert wait_run(service, run_id)["status"] == "completed"
+
+
 # --- audit ------------------------------------------------------------------------------------
 def test_audit_list_shows_admin_actions_with_reasons(service: Service) -> None:
     env = service.env

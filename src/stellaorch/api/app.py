@@ -50,6 +50,7 @@ def authenticator_for(orch: Orchestrator) -> Authenticator:
         settings.audience,
         max_lifetime_seconds=settings.token_max_lifetime_seconds,
         issuer=settings.token_issuer,
+        reload=lambda: load_verification_keys(settings.keys_dir),
     )
     return Authenticator(settings, verifier)
 

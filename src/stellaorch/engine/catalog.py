@@ -9,7 +9,7 @@ from pathlib import Path
 
 from stellaorch.domain.audit import Operator
 from stellaorch.domain.canonical import canonical_json
-from stellaorch.domain.errors import DagDisabled, DagNotFound, DagVersionConflict
+from stellaorch.domain.errors import DagDisabled, DagNotFound, DagVersionConflict, SpecInvalid
 from stellaorch.domain.providers import Clock
 from stellaorch.domain.spec import (
     CompiledDag,
@@ -41,7 +41,16 @@ class Published:
 def load_directory(directory: Path) -> list[DagSpec]:
     """Parse every spec file directly inside `directory`, sorted by file name."""
     files = sorted(p for p in directory.iterdir() if p.suffix in SPEC_SUFFIXES)
-    return [load_spec_file(p) for p in files]
+    return [_load_named(p) for p in files]
+
+
+def _load_named(path: Path) -> DagSpec:
+    """One spec file; a refusal names the file it came from."""
+    try:
+        return load_spec_file(path)
+    except SpecInvalid as exc:
+        exc.message = f"{path}: {exc.message}"
+        raise
 
 
 def plugin_problems(spec: DagSpec, registry: PluginRegistry) -> list[dict[str, str]]:

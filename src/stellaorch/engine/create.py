@@ -90,6 +90,12 @@ def _create_one(txn: Txn, req: RunRequest, key: RunKey, known: dict[RunKey, RunR
             raise RunTokenConflict(
                 f"runToken {key[2]} was already used for DAG {req.dag_id} with other inputs"
             )
+        if req.version is not None and existing.dag_version != str(req.version):
+            raise RunTokenConflict(
+                f"runToken {key[2]} was already used for DAG {req.dag_id} version "
+                f"{existing.dag_version} (run {existing.run_id}), not version {req.version}; "
+                "use a new runToken"
+            )
         return Created(existing, created=False)
     dag = txn.resolve(req.tenant, req.dag_id, req.version)
     run = _new_run(txn, req, dag, key[2], inputs_hash)

@@ -28,7 +28,7 @@ from stellaorch.engine.runs import RunFilter
 from stellaorch.engine.views import run_summary
 
 router = APIRouter(tags=["runs"])
-ID = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+ID = r"^[a-z0-9][a-z0-9._-]{0,127}$"  # a dagId as SPEC §1 and the spec model define it
 
 
 class StartRun(BaseModel):

@@ -401,6 +401,13 @@ def test_rollback_then_resumed_deadletter_replay_completes(service: Service) -> 
         assert (done["status"], done["dagVersion"]) == ("completed", "1")
         steps = {s["stepId"]: s for s in done["steps"]}
         assert steps["extract"]["status"] == "succeeded"
+    one = ("--run-id", failed[0], "--resume", "--version", "1", "--wait")
+    again = ok_json("run", "replay", *one, "--reason", "once more", env=env)
+    assert (again["status"], again["replayOf"], again["dagVersion"]) == (
+        "completed",
+        failed[0],
+        "1",
+    )
     acked = stella("deadletter", "ack", "--code", "LOADER_SCHEMA_MISMATCH", *note, env=env)
     assert acked.returncode == 0, acked.stderr
     codes = {g["code"] for g in ok_json("deadletter", "list", env=env)["items"]}

@@ -16,7 +16,11 @@ CODE = "LOADER_SCHEMA_MISMATCH"
 EXTRACT = {"id": "extract", "plugin": "noop", "with": {"outputs": {"rows": 3}}}
 REPORT = {"id": "report", "plugin": "noop", "with": {"outputs": {"sent": True}}}
 EDGES = [("extract", "load"), ("load", "report")]
-GOOD_LOAD = {"id": "load", "plugin": "noop", "with": {"outputs": {"loaded": 3}}}
+GOOD_LOAD = {
+    "id": "load",
+    "plugin": "noop",
+    "with": {"outputs": {"loaded": "${steps.extract.outputs.rows}"}},
+}
 BAD_LOAD = {"id": "load", "plugin": "fail@1", "with": {"code": CODE}}
 
 
@@ -59,6 +63,7 @@ async def test_deadletter_replay_after_rollback_resumes_on_the_enabled_version(a
         assert steps["extract"]["status"] == "succeeded"
         assert steps["extract"]["attempts"] == []  # kept, never executed again
         assert [len(steps[s]["attempts"]) for s in ("load", "report")] == [1, 1]
+        assert steps["load"]["outputs"] == {"loaded": 3}  # the reused outputs flow on
         ledger = await entries(api, replay["runId"])
         reused = [e for e in ledger if e["type"] == "step.reused"]
         assert [(e["stepId"], e["data"]["reusedFrom"]) for e in reused] == [

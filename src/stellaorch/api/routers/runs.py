@@ -28,6 +28,7 @@ from stellaorch.engine.runs import RunFilter
 from stellaorch.engine.views import run_summary
 
 router = APIRouter(tags=["runs"])
+MAX_SEQ = 2**62  # a ledger seq fits a signed 64-bit column; larger would only overflow
 ID = r"^[a-z0-9][a-z0-9._-]{0,127}$"  # a dagId as SPEC §1 and the spec model define it
 
 
@@ -191,7 +192,7 @@ async def list_events(
     caller: ReadCaller,
     page_size: PageSize = 50,
     page_token: PageToken = None,
-    after: Annotated[int, Query(ge=0)] = 0,
+    after: Annotated[int, Query(ge=0, le=MAX_SEQ)] = 0,
 ) -> dict[str, Any]:
     """The run's ledger entries in chain order (after seq `after`), a page at a time."""
     position = decode_position(page_token, (int,))

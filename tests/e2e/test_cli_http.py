@@ -196,7 +196,11 @@ def finished_run(service: Service) -> dict[str, Any]:
 
 def test_first_start_generates_a_key_and_says_how_to_get_a_token(service: Service) -> None:
     assert any(line.startswith("generated signing key ed25519-") for line in service.startup)
-    assert any("stella orch token issue" in line for line in service.startup)
+    # `serve` was started as `python -m stellaorch.cli.main` with no `stella` on PATH (or the
+    # one there): the hint names a command that exists here.
+    hint = next(line for line in service.startup if "orch token issue" in line)
+    launcher = hint.removeprefix("get a token: ").split(" orch token issue")[0]
+    assert launcher in ("stella", f"{sys.executable} -m stellaorch.cli.main"), hint
     assert "API on http://127.0.0.1:" in service.startup[-1]
 
 

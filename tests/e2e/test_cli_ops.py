@@ -355,6 +355,7 @@ def test_deadletter_lists_a_failing_run_by_error_code_and_replays_it(service: Se
     assert table.returncode == 0, table.stderr
     assert table.stdout.splitlines()[0].split() == [
         "CODE", "COUNT", "FIRST_SEEN", "LAST_SEEN", "DAG_VERSIONS", "PLUGINS", "SAMPLE_RUN_IDS",
+        "ACKED_UNTIL",
     ]  # fmt: skip
     groups = {g["code"]: g for g in ok_json("deadletter", "list", env=env)["items"]}
     assert groups["BOOM"]["count"] >= 1
@@ -364,6 +365,132 @@ def test_deadletter_lists_a_failing_run_by_error_code_and_replays_it(service: Se
     assert no_reason.returncode == 2
     replayed = stella("deadletter", "replay", "--code", "BOOM", "--reason", "after fix", env=env)
     assert replayed.returncode == 0, replayed.stderr
+
+
+ETL = """\
+dagId: etl
+version: {v}
+steps:
+  - {{id: extract, plugin: noop, with: {{outputs: {{rows: 3}}}}}}
+  - {{id: load, plugin: {load}}}
+edges:
+  - {{from: extract, to: load}}
+"""
+
+
+def test_rollback_then_resumed_deadletter_replay_completes(service: Service) -> None:
+    """The operator guide's repeated-failures lines: roll back, dry run, replay resumed, ack."""
+    env = service.env
+    for v, load in ((1, "noop"), (2, "fail, with: {code: LOADER_SCHEMA_MISMATCH}")):
+        path = service.workdir / f"etl-v{v}.yaml"
+        path.write_text(ETL.format(v=v, load=load))
+        ok_json("dag", "publish", "--file", str(path), "--reason", "release", env=env)
+    failed = [start_run(service, "etl")["runId"] for _ in range(3)]
+    assert {wait_run(service, r)["status"] for r in failed} == {"failed"}
+    note = ("--reason", "after rollback")
+    ok_json("dag", "rollback", "--dag-id", "etl", "--to", "1", *note, env=env)
+    scope = ("--code", "LOADER_SCHEMA_MISMATCH", "--dag-id", "etl")
+    plan = stella("deadletter", "replay", *scope, *note, "--resume", "--dry-run", env=env)
+    assert plan.returncode == 0, plan.stderr
+    assert plan.stdout.splitlines()[0].split() == ["REPLAY_OF", "DAG_ID", "VERSION", "RESUME"]
+    assert len(plan.stdout.splitlines()) == 4 and "dry run" in plan.stderr
+    replayed = ok_json("deadletter", "replay", *scope, *note, "--resume", env=env)["items"]
+    assert sorted(r["replayOf"] for r in replayed) == sorted(failed)
+    for run in replayed:
+        done = wait_run(service, run["runId"])
+        assert (done["status"], done["dagVersion"]) == ("completed", "1")
+        steps = {s["stepId"]: s for s in done["steps"]}
+        assert steps["extract"]["status"] == "succeeded"
+    one = ("--run-id", failed[0], "--resume", "--version", "1", "--wait")
+    again = ok_json("run", "replay", *one, "--reason", "once more", env=env)
+    assert (again["status"], again["replayOf"], again["dagVersion"]) == (
+        "completed",
+        failed[0],
+        "1",
+    )
+    acked = stella("deadletter", "ack", "--code", "LOADER_SCHEMA_MISMATCH", *note, env=env)
+    assert acked.returncode == 0, acked.stderr
+    codes = {g["code"] for g in ok_json("deadletter", "list", env=env)["items"]}
+    assert "LOADER_SCHEMA_MISMATCH" not in codes
+
+
+def test_bulk_cancel_dry_run_then_cancel_and_pause_all(service: Service) -> None:
+    """The operator guide's bulk lines: look with --dry-run, cancel, pause every schedule."""
+    env = service.env
+    ok_json("queue", "pause", "--reason", "hold the runs", env=env)
+    try:
+        ids = [start_run(service, "slow")["runId"] for _ in range(3)]
+        scope = ("--dag-id", "slow", "--status", "queued", "--reason", "bulk test")
+        plan = stella("run", "bulk-cancel", *scope, "--dry-run", env=env)
+        assert plan.returncode == 0, plan.stderr
+        assert plan.stdout.split() == ["RUN_ID", *ids] and "dry run" in plan.stderr
+        done = ok_json("run", "bulk-cancel", *scope, env=env)
+        assert [i["runId"] for i in done["items"]] == ids
+        assert {wait_run(service, r)["status"] for r in ids} == {"cancelled"}
+    finally:
+        resume_queue(service)
+    sid = ok_json(
+        "schedule", "create", "--dag-id", "hello", "--cron", YEARLY, "--reason", "x", env=env
+    )["scheduleId"]
+    paused = ok_json("schedule", "pause-all", "--reason", "freeze", env=env)["items"]
+    assert sid in [p["scheduleId"] for p in paused]
+    shown = ok_json("schedule", "show", "--id", sid, env=env)
+    assert shown["status"] == "paused"
+    ok_json("schedule", "delete", "--id", sid, "--reason", "cleanup", env=env)
+
+
+def test_run_events_prints_the_ledger_and_follows_a_run_to_its_end(service: Service) -> None:
+    env = service.env
+    run_id = start_run(service, "slow")["runId"]
+    followed = stella("run", "events", "--run-id", run_id, "--follow", "-o", "ndjson", env=env)
+    assert followed.returncode == 0, followed.stderr
+    entries = [json.loads(line) for line in followed.stdout.splitlines()]
+    assert [e["seq"] for e in entries] == list(range(1, len(entries) + 1))
+    assert entries[0]["type"] == "run.created" and entries[-1]["type"] == "run.completed"
+    table = stella("run", "events", "--run-id", run_id, env=env)
+    assert table.returncode == 0, table.stderr
+    lines = table.stdout.splitlines()
+    assert lines[0].split() == ["SEQ", "TIME", "TYPE", "STATUS", "STEP_ID", "ATTEMPT"]
+    assert len(lines) == len(entries) + 1
+    missing = stella("run", "events", "--run-id", "nope", env=env)
+    assert missing.returncode == 4
+
+
+def test_a_list_piped_into_a_reader_that_stops_ends_quietly(service: Service) -> None:
+    """`stella orch run list | head -1`: no `Broken pipe`, exit 0."""
+    proc = subprocess.Popen(
+        argv("run", "list", "--all"),
+        env=service.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # the reader is gone before anything is written
+    err = proc.stderr.read()
+    assert proc.wait(timeout=TIMEOUT) == 0, err
+    assert err == ""
+
+
+def test_drain_wait_on_a_paused_queue_says_why_it_waits(service: Service) -> None:
+    env = service.env
+    ok_json("queue", "pause", "--reason", "hold", env=env)
+    run_id = start_run(service, "hello")["runId"]
+    proc = subprocess.Popen(
+        argv("queue", "drain", "--wait", "--reason", "drain test"),
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stderr is not None
+        line = proc.stderr.readline()
+        assert "is paused" in line and "queue resume" in line, line
+    finally:
+        resume_queue(service)
+        proc.wait(timeout=TIMEOUT)
+    assert wait_run(service, run_id)["status"] == "completed"
 
 
 # --- audit ------------------------------------------------------------------------------------

@@ -225,10 +225,14 @@ async def test_runbook_scheduler_runaway_disable_clear_and_the_queue_drains(
     statuses = await api.sql("SELECT status FROM runs")
     assert len(statuses) == runs_after_disable
     assert {r["status"] for r in statuses} <= {"completed", "running"}
+    # The schedule paused itself when its version was disabled: no rejected trigger per tick.
     rejected = await api.sql(
         "SELECT COUNT(*) AS n FROM schedule_firings WHERE outcome = 'rejected_disabled'"
     )
-    assert rejected[0]["n"] >= 1
+    assert rejected[0]["n"] == 0
+    assert disabled.json()["pausedSchedules"] == [sid]
+    view = await api.get_json(A, f"/schedules/{sid}")
+    assert view["status"] == "paused" and "version 1 was disabled" in view["pausedReason"]
     new_run = await api.client.post(
         f"{BASE}/runs", json={"dagId": "runaway", "version": 1}, headers=headers
     )

@@ -17,6 +17,7 @@ from stellaorch.api.middleware import BodyLimitMiddleware, JsonDepthMiddleware, 
 from stellaorch.api.routers import (
     admin,
     audit,
+    bulk,
     bundles,
     dags,
     deadletter,
@@ -50,6 +51,7 @@ def authenticator_for(orch: Orchestrator) -> Authenticator:
         settings.audience,
         max_lifetime_seconds=settings.token_max_lifetime_seconds,
         issuer=settings.token_issuer,
+        reload=lambda: load_verification_keys(settings.keys_dir),
     )
     return Authenticator(settings, verifier)
 
@@ -95,6 +97,7 @@ def create_app(orch: Orchestrator, auth: Authenticator | None = None) -> FastAPI
     for module in (
         dags,
         stream,
+        bulk,
         runs,
         admin,
         ledger,

@@ -180,6 +180,11 @@ def error_from_response(response: httpx.Response, target: ApiTarget) -> RemoteEr
     message = str(error.get("message") or response.reason_phrase or "request failed")
     if status == 401 and not target.token:
         message += " (no token given: pass --token or set STELLA_TOKEN; see `stella orch token`)"
+    elif status == 401 and "expired" in message:
+        message += (
+            " (tokens last 1 h unless issued with --ttl: get a new one with "
+            "`stella orch token issue --tenant T --scope S [--ttl 12h]` and set STELLA_TOKEN)"
+        )
     details = error.get("details")
     return RemoteError(
         status,

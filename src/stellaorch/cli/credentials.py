@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import getpass
 import re
+import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,8 +92,8 @@ def prepare_auth(settings: Settings) -> None:
     where = "" if settings.keys_dir == DEFAULT_KEYS_DIR else f" --dir {settings.keys_dir}"
     say(f"generated signing key {kid} in {settings.keys_dir}")
     say(
-        f"get a token: stella orch token issue{where} --tenant {settings.default_tenant} "
-        "--scope orchestrator:admin"
+        f"get a token: {stella_command()} orch token issue{where} "
+        f"--tenant {settings.default_tenant} --scope orchestrator:admin"
     )
 
 
@@ -109,3 +111,14 @@ def prepare_dag_signing(settings: Settings) -> Ed25519PrivateKey:
     trusted = TrustStore(settings.trust_directory).add_public(key.public_key())
     say(f"DAG signing key {trusted.key_id} trusted in {settings.trust_directory}")
     return key
+
+
+def stella_command() -> str:
+    """How this shell can call the CLI: `stella` when it is on PATH, else the launcher this
+    process was started by (`.venv/bin/stella`), else the module through this interpreter."""
+    if shutil.which("stella"):
+        return "stella"
+    launcher = Path(sys.argv[0])
+    if launcher.name == "stella":
+        return str(launcher)
+    return f"{sys.executable} -m stellaorch.cli.main"

@@ -148,12 +148,15 @@ def _toggle(
     note: dags.OperatorNote,
     *,
     enabled: bool,
+    cancel_queued: bool = False,
 ) -> None:
     """Enable or disable one version."""
     dag_id, version = target
 
     async def work(client: ApiClient, out: Printer) -> None:
-        await dags.set_enabled(client, out, dag_id, version, enabled=enabled, note=note)
+        await dags.set_enabled(
+            client, out, dag_id, version, enabled=enabled, note=note, cancel_queued=cancel_queued
+        )
 
     run_remote(ctx, remote, work)
 
@@ -181,10 +184,29 @@ def _toggle_command(action: str, enabled: bool, summary: str) -> None:
     dag_app.command(action)(command)
 
 
-_toggle_command(
-    "disable", False, "Disable a version: no new runs (running ones finish); schedules stop."
-)
 _toggle_command("enable", True, "Enable a disabled version again.")
+
+
+@dag_app.command("disable")
+def dag_disable(
+    ctx: typer.Context,
+    dag_id: DagId,
+    version: Version,
+    reason: Reason,
+    cancel_queued: Annotated[
+        bool,
+        typer.Option("--cancel-queued", help="Also cancel the version's queued runs (max 500)."),
+    ] = False,
+    ticket: Ticket = None,
+    api_url: ApiUrl = None,
+    token: Token = None,
+    tenant: ClientTenant = None,
+    output: Output = OutputFormat.TABLE,
+) -> None:
+    """Disable a version: no new runs (running ones finish); its schedules pause, with why."""
+    remote = Remote(api_url, token, tenant, output)
+    note = dags.OperatorNote(reason, ticket)
+    _toggle(ctx, remote, (dag_id, version), note, enabled=False, cancel_queued=cancel_queued)
 
 
 @dag_app.command("rollback")

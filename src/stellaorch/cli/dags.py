@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from stellaorch.cli.client import ApiClient
 from stellaorch.cli.errors import UsageInvalid
 from stellaorch.cli.listing import Paging, print_pages
-from stellaorch.cli.output import print_json, say
+from stellaorch.cli.output import print_json, say, warn
 from stellaorch.cli.render import Printer
 from stellaorch.domain.errors import ValidationError
 from stellaorch.domain.limits import MAX_OPERATOR_REASON_CHARS, MAX_OPERATOR_TICKET_CHARS
@@ -165,8 +165,18 @@ async def set_enabled(
     *,
     enabled: bool,
     note: OperatorNote,
+    cancel_queued: bool = False,
 ) -> None:
-    """Enable or disable a version; disabled versions take no new runs."""
+    """Enable or disable a version; disabled versions take no new runs (`cancel_queued`:
+    its queued runs are cancelled too); say which schedules paused and runs were cancelled."""
     action = ":enable" if enabled else ":disable"
     path = version_path(dag_id, version, action)
-    printer.one("dag", await client.post(path, None, note.headers()))
+    body = {"cancelQueued": True} if cancel_queued else None
+    view = await client.post(path, body, note.headers())
+    printer.one("dag", view)
+    if view.get("pausedSchedules"):
+        warn(f"paused schedules: {', '.join(view['pausedSchedules'])}")
+    if cancel_queued:
+        warn(f"cancelled {len(view.get('cancelledRuns') or [])} queued run(s)")
+    if view.get("remaining"):
+        warn(f"{view['remaining']} more queued runs: cancel them with run bulk-cancel")

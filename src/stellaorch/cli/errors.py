@@ -11,6 +11,7 @@ from typing import Any, NoReturn
 
 import typer
 
+from stellaorch.cli.output import silence_stdout
 from stellaorch.domain.errors import (
     Conflict,
     NotFound,
@@ -190,6 +191,10 @@ def run_command(work: Coroutine[Any, Any, None], *, verbose: bool) -> NoReturn:
     """Run a command's coroutine and exit with the code its outcome maps to."""
     try:
         _run(work)
+    except BrokenPipeError:
+        # `stella orch run list | head -1`: the reader has what it wanted; not an error.
+        silence_stdout()
+        raise typer.Exit(int(ExitCode.OK)) from None
     except (Exception, KeyboardInterrupt) as exc:
         report(exc, verbose=verbose)
         raise typer.Exit(int(exit_code_for(exc))) from None

@@ -27,9 +27,10 @@ from stellaorch.cli.common import (
     run_local,
 )
 from stellaorch.cli.dag_commands import dag_app
+from stellaorch.cli.deadletter_commands import deadletter_app
 from stellaorch.cli.jsonlog import LogLevel, configure_logging
 from stellaorch.cli.ledger_commands import ledger_app
-from stellaorch.cli.ops_commands import audit_app, deadletter_app, quota_app
+from stellaorch.cli.ops_commands import audit_app, quota_app
 from stellaorch.cli.queue_commands import queue_app
 from stellaorch.cli.run_commands import run_app
 from stellaorch.cli.schedule_commands import schedule_app

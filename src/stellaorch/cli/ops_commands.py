@@ -1,4 +1,4 @@
-"""`stella orch deadletter|audit|quota …` over the API, and what the operations commands share.
+"""`stella orch audit|quota …` over the API, and what the operations commands share.
 
 The schedule and queue commands print through `OpsPrinter` too: its table columns, like those
 of render.py, are part of the CLI's interface (fixed order, only ever extended at the end).
@@ -84,6 +84,13 @@ OPS_COLUMNS: Mapping[str, tuple[tuple[str, str], ...]] = {
         ("DAG_VERSIONS", "dagVersions"),
         ("PLUGINS", "plugins"),
         ("SAMPLE_RUN_IDS", "sampleRunIds"),
+        ("ACKED_UNTIL", "acknowledgedUntilUtc"),
+    ),
+    "replayplan": (
+        ("REPLAY_OF", "replayOf"),
+        ("DAG_ID", "dagId"),
+        ("VERSION", "dagVersion"),
+        ("RESUME", "resume"),
     ),
     "audit": (
         ("TIME", "createdUtc"),
@@ -94,6 +101,9 @@ OPS_COLUMNS: Mapping[str, tuple[tuple[str, str], ...]] = {
         ("TICKET", "ticket"),
         ("REASON", "reason"),
     ),
+    "ack": (("CODE", "code"), ("ACKED_UNTIL", "acknowledgedUntilUtc")),
+    "cancelled": (("RUN_ID", "runId"),),
+    "paused": (("SCHEDULE_ID", "scheduleId"),),
     "auditexport": (("COUNT", "count"), ("SHA256", "sha256"), ("FILE", "file")),
 }
 
@@ -135,51 +145,6 @@ def run_ops(ctx: typer.Context, remote: Remote, command: OpsCommand) -> NoReturn
 def segment(value: str) -> str:
     """A path segment, escaped."""
     return quote(value, safe="")
-
-
-# --- dead letter ---------------------------------------------------------------------------------
-deadletter_app = group("Failed steps grouped by error code; replay a group.")
-
-
-@deadletter_app.command("list")
-def deadletter_list(
-    ctx: typer.Context,
-    page_size: PageSize = None,
-    page_token: PageToken = None,
-    every_page: AllPages = False,
-    api_url: ApiUrl = None,
-    token: Token = None,
-    tenant: ClientTenant = None,
-    output: Output = OutputFormat.TABLE,
-) -> None:
-    """Dead-lettered steps grouped by error.code: count, first/last seen, versions, plugins."""
-    paging = Paging(page_size, page_token, every_page)
-
-    async def work(client: ApiClient, out: OpsPrinter) -> None:
-        await print_pages(client, out, "deadletter", "/deadletter", {}, paging)
-
-    run_ops(ctx, Remote(api_url, token, tenant, output), work)
-
-
-@deadletter_app.command("replay")
-def deadletter_replay(
-    ctx: typer.Context,
-    code: Annotated[str, typer.Option("--code", help="The error.code of the group to replay.")],
-    reason: Reason,
-    ticket: Ticket = None,
-    api_url: ApiUrl = None,
-    token: Token = None,
-    tenant: ClientTenant = None,
-    output: Output = OutputFormat.TABLE,
-) -> None:
-    """Replay every failed run of a dead-letter group (new runs with replayOf)."""
-    note = OperatorNote(reason, ticket)
-
-    async def work(client: ApiClient, out: OpsPrinter) -> None:
-        path = f"/deadletter/{segment(code)}:replay"
-        out.result("run", await client.post(path, {"reason": reason}, note.headers()))
-
-    run_ops(ctx, Remote(api_url, token, tenant, output), work)
 
 
 # --- audit log -----------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import Any
 
@@ -25,3 +26,10 @@ def warn(line: str) -> None:
 def stderr_is_terminal() -> bool:
     """Whether a person is watching stderr (progress displays only make sense then)."""
     return sys.stderr.isatty()
+
+
+def silence_stdout() -> None:
+    """The reader of stdout went away (`| head`): point stdout at /dev/null so later writes
+    and the interpreter's final flush cannot fail again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())

@@ -14,7 +14,7 @@ from stellaorch.cli.client import ApiClient
 from stellaorch.cli.common import ApiUrl, ClientTenant, Output, Remote, Token, group
 from stellaorch.cli.dags import OperatorNote
 from stellaorch.cli.ops_commands import OpsPrinter, Reason, Ticket, run_ops, segment
-from stellaorch.cli.output import stderr_is_terminal
+from stellaorch.cli.output import stderr_is_terminal, warn
 from stellaorch.cli.render import OutputFormat
 
 queue_app = group("Per-tenant queues: depth, oldest age, in flight; pause, resume, drain.")
@@ -130,12 +130,19 @@ async def wait_drained(client: ApiClient) -> dict[str, Any]:
     progress = _bar() if stderr_is_terminal() else None
     task = progress.add_task(f"draining {tenant}", total=None) if progress else None
     most = 1
+    told = False
     if progress:
         progress.start()
     try:
         while True:
             row = await queue_of(client, tenant)
             depth, in_flight = _count(row, "depth"), _count(row, "inFlight")
+            if row.get("paused") and depth and not told:
+                warn(
+                    f"queue of {tenant} is paused: nothing is leased, so the depth ({depth}) "
+                    "cannot fall; waiting until `stella orch queue resume` (Ctrl-C to stop)"
+                )
+                told = True
             if progress is not None and task is not None:
                 most = max(most, depth + in_flight)
                 description = f"draining {tenant}: depth {depth}, in flight {in_flight}"

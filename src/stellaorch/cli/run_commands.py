@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from stellaorch.cli import runs
+from stellaorch.cli.client import ApiClient
 from stellaorch.cli.common import (
     AllPages,
     ApiUrl,
@@ -22,7 +23,10 @@ from stellaorch.cli.common import (
     run_remote,
 )
 from stellaorch.cli.listing import Paging
+from stellaorch.cli.ops_commands import OpsPrinter, run_ops
+from stellaorch.cli.output import warn
 from stellaorch.cli.render import OutputFormat
+from stellaorch.cli.run_events import print_events
 from stellaorch.cli.stream import print_stream, stream_params
 from stellaorch.domain.status import RunStatus, StepStatus
 
@@ -41,6 +45,22 @@ IdempotencyKey = Annotated[
     typer.Option(
         "--idempotency-key",
         help="Idempotency-Key header (default: a fresh UUID; reuse one to repeat safely).",
+    ),
+]
+ReplayVersion = Annotated[
+    str | None,
+    typer.Option(
+        "--version",
+        help="DAG version to replay onto (default: the original's; the latest enabled if "
+        "that one is disabled, e.g. after a rollback).",
+    ),
+]
+Resume = Annotated[
+    bool,
+    typer.Option(
+        "--resume",
+        help="Resume from the failed step: keep the outputs of steps that succeeded and are "
+        "unchanged in the target version (recorded step.reused); run the rest.",
     ),
 ]
 _STATUSES = sorted({s.value for s in RunStatus} | {s.value for s in StepStatus})
@@ -145,6 +165,8 @@ def run_replay(
     ctx: typer.Context,
     run_id: RunId,
     reason: Annotated[str, typer.Option(help="Why the run is repeated (required).")],
+    version: ReplayVersion = None,
+    resume: Resume = False,
     idempotency_key: IdempotencyKey = None,
     wait: Wait = False,
     api_url: ApiUrl = None,
@@ -152,8 +174,9 @@ def run_replay(
     tenant: ClientTenant = None,
     output: Output = OutputFormat.TABLE,
 ) -> None:
-    """Start a new run of the same DAG version with the same inputs (replayOf set)."""
-    job = runs.ReplayRun(run_id, reason, idempotency_key, wait)
+    """Start a new run with the same inputs (replayOf set), on the original's version or
+    --version, from the start or --resume'd from the failed step."""
+    job = runs.ReplayRun(run_id, reason, idempotency_key, wait, version, resume)
     remote = Remote(api_url, token, tenant, output)
     run_remote(ctx, remote, lambda client, out: runs.replay(client, out, job))
 
@@ -187,6 +210,23 @@ def run_logs(
     run_remote(ctx, remote, lambda client, out: runs.logs(client, out, run_id, step_id))
 
 
+@run_app.command("events")
+def run_events(
+    ctx: typer.Context,
+    run_id: RunId,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing new entries until the run ends.")
+    ] = False,
+    api_url: ApiUrl = None,
+    token: Token = None,
+    tenant: ClientTenant = None,
+    output: Output = OutputFormat.TABLE,
+) -> None:
+    """The run's ledger entries in chain order (its history); --follow waits for new ones."""
+    remote = Remote(api_url, token, tenant, output)
+    run_remote(ctx, remote, lambda client, out: print_events(client, out, run_id, follow))
+
+
 @run_app.command("stream")
 def run_stream(
     ctx: typer.Context,
@@ -206,3 +246,39 @@ def run_stream(
     params = stream_params(dag_id, status, run_id, after)
     remote = Remote(api_url, token, tenant)
     run_remote(ctx, remote, lambda client, _out: print_stream(client.target, params))
+
+
+@run_app.command("bulk-cancel")
+def run_bulk_cancel(
+    ctx: typer.Context,
+    reason: Annotated[str, typer.Option("--reason", help="Why, for each run's ledger (required).")],
+    dag_id: DagFilter = None,
+    version: Annotated[
+        str | None, typer.Option("--version", help="Only runs of this version (--dag-id).")
+    ] = None,
+    status: Annotated[str | None, typer.Option(help="queued or running (default: both).")] = None,
+    from_utc: Annotated[
+        str | None, typer.Option("--from", help="Created at or after (RFC 3339).")
+    ] = None,
+    to_utc: Annotated[str | None, typer.Option("--to", help="Created before (RFC 3339).")] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the runs it would cancel; change nothing.")
+    ] = False,
+    api_url: ApiUrl = None,
+    token: Token = None,
+    tenant: ClientTenant = None,
+    output: Output = OutputFormat.TABLE,
+) -> None:
+    """Cancel the queued/running runs matching the filter (at most 500 per call, oldest first)."""
+    given = {"dagId": dag_id, "version": version, "status": status, "from": from_utc, "to": to_utc}
+    body = {"reason": reason, "dryRun": dry_run, **{k: v for k, v in given.items() if v}}
+
+    async def work(client: ApiClient, out: OpsPrinter) -> None:
+        result = await client.post("/runs:cancel", body)
+        out.result("cancelled", result)
+        if dry_run:
+            warn("dry run: nothing was cancelled")
+        if result.get("remaining"):
+            warn(f"{result['remaining']} more runs match: repeat the command for the next ones")
+
+    run_ops(ctx, Remote(api_url, token, tenant, output), work)

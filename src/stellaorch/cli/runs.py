@@ -72,12 +72,23 @@ class ReplayRun:
     reason: str
     idempotency_key: str | None = None
     wait: bool = False
+    version: str | None = None
+    resume: bool = False
+
+
+def replay_body(reason: str, version: str | None, resume: bool) -> dict[str, Any]:
+    """The body of a replay request (run or dead-letter group)."""
+    body: dict[str, Any] = {"reason": reason, "resume": resume}
+    if version is not None:
+        body["version"] = version
+    return body
 
 
 async def replay(client: ApiClient, printer: Printer, job: ReplayRun) -> None:
-    """Start a new run with the same DAG version and inputs (replayOf is set)."""
+    """Start a new run with the same inputs (replayOf is set), resumed or from the start."""
     path = run_path(job.run_id, ":replay")
-    run = await _post_once(client, path, {"reason": job.reason}, job.idempotency_key)
+    body = replay_body(job.reason, job.version, job.resume)
+    run = await _post_once(client, path, body, job.idempotency_key)
     await _finish(client, printer, run, wait=job.wait)
 
 

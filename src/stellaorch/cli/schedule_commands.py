@@ -207,3 +207,23 @@ for _action, _summary in (
     ("delete", "Delete a schedule: it never fires again; its trigger history is kept."),
 ):
     _change_command(_action, _summary)
+
+
+@schedule_app.command("pause-all")
+def schedule_pause_all(
+    ctx: typer.Context,
+    reason: Reason,
+    ticket: Ticket = None,
+    api_url: ApiUrl = None,
+    token: Token = None,
+    tenant: ClientTenant = None,
+    output: Output = OutputFormat.TABLE,
+) -> None:
+    """Pause every active schedule of the tenant at once (resume them one by one)."""
+    note = OperatorNote(reason, ticket)
+
+    async def work(client: ApiClient, out: OpsPrinter) -> None:
+        result = await client.post("/schedules:pause", None, note.headers())
+        out.result("paused", {"items": [{"scheduleId": s} for s in result["paused"]]})
+
+    run_ops(ctx, Remote(api_url, token, tenant, output), work)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import sys
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
@@ -14,7 +12,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 
 from stellaorch.cli.client import ApiTarget, Params, error_from_body
 from stellaorch.cli.errors import ApiUnreachable, RemoteError, SettingsInvalid
-from stellaorch.cli.output import say
+from stellaorch.cli.output import say, silence_stdout
 
 STREAM_PATH = "/runs/stream"
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
@@ -125,13 +123,7 @@ async def print_stream(target: ApiTarget, params: Params) -> None:
             raise
         except BrokenPipeError:
             # The reader went away (`| head`): that ends the stream, it is not an error.
-            _silence_stdout()
-
-
-def _silence_stdout() -> None:
-    """Point stdout at /dev/null so the interpreter's final flush cannot fail again."""
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
+            silence_stdout()
 
 
 def parse_event(text: str) -> dict[str, Any] | None:

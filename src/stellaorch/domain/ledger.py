@@ -29,6 +29,7 @@ class EntryType(StrEnum):
     STEP_FAILED = "step.failed"
     STEP_CANCELLED = "step.cancelled"
     STEP_SKIPPED = "step.skipped"
+    STEP_REUSED = "step.reused"  # succeeded in the run a resumed replay replays; not executed
 
 
 # The entries that end a run: exactly one per run, always its last.

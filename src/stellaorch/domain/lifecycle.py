@@ -14,12 +14,13 @@ and attempts) and completing one (its steps' output hashes). The machine marks t
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from stellaorch.domain.canonical import canonical_json, hash_json, sha256_hex
 from stellaorch.domain.ledger import EntryType
 from stellaorch.domain.providers import format_utc
+from stellaorch.domain.resume import ReusedStep
 from stellaorch.domain.retry import backoff_delay_ms
 from stellaorch.domain.run_changes import RunChanges
 from stellaorch.domain.spec import CompiledDag
@@ -70,8 +71,14 @@ class RunLifecycle(RunChanges):
         return run.status not in TERMINAL_RUN and run_id not in self._ending
 
     # -- events ----------------------------------------------------------------------------
-    def create(self, run: RunRecord, dag: CompiledDag, data: Mapping[str, Any]) -> None:
-        """A new run: all its steps pending, its roots started."""
+    def create(
+        self,
+        run: RunRecord,
+        dag: CompiledDag,
+        data: Mapping[str, Any],
+        reused: Sequence[ReusedStep] = (),
+    ) -> None:
+        """A new run: all its steps pending, `reused` ones succeeded, the ready ones started."""
         self.track(run, dag)
         self._new_runs.append(run.run_id)
         for position, step_id in enumerate(dag.order):
@@ -88,7 +95,26 @@ class RunLifecycle(RunChanges):
             }
             self._status[key], self._deps[key] = StepStatus.PENDING.value, deps
         self._record(run, EntryType.RUN_CREATED, RunStatus.QUEUED.value, data=data)
-        self._start_steps(run, dag.roots)
+        self._start_steps(run, self._reuse(run, reused) if reused else dag.roots)
+
+    def _reuse(self, run: RunRecord, reused: Sequence[ReusedStep]) -> list[str]:
+        """Record kept steps (DAG order) succeeded with their earlier outputs; the steps
+        then ready, in DAG order."""
+        for step in reused:
+            self._set_step_status(
+                run,
+                step.step_id,
+                StepStatus.SUCCEEDED,
+                entry_type=EntryType.STEP_REUSED,
+                columns={"outputs_json": step.outputs_json, "outputs_hash": step.outputs_hash},
+                data={"outputsHash": step.outputs_hash, "reusedFrom": step.from_run},
+            )
+            run.output_bytes += len(step.outputs_json.encode("utf-8"))
+            self._new_outputs.setdefault(run.run_id, {})[step.step_id] = step.outputs_hash
+            self._outputs_json[(run.run_id, step.step_id)] = step.outputs_json
+            self._satisfy(run, step.step_id)
+        keys = [(run.run_id, s) for s in self._dags[run.run_id].order]
+        return [k[1] for k in keys if self._status[k] == StepStatus.PENDING and not self._deps[k]]
 
     def start_attempt(
         self,

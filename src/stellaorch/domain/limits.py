@@ -21,6 +21,9 @@ MAX_YAML_NODES = 200_000
 # X-Stella-Operator-Reason / -Ticket, kept in the audit log: a sentence and a ticket id.
 MAX_OPERATOR_REASON_CHARS = 1024
 MAX_OPERATOR_TICKET_CHARS = 128
+# Runs one bulk call (dead-letter replay, bulk cancel) acts on; the rest are reported
+# `remaining` and a repeat of the call takes the next ones (done ones are skipped).
+MAX_BULK_RUNS = 500
 
 # Possessive and with an optional closing quote, so an unterminated string ends the scan in
 # linear time instead of being retried from every later quote.

@@ -63,8 +63,10 @@ RUN_TRANSITIONS: Mapping[RunStatus, frozenset[RunStatus]] = MappingProxyType(
 
 STEP_TRANSITIONS: Mapping[StepStatus, frozenset[StepStatus]] = MappingProxyType(
     {
+        # pending -> succeeded: a resumed replay keeps the step's outputs from the run it
+        # replays (entry `step.reused`), without executing it.
         StepStatus.PENDING: frozenset(
-            {StepStatus.QUEUED, StepStatus.SKIPPED, StepStatus.CANCELLED}
+            {StepStatus.QUEUED, StepStatus.SKIPPED, StepStatus.CANCELLED, StepStatus.SUCCEEDED}
         ),
         StepStatus.QUEUED: frozenset(
             {StepStatus.RUNNING, StepStatus.SKIPPED, StepStatus.CANCELLED}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,7 +11,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from stellaorch.domain.audit import Operator
 from stellaorch.domain.canonical import canonical_json
-from stellaorch.domain.errors import DagDisabled, DagNotFound, DagVersionConflict
+from stellaorch.domain.errors import DagDisabled, DagNotFound, DagVersionConflict, SpecInvalid
 from stellaorch.domain.providers import Clock
 from stellaorch.domain.spec import (
     CompiledDag,
@@ -45,7 +46,16 @@ class Published:
 def load_directory(directory: Path) -> list[DagSpec]:
     """Parse every spec file directly inside `directory`, sorted by file name."""
     files = sorted(p for p in directory.iterdir() if p.suffix in SPEC_SUFFIXES)
-    return [load_spec_file(p) for p in files]
+    return [_load_named(p) for p in files]
+
+
+def _load_named(path: Path) -> DagSpec:
+    """One spec file; a refusal names the file it came from."""
+    try:
+        return load_spec_file(path)
+    except SpecInvalid as exc:
+        exc.message = f"{path}: {exc.message}"
+        raise
 
 
 def plugin_problems(
@@ -198,13 +208,17 @@ class DagCatalog:
         version: str,
         enabled: bool,
         operator: Operator | None = None,
+        before: Callable[[Connection, int], object] | None = None,
     ) -> DagVersionRow:
         """Enable or disable a version (never edits it); returns the version as it is now.
 
         An operator's change is audited as `dag.enable` or `dag.disable` of `dagId@version`.
+        `before` runs first in the same transaction when the version exists.
         """
 
         def work(conn: Connection) -> DagVersionRow:
+            if before is not None and dags.get_version(conn, tenant, dag_id, version) is not None:
+                before(conn, self._clock.now_us())
             if not dags.set_enabled(conn, tenant, dag_id, version, enabled):
                 raise DagNotFound(f"DAG {dag_id} version {version} not found")
             if operator is not None:

@@ -11,6 +11,7 @@ from stellaorch.domain.ledger import GENESIS_HASH, LedgerEntry
 from stellaorch.domain.spec import CompiledDag
 from stellaorch.domain.status import RunStatus
 from stellaorch.domain.transitions import RunRecord
+from stellaorch.engine import resume
 from stellaorch.engine.env import EngineEnv
 from stellaorch.engine.records import AuditEntry, record_audit
 from stellaorch.engine.requests import Created, RunRequest
@@ -71,7 +72,11 @@ def _keep_records(conn: Connection, now_us: int, req: RunRequest, result: Create
             target=result.run.run_id,
             reason=req.reason or "",
             ticket=req.ticket,
-            details={"replayOf": req.replay_of},
+            details={
+                "replayOf": req.replay_of,
+                "dagVersion": result.run.dag_version,
+                "resume": req.resume,
+            },
         )
         record_audit(conn, audit, now_us)
 
@@ -84,6 +89,12 @@ def _create_one(txn: Txn, req: RunRequest, key: RunKey, known: dict[RunKey, RunR
         if existing.inputs_hash != inputs_hash:
             raise RunTokenConflict(
                 f"runToken {key[2]} was already used for DAG {req.dag_id} with other inputs"
+            )
+        if req.version is not None and existing.dag_version != str(req.version):
+            raise RunTokenConflict(
+                f"runToken {key[2]} was already used for DAG {req.dag_id} version "
+                f"{existing.dag_version} (run {existing.run_id}), not version {req.version}; "
+                "use a new runToken"
             )
         return Created(existing, created=False)
     dag = txn.resolve(req.tenant, req.dag_id, req.version)
@@ -100,7 +111,10 @@ def _create_one(txn: Txn, req: RunRequest, key: RunKey, known: dict[RunKey, RunR
         **({"reason": req.reason} if req.reason is not None else {}),
         **({"actor": req.actor} if req.actor is not None else {}),
     }
-    txn.machine.create(run, dag, data)
+    reused = []
+    if req.resume and req.replay_of is not None:
+        reused = resume.reused_steps(txn.conn, txn.env, req.tenant, req.replay_of, dag)
+    txn.machine.create(run, dag, data, reused)
     return Created(run, created=True)
 
 

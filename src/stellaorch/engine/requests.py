@@ -30,6 +30,16 @@ class RunRequest:
     actor: str | None = None
     ticket: str | None = None
     idempotency: IdempotencyClaim | None = None  # its answer is kept in the same transaction
+    resume: bool = False  # a replay keeps the unchanged steps that succeeded in `replay_of`
+
+
+@dataclass(frozen=True)
+class ReplayTarget:
+    """Where a replay runs: a DAG version (None: the original's, or the latest enabled when
+    it is disabled), and whether it resumes from the failed step."""
+
+    version: str | None = None
+    resume: bool = False
 
 
 @dataclass(frozen=True)

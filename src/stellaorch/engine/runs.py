@@ -12,14 +12,14 @@ from stellaorch.domain.errors import NotFound, RunNotFound, ValidationError
 from stellaorch.domain.ledger import ChainReport, LedgerEntry
 from stellaorch.domain.run_diff import diff_runs
 from stellaorch.domain.status import TERMINAL_RUN
-from stellaorch.engine import recover
+from stellaorch.engine import recover, resume
 from stellaorch.engine.batching import CreateBatcher
 from stellaorch.engine.env import EngineEnv
 from stellaorch.engine.first_signal import FirstSignal, FirstSignals
-from stellaorch.engine.requests import Cancelled, Created, ReplayOrigin, RunRequest
+from stellaorch.engine.requests import Cancelled, Created, ReplayOrigin, ReplayTarget, RunRequest
 from stellaorch.engine.run_check import check_run
 from stellaorch.engine.views import run_summary, run_view, step_view, steps_view
-from stellaorch.store import Connection, blobs, runs
+from stellaorch.store import Connection, blobs, ledger, runs
 from stellaorch.store.runs import RunFilter as RunFilter
 from stellaorch.store.runs import RunState
 
@@ -159,28 +159,36 @@ class RunService:
         return found
 
     async def replay(
-        self, tenant: str, run_id: str, reason: str, *, origin: ReplayOrigin | None = None
+        self,
+        tenant: str,
+        run_id: str,
+        reason: str,
+        *,
+        origin: ReplayOrigin | None = None,
+        target: ReplayTarget | None = None,
     ) -> Created:
-        """A new run of the same DAG version and inputs, linked by `replayOf`; the reason and
-        the actor go into its ledger entry and the audit log."""
+        """A new run with the same inputs, linked by `replayOf`, on the target's version
+        (resumed: keeping the unchanged steps that succeeded); the reason and the actor go
+        into its ledger entry and the audit log."""
         if not reason.strip():
             raise ValidationError("a replay needs a reason")
-        origin = origin or ReplayOrigin()
-        original = await self.env.db.read(lambda c: _require(c, tenant, run_id))
-        request = RunRequest(
-            tenant=tenant,
-            dag_id=original.dag_id,
-            inputs=json.loads(original.inputs_json),
-            version=original.dag_version,
-            trigger="replay",
-            replay_of=run_id,
-            run_token=origin.run_token,
-            reason=reason,
-            actor=origin.actor,
-            ticket=origin.ticket,
-            idempotency=origin.idempotency,
+        origin, target = origin or ReplayOrigin(), target or ReplayTarget()
+        request = await self.env.db.read(
+            lambda c: resume.replay_request(c, tenant, run_id, reason, origin, target)
         )
         return await self.create(request)
+
+    async def events(
+        self, tenant: str, run_id: str, *, after: int = 0, limit: int = 50
+    ) -> list[dict[str, Any]]:
+        """The run's ledger entries after seq `after`, in chain order (entryHash included)."""
+
+        def work(conn: Connection) -> list[dict[str, Any]]:
+            _require(conn, tenant, run_id)
+            page = ledger.read_entries_page(conn, tenant, run_id, after, limit)
+            return [{**json.loads(e.body), "entryHash": e.entry_hash} for e in page]
+
+        return await self.env.db.read(work)
 
     async def status(self, tenant: str, run_id: str) -> str:
         """The run's current status."""

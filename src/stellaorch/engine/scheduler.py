@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from stellaorch.domain.errors import (
     DagDisabled,
@@ -31,6 +31,7 @@ from stellaorch.domain.status import TERMINAL_RUN
 from stellaorch.engine.env import EngineEnv
 from stellaorch.engine.requests import Created, RunRequest
 from stellaorch.engine.runs import RunService
+from stellaorch.engine.schedule_holds import disabled_reason, hold, system
 from stellaorch.engine.schedules import ACTIVE, inputs_of, new_firing, timing_of, version_enabled
 from stellaorch.store import Connection, controls, leases
 from stellaorch.store import schedules as store
@@ -275,6 +276,9 @@ class Scheduler:
             log.info("schedule.missed schedule_id=%s dropped=%d", row.schedule_id, plan.dropped)
         enabled = claim.version_enabled(conn, row) if plan.fire else True
         held = bool(plan.fire) and bool(controls.draining_tenants(conn, [row.tenant]))
+        if not (enabled or held):  # record the trigger once, then pause instead of each tick
+            plan = replace(plan, fire=plan.fire[:1])
+            hold(conn, row, system(disabled_reason(row)), now)
         for scheduled in plan.fire:
             outcome = Outcome.SKIPPED_DRAINING if held else self._decide(conn, row, enabled)
             if store.record_firing(conn, new_firing(row, scheduled, outcome, now)):

@@ -321,6 +321,7 @@ class ScheduleService:
             next_fire_us=next_fire,
             next_due_us=timing.due_us(next_fire),
             updated_us=now,
+            paused_reason=None,
         )
 
     def _delete(self, conn: Connection, row: ScheduleRow, now: int) -> None:

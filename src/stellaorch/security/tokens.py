@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,7 @@ from stellaorch.security.keys import VerificationKey, load_signing_key
 # here and then fail the admin change's write on PostgreSQL.
 MAX_SUBJECT_CHARS = 200
 DEFAULT_MAX_LIFETIME_SECONDS = 30 * 86400
+RELOAD_SECONDS = 1.0  # the least time between two reads of the key directory
 SCOPES = ("orchestrator:read", "orchestrator:write", "orchestrator:admin")
 # admin implies write implies read: an operator never needs three scopes for one job
 _IMPLIED = {
@@ -62,8 +63,13 @@ class TokenVerifier:
         *,
         max_lifetime_seconds: int = DEFAULT_MAX_LIFETIME_SECONDS,
         issuer: str | None = None,
+        reload: Callable[[], Mapping[str, VerificationKey]] | None = None,
     ) -> None:
         self._keys = dict(keys)
+        # Reads the keys again when a token names a kid not known yet (`keys generate` while
+        # the API runs), at most once per RELOAD_SECONDS so unknown kids cannot flood the disk.
+        self._reload = reload
+        self._reloaded_at = 0.0
         self._audience = audience
         self._max_lifetime = max_lifetime_seconds
         self._issuer = issuer
@@ -114,12 +120,23 @@ class TokenVerifier:
         if alg not in ("EdDSA", "RS256"):
             raise Unauthenticated(f"token algorithm {alg!r} is not accepted")
         key = self._keys.get(str(kid)) if kid else None
+        if key is None and kid and self._reload_keys():
+            key = self._keys.get(str(kid))
         if key is None and not kid:
             matching = [k for k in self._keys.values() if k.algorithm == alg]
             key = matching[0] if len(matching) == 1 else None
         if key is None or key.algorithm != alg:
             raise Unauthenticated("token is not signed by a trusted key")
         return key
+
+    def _reload_keys(self) -> bool:
+        """Read the keys again unless that was done less than RELOAD_SECONDS ago."""
+        now = time.monotonic()
+        if self._reload is None or now - self._reloaded_at < RELOAD_SECONDS:
+            return False
+        self._reloaded_at = now
+        self._keys = dict(self._reload())
+        return True
 
 
 def _epoch_seconds(claims: Mapping[str, Any], name: str) -> float | None:

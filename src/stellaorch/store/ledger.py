@@ -48,3 +48,17 @@ def read_entries(conn: Connection, tenant: str, run_id: str) -> Iterator[StoredE
     )
     for seq, body, entry_hash in conn.execute(query):
         yield StoredEntry(run_id, seq, body, entry_hash)
+
+
+def read_entries_page(
+    conn: Connection, tenant: str, run_id: str, after_seq: int, limit: int
+) -> list[StoredEntry]:
+    """select_entries_after: a run's entries after `after_seq` in chain order, at most `limit`."""
+    c = ledger_entries.c
+    query = (
+        select(c.seq, c.body, c.entry_hash)
+        .where(c.tenant == tenant, c.run_id == run_id, c.seq > after_seq)
+        .order_by(c.seq)
+        .limit(limit)
+    )
+    return [StoredEntry(run_id, seq, body, h) for seq, body, h in conn.execute(query)]

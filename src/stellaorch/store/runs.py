@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
-from sqlalchemy import Connection, Row, Select, Update, bindparam, select, tuple_, update
+from sqlalchemy import Connection, Row, Select, Update, bindparam, func, select, tuple_, update
 
 from stellaorch.domain.transitions import RunRecord, StepFact
 from stellaorch.store.bulk import execute_many, fetch_all, fetch_mappings, insert_rows
@@ -276,6 +276,39 @@ class RunFilter:
     status: str | None = None
     from_us: int | None = None
     to_us: int | None = None
+    dag_version: str | None = None
+
+
+def _filtered(query: Select[Any], where: RunFilter) -> Select[Any]:
+    """The filter's predicates (tenant always) on a query of `runs`."""
+    c = runs.c
+    query = query.where(c.tenant == where.tenant)
+    if where.dag_id is not None:
+        query = query.where(c.dag_id == where.dag_id)
+    if where.dag_version is not None:
+        query = query.where(c.dag_version == where.dag_version)
+    if where.status is not None:
+        query = query.where(c.status == where.status)
+    if where.from_us is not None:
+        query = query.where(c.created_us >= where.from_us)
+    if where.to_us is not None:
+        query = query.where(c.created_us < where.to_us)
+    return query
+
+
+def live_run_ids(conn: Connection, where: RunFilter, live: Sequence[str], limit: int) -> list[str]:
+    """select_live_runs: ids of runs in the filter with a `live` status, oldest first."""
+    c = runs.c
+    query = _filtered(select(c.run_id), where).where(c.status.in_(list(live)))
+    query = query.order_by(c.created_us, c.run_id).limit(limit)
+    return [str(r) for (r,) in conn.execute(query)]
+
+
+def count_live_runs(conn: Connection, where: RunFilter, live: Sequence[str]) -> int:
+    """count_live_runs: how many runs in the filter have a `live` status."""
+    c = runs.c
+    query = _filtered(select(func.count()).select_from(runs), where).where(c.status.in_(list(live)))
+    return int(conn.execute(query).scalar_one())
 
 
 def list_runs(
@@ -283,15 +316,7 @@ def list_runs(
 ) -> list[RunState]:
     """Runs of a tenant, newest created first, then by run id descending; keyset-paged."""
     c = runs.c
-    query = select(runs).where(c.tenant == where.tenant)
-    if where.dag_id is not None:
-        query = query.where(c.dag_id == where.dag_id)
-    if where.status is not None:
-        query = query.where(c.status == where.status)
-    if where.from_us is not None:
-        query = query.where(c.created_us >= where.from_us)
-    if where.to_us is not None:
-        query = query.where(c.created_us < where.to_us)
+    query = _filtered(select(runs), where)
     if after is not None:
         query = query.where(tuple_(c.created_us, c.run_id) < tuple_(after[0], after[1]))
     query = query.order_by(c.created_us.desc(), c.run_id.desc()).limit(limit)

@@ -38,6 +38,7 @@ class ScheduleRow:
     last_fire_us: int | None
     created_us: int
     updated_us: int
+    paused_reason: str | None = None  # why it paused itself (a disabled version)
 
 
 @dataclass(frozen=True)

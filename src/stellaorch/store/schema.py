@@ -263,6 +263,7 @@ schedules = Table(
     Column("catchup_window_seconds", Integer, nullable=False),
     Column("jitter_seconds", Integer, nullable=False),
     Column("status", String(16), nullable=False),  # active | paused | deleted (soft)
+    Column("paused_reason", String(200), nullable=True),  # why it paused itself (0010)
     Column("next_fire_us", BigInteger, nullable=True),  # next trigger's scheduled time
     Column("next_due_us", BigInteger, nullable=True),  # ... plus its jitter
     Column("last_fire_us", BigInteger, nullable=True),
@@ -273,6 +274,19 @@ schedules = Table(
 Index("ix_schedules_tenant_id", schedules.c.tenant, schedules.c.schedule_id)
 # scheduler: active schedules whose next trigger is due, earliest first
 Index("ix_schedules_status_due", schedules.c.status, schedules.c.next_due_us)
+
+# A dead-letter group acknowledged as handled: its failures up to `acked_until_us` are hidden
+# from the default view (newer ones show again). One row per (tenant, code).
+deadletter_acks = Table(
+    "deadletter_acks",
+    metadata,
+    Column("tenant", String(128), nullable=False),
+    Column("code", String(128), nullable=False),
+    Column("acked_until_us", BigInteger, nullable=False),
+    Column("actor", String(200), nullable=False),
+    Column("reason", Text, nullable=False),
+    PrimaryKeyConstraint("tenant", "code"),
+)
 
 schedule_firings = Table(
     "schedule_firings",

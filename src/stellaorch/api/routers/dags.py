@@ -6,6 +6,7 @@ import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query, Request, Response
+from pydantic import BaseModel, ConfigDict
 
 from stellaorch.api.auth import AdminCaller, Caller, ReadCaller
 from stellaorch.api.idempotency import idempotent
@@ -13,7 +14,10 @@ from stellaorch.api.paging import PageSize, PageToken, decode_position, encode_t
 from stellaorch.api.state import orchestrator
 from stellaorch.domain.providers import format_utc
 from stellaorch.domain.spec import parse_spec
+from stellaorch.engine import schedule_holds
+from stellaorch.engine.bulk_cancel import cancel_matching
 from stellaorch.engine.catalog import DagVersionRow
+from stellaorch.engine.runs import RunFilter
 
 router = APIRouter(tags=["dags"])
 ID = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
@@ -97,15 +101,34 @@ async def _set_enabled(
     return dag_view(row)
 
 
+class DisableVersion(BaseModel):
+    """Optional body of POST /dags/{dagId}/{version}:disable."""
+
+    model_config = ConfigDict(extra="forbid")
+    cancelQueued: bool = False  # also cancel the version's queued runs (at most 500)
+
+
 @router.post("/dags/{dagId}/{version}:disable")
 async def disable_dag(
     dagId: str,
     version: str,
     request: Request,
     caller: AdminCaller,
+    body: DisableVersion | None = None,
 ) -> dict[str, Any]:
-    """Disable a version: no new runs; running runs finish."""
-    return await _set_enabled(request, caller, dagId, version, False)
+    """Disable a version: no new runs; running runs finish; schedules that would run it (or
+    fall back from it) pause with the reason; `cancelQueued` cancels its queued runs."""
+    orch = orchestrator(request)
+    row, paused = await schedule_holds.disable(
+        orch.env, caller.tenant, dagId, version, caller.operator
+    )
+    view = {**dag_view(row), "pausedSchedules": paused}
+    if body is not None and body.cancelQueued:
+        where = RunFilter(caller.tenant, dagId, "queued", dag_version=version)
+        operator = caller.operator
+        done = await cancel_matching(orch.env, orch.runs, where, operator)
+        view |= {"cancelledRuns": done.run_ids, "remaining": done.remaining}
+    return view
 
 
 @router.post("/dags/{dagId}/{version}:enable")

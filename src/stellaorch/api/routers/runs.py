@@ -23,12 +23,13 @@ from stellaorch.domain.errors import RunTokenConflict, ValidationError
 from stellaorch.domain.providers import parse_utc
 from stellaorch.domain.status import RunStatus
 from stellaorch.engine.records import IdempotencyClaim
-from stellaorch.engine.requests import ReplayOrigin, RunRequest
+from stellaorch.engine.requests import ReplayOrigin, ReplayTarget, RunRequest
 from stellaorch.engine.runs import RunFilter
 from stellaorch.engine.views import run_summary
 
 router = APIRouter(tags=["runs"])
-ID = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+MAX_SEQ = 2**62  # a ledger seq fits a signed 64-bit column; larger would only overflow
+ID = r"^[a-z0-9][a-z0-9._-]{0,127}$"  # a dagId as SPEC §1 and the spec model define it
 
 
 class StartRun(BaseModel):
@@ -49,10 +50,17 @@ class CancelRun(BaseModel):
 
 
 class ReplayRun(BaseModel):
-    """Body of POST /runs/{runId}:replay."""
+    """Body of POST /runs/{runId}:replay (and of a dead-letter group's replay)."""
 
     model_config = ConfigDict(extra="forbid")
     reason: str = Field(min_length=1, max_length=2000)
+    version: str | int | None = None  # default: the original's, or the latest enabled
+    resume: bool = False  # keep the unchanged steps that succeeded in the original run
+
+    def target(self) -> ReplayTarget:
+        """Where the replay runs."""
+        version = None if self.version is None else str(self.version)
+        return ReplayTarget(version=version, resume=self.resume)
 
 
 @router.post("/runs", status_code=201)
@@ -108,15 +116,16 @@ async def list_runs(
         caller.tenant,
         dagId,
         status.value if status else None,
-        _time(from_, "from"),
-        _time(to, "to"),
+        parse_time(from_, "from"),
+        parse_time(to, "to"),
     )
     after = decode_position(page_token, (int, str))
     items, cursor = await orchestrator(request).runs.page(where, limit=page_size, after=after)
     return {"items": items, "nextPageToken": encode_token(list(cursor)) if cursor else None}
 
 
-def _time(text: str | None, name: str) -> int | None:
+def parse_time(text: str | None, name: str) -> int | None:
+    """An optional RFC 3339 query value as microseconds (400 if it is not one)."""
     if text is None:
         return None
     try:
@@ -189,7 +198,9 @@ async def replay_run(
     request: Request,
     caller: WriteCaller,
 ) -> Response:
-    """A new run of the same DAG version and inputs, with replayOf set; reason required."""
+    """A new run with the same inputs and replayOf set, on the original's version or the one
+    named (default when disabled: the latest enabled); `resume` keeps unchanged succeeded
+    steps; reason required."""
 
     async def act(claim: IdempotencyClaim | None) -> tuple[int, Any, bool]:
         origin = ReplayOrigin(
@@ -200,11 +211,30 @@ async def replay_run(
         )
         with _key_conflicts(derived=claim is not None):
             created = await orchestrator(request).runs.replay(
-                caller.tenant, runId, body.reason, origin=origin
+                caller.tenant, runId, body.reason, origin=origin, target=body.target()
             )
         return 201, run_summary(created.run), not created.created
 
     return await idempotent_run(request, caller, body.model_dump(), act)
+
+
+@router.get("/runs/{runId}/events")
+async def list_events(
+    runId: str,
+    request: Request,
+    caller: ReadCaller,
+    page_size: PageSize = 50,
+    page_token: PageToken = None,
+    after: Annotated[int, Query(ge=0, le=MAX_SEQ)] = 0,
+) -> dict[str, Any]:
+    """The run's ledger entries in chain order (after seq `after`), a page at a time."""
+    position = decode_position(page_token, (int,))
+    start = int(position[0]) if position else after
+    items = await orchestrator(request).runs.events(
+        caller.tenant, runId, after=start, limit=page_size + 1
+    )
+    page, more = items[:page_size], len(items) > page_size
+    return {"items": page, "nextPageToken": encode_token([page[-1]["seq"]]) if more else None}
 
 
 @router.get("/runs/{runId}/steps")

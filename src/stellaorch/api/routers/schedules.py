@@ -70,6 +70,7 @@ def schedule_view(row: ScheduleRow) -> dict[str, Any]:
         "lastFireUtc": format_utc(row.last_fire_us),
         "createdUtc": format_utc(row.created_us),
         "updatedUtc": format_utc(row.updated_us),
+        "pausedReason": row.paused_reason,
     }
 
 

@@ -20,6 +20,7 @@ from stellaorch.domain.providers import worker_identity
 from stellaorch.domain.status import AttemptStatus
 from stellaorch.engine import claim, complete, recover
 from stellaorch.engine.env import EngineEnv
+from stellaorch.engine.redact_outcome import redacted
 from stellaorch.engine.requests import Lease, Outcome
 from stellaorch.plugins.base import PluginRegistry, StepContext, check_outputs
 from stellaorch.store.notify import Topic
@@ -204,7 +205,7 @@ class Worker:
     # -- executing -----------------------------------------------------------------------
     async def _execute(self, lease: Lease) -> None:
         try:
-            outcome = await self._attempt(lease)
+            outcome = redacted(await self._attempt(lease))
         except asyncio.CancelledError:
             self._room.set()  # no outcome follows, so no completion claims for this slot
             return  # run cancelled, lease revoked, or shutdown: the store already knows
@@ -245,6 +246,7 @@ class Worker:
             trace_id=lease.trace_id,
             network=tuple(lease.step.network),
             resources=dict(lease.step.resources or {}),
+            secrets=lease.secrets.values,
         )
 
     # -- completing ----------------------------------------------------------------------

@@ -24,6 +24,7 @@ from stellaorch.api.routers import (
     rollback,
     runs,
     schedules,
+    secrets,
     stream,
 )
 from stellaorch.engine.app import Orchestrator
@@ -102,6 +103,7 @@ def create_app(orch: Orchestrator, auth: Authenticator | None = None) -> FastAPI
         deadletter,
         audit,
         rollback,
+        secrets,
     ):
         app.include_router(module.router, prefix=BASE)
     app.include_router(admin.root_router)

@@ -16,6 +16,9 @@ from stellaorch.engine.queues import QueueService
 from stellaorch.engine.runs import RunService
 from stellaorch.engine.scheduler import Scheduler
 from stellaorch.engine.schedules import ScheduleService
+from stellaorch.engine.secret_vault import SecretVault
+from stellaorch.engine.secrets import SecretService
+from stellaorch.engine.warm import Warming
 from stellaorch.engine.worker import Worker
 from stellaorch.settings import Settings
 from stellaorch.store.database import Database, StoreOptions
@@ -35,6 +38,9 @@ class Orchestrator:
         self.audit = AuditService(env)
         self.dead_letter = DeadLetterService(env)
         self.exports = LedgerExport(env.db)
+        self.secrets = SecretService(env)
+        self.warming = Warming(env)
+        self._unlisten_warm: Callable[[], None] | None = None
         self._worker: Worker | None = None
         self._worker_task: asyncio.Task[None] | None = None
         self.schedules = ScheduleService(env)
@@ -50,6 +56,7 @@ class Orchestrator:
         writes to it (StoreCorrupt, StoreNotStella); only a missing SQLite file is created.
         """
         settings = settings or Settings()
+        SecretVault(settings).check()  # a key file others can read: refuse, say why
         missing = admit_store(settings)
         if missing is not None and migrate:
             create_sqlite_file(missing, settings.sqlite_busy_timeout_ms)
@@ -87,6 +94,8 @@ class Orchestrator:
     def start_worker(self, *, concurrency: int | None = None) -> Worker:
         """Start an in-process worker on the running event loop."""
         self._worker = Worker(self.env, self.plugins, concurrency=concurrency)
+        self.warming.identity = self._worker.worker_id
+        self._unlisten_warm = self.warming.listen(asyncio.get_running_loop())
         self._worker_task = asyncio.create_task(self._worker.run())
         return self._worker
 
@@ -94,6 +103,9 @@ class Orchestrator:
         """Stop the worker: in-flight attempts finish or are released for another worker."""
         worker, task = self._worker, self._worker_task
         self._worker, self._worker_task = None, None
+        if self._unlisten_warm is not None:
+            self._unlisten_warm()
+            self._unlisten_warm = None
         if worker is None or task is None or task.done():
             return  # a task that already ended was reported by whoever watched it
         worker.stop()

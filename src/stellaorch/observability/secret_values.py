@@ -1,7 +1,7 @@
 """Redaction of known secret values, in the encodings a script would print them in.
 
 `ValueRedactor` replaces every occurrence of a value, raw or base64 (standard, URL-safe, with
-or without padding), URL-encoded, JSON-escaped or hex, by the redaction marker. A log cut by
+or without padding), URL-encoded, JSON-escaped, Python-repr'd or hex, by the marker. A log cut by
 its size cap may end in the first part of a value: that part is replaced too. The process-wide
 `KNOWN_SECRETS` holds every value this process resolved, for the service's own log records.
 """
@@ -36,6 +36,7 @@ def encodings(value: str) -> set[str]:
         json.dumps(value)[1:-1],
         json.dumps(value, ensure_ascii=False)[1:-1],
         raw.hex(),
+        repr(value)[1:-1],  # what Python prints for a value inside a repr'd container
     }
     forms |= {form.rstrip("=") for form in forms}
     return {form for form in forms if form}

@@ -30,9 +30,12 @@ class SecretListing:
 
     def document(self) -> dict[str, Any]:
         """The listing entry as JSON (never a value)."""
+        current = self.versions[-1]
         return {
             "name": self.name,
-            "currentVersion": self.versions[-1].version,
+            "currentVersion": current.version,
+            "updatedUtc": format_utc(current.created_us),
+            "updatedBy": current.created_by,
             "versions": [
                 {
                     "version": r.version,

@@ -71,6 +71,9 @@ class Keyring:
     def open(self, sealed: Sealed, tenant: str, name: str, version: int) -> bytes:
         """Decrypt a value; SecretCorrupt (naming the secret, never bytes of it) on failure."""
         self._load(create=False)
+        if sealed.kek_id not in self._keys:
+            self.reload()  # the key was rotated by another process since we read the file
+            self._load(create=False)
         key = self._keys.get(sealed.kek_id)
         where = f"secret {name!r} version {version}"
         if key is None:
@@ -80,6 +83,11 @@ class Keyring:
             return AESGCM(key).decrypt(nonce, body, associated_data(tenant, name, version))
         except (InvalidTag, ValueError):
             raise SecretCorrupt(f"{where} cannot be decrypted: the ciphertext is damaged") from None
+
+    def reload(self) -> None:
+        """Forget the keys read so far; the next use reads the key files again."""
+        self._keys.clear()
+        self._current = None
 
     @property
     def current_id(self) -> str:

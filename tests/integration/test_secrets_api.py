@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -9,6 +10,8 @@ import pytest
 pytest.register_assert_rewrite("api_fixtures")
 pytest_plugins = ("api_fixtures",)
 from api_fixtures import ADMIN, BASE, READ, WRITE, Api, MakeApi, assert_envelope, spec  # noqa: E402
+
+from stellaorch.plugins.base import PluginResult, StepContext  # noqa: E402
 
 A, B = "acme", "bravo"
 VALUE = "first-Secret-value-0001"
@@ -220,3 +223,71 @@ async def test_warm_needs_a_reason(api: Api) -> None:
 async def test_only_admins_list_secrets(api: Api) -> None:
     response = await api.client.get(f"{BASE}/secrets", headers=api.headers(A, scopes=[ADMIN]))
     assert response.status_code == 200
+
+
+class SeesSecrets:
+    """A plugin that reports which secret names its context carried (never the values)."""
+
+    name, version = "sees", "1"
+
+    async def run(self, ctx: StepContext) -> PluginResult:
+        """Outputs: the sorted names in ctx.secrets."""
+        return PluginResult(outputs={"names": sorted(ctx.secrets)})
+
+
+async def test_secrets_reach_only_the_step_that_declares_them(api: Api) -> None:
+    api.orchestrator.plugins.register(SeesSecrets())
+    await put(api, A, "api-key", VALUE)
+    steps = [
+        {"id": "use", "plugin": "sees", "with": {"k": "${secrets.api-key}"}},
+        {"id": "next", "plugin": "sees"},
+    ]
+    await api.publish(A, spec("two", steps, [("use", "next")]))
+    api.start_worker()
+    run = await api.start(A, "two")
+    assert await api.wait(A, run["runId"]) == "completed"
+    rows = await api.sql(
+        "SELECT step_id, outputs_json FROM step_executions WHERE run_id = :r ORDER BY step_id",
+        r=run["runId"],
+    )
+    assert [(r["step_id"], r["outputs_json"]) for r in rows] == [
+        ("next", '{"names":[]}'),
+        ("use", '{"names":["api-key"]}'),
+    ]
+
+
+async def test_a_running_attempt_keeps_its_value_when_the_secret_is_deleted(
+    make_api: MakeApi,
+) -> None:
+    api = await make_api(sandbox="off")
+    await put(api, A, "api-key", NEW_VALUE)
+    check = f'sleep 1; if [ "$S" = "{NEW_VALUE}" ]; then echo kept; else exit 3; fi'
+    step = {
+        "id": "use",
+        "plugin": "script",
+        "with": {"command": ["/bin/sh", "-c", check], "env": {"S": "${secrets.api-key}"}},
+    }
+    await api.publish(A, spec("slow", [step]))
+    api.start_worker()
+    run = await api.start(A, "slow")
+    for _ in range(500):  # until the attempt runs (it holds the value by then)
+        if (await api.get_json(A, f"/runs/{run['runId']}/steps/use"))["status"] == "running":
+            break
+        await asyncio.sleep(0.02)
+    deleted = await api.client.delete(f"{BASE}/secrets/api-key", headers=api.headers(A))
+    assert deleted.status_code == 204
+    assert await api.wait(A, run["runId"]) == "completed"
+
+
+async def test_a_corrupt_ciphertext_fails_the_attempt_with_a_clear_error(api: Api) -> None:
+    api.orchestrator.plugins.register(SeesSecrets())
+    await put(api, A, "api-key", VALUE)
+    await api.sql("UPDATE secret_versions SET ciphertext = :c", c=b"\x00" * 40)
+    await api.publish(
+        A, spec("d", [{"id": "use", "plugin": "sees", "with": {"k": "${secrets.api-key}"}}])
+    )
+    api.start_worker()
+    step = await run_to_end(api, A, "d")
+    assert step["error"]["code"] == "SECRET_CORRUPT"
+    assert "'api-key' version 1" in step["error"]["message"]
+    assert VALUE not in str(step) and step["error"]["retryable"] is False

@@ -40,7 +40,6 @@ class Orchestrator:
         self.exports = LedgerExport(env.db)
         self.secrets = SecretService(env)
         self.warming = Warming(env)
-        self._unlisten_warm: Callable[[], None] | None = None
         self._worker: Worker | None = None
         self._worker_task: asyncio.Task[None] | None = None
         self.schedules = ScheduleService(env)
@@ -93,9 +92,10 @@ class Orchestrator:
 
     def start_worker(self, *, concurrency: int | None = None) -> Worker:
         """Start an in-process worker on the running event loop."""
-        self._worker = Worker(self.env, self.plugins, concurrency=concurrency)
+        self._worker = Worker(
+            self.env, self.plugins, concurrency=concurrency, listeners=[self.warming.listen]
+        )
         self.warming.identity = self._worker.worker_id
-        self._unlisten_warm = self.warming.listen(asyncio.get_running_loop())
         self._worker_task = asyncio.create_task(self._worker.run())
         return self._worker
 
@@ -103,9 +103,6 @@ class Orchestrator:
         """Stop the worker: in-flight attempts finish or are released for another worker."""
         worker, task = self._worker, self._worker_task
         self._worker, self._worker_task = None, None
-        if self._unlisten_warm is not None:
-            self._unlisten_warm()
-            self._unlisten_warm = None
         if worker is None or task is None or task.done():
             return  # a task that already ended was reported by whoever watched it
         worker.stop()

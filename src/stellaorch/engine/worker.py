@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 
@@ -29,6 +29,8 @@ from stellaorch.store.retries import outlast
 log = logging.getLogger("stellaorch.worker")
 
 _WAKES = frozenset({EntryType.STEP_QUEUED, EntryType.STEP_RETRYING})
+# Subscribes to the store's notifications on the worker's loop; returns the unsubscribe.
+Listen = Callable[[asyncio.AbstractEventLoop], Callable[[], None]]
 
 
 @dataclass
@@ -47,8 +49,11 @@ class Worker:
         *,
         worker_id: str | None = None,
         concurrency: int | None = None,
+        listeners: Sequence[Listen] = (),
     ) -> None:
         self.env = env
+        # Started after the worker's own WORK subscription (which starts the listen thread).
+        self._listeners = tuple(listeners)
         self.plugins = plugins
         self.worker_id = worker_id or worker_identity()
         self.concurrency = concurrency or env.settings.worker_concurrency
@@ -69,6 +74,7 @@ class Worker:
         unsubscribe = self.env.bus.subscribe(self._on_entry)
         on_work = self._on_notified(asyncio.get_running_loop())
         unlisten = self.env.notifier.subscribe(Topic.WORK, on_work)
+        unlisten_others = [listen(asyncio.get_running_loop()) for listen in self._listeners]
         loops = [
             _resilient(self._claim_loop, self._stopping),
             self._complete_loop(),
@@ -89,6 +95,8 @@ class Worker:
             stopping.cancel()
             unsubscribe()
             unlisten()
+            for remove in unlisten_others:
+                remove()
 
     def stop(self) -> None:
         """Ask the worker to stop taking work."""

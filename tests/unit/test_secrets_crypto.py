@@ -80,6 +80,8 @@ def test_a_key_file_of_the_wrong_size_is_refused(keyring: Keyring) -> None:
     keyring.path.write_text(base64.b64encode(b"short").decode())
     keyring.path.chmod(0o600)
     with pytest.raises(SecretKeyInvalid, match="32 bytes"):
+        keyring.check()
+    with pytest.raises(SecretKeyInvalid, match="32 bytes"):
         keyring.seal(VALUE, "acme", "db", 1)
 
 

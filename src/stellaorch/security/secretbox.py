@@ -55,10 +55,10 @@ class Keyring:
     _current: str | None = None
 
     def check(self) -> None:
-        """Refuse a key file (or a pending next key) with permissions looser than 0600."""
+        """Refuse a key file (or a pending next key) looser than 0600, unreadable or mis-sized."""
         for candidate in (self.path, next_path(self.path)):
             if candidate.exists():
-                _check_mode(candidate)
+                read_key_file(candidate)
 
     def seal(self, plaintext: bytes, tenant: str, name: str, version: int) -> Sealed:
         """Encrypt a value for (tenant, name, version) under the current KEK."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, quote_plus
@@ -175,3 +175,33 @@ async def test_no_form_is_in_the_service_log(
     assert b"echo " + REDACTED.encode() in lines
     assert b"plugin crashed" in lines and b"bad token " + REDACTED.encode() in lines
     assert found_in(lines, [VALUE]) == []
+
+
+async def dump_tables(api: Api) -> bytes:
+    """Every row of every table of the store's schema as text (bytea as hex), like a dump."""
+    tables = await api.sql(
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()"
+    )
+    rows: list[str] = []
+    for table in sorted(t["table_name"] for t in tables):
+        found = await api.sql(f'SELECT t::text AS row FROM "{table}" t')
+        rows += [r["row"] for r in found]
+    return "\n".join(rows).encode()
+
+
+async def test_no_form_is_in_a_postgresql_dump(
+    pg_store_url: Callable[[], str], keys_dir: Path
+) -> None:
+    async with open_api(pg_store_url(), keys_dir, sandbox="off") as api:
+        api.orchestrator.plugins.register(CrashWithTheSecret())
+        await put(api, OLD)
+        await put(api, VALUE)
+        await api.publish(A, leaking_dag())
+        api.start_worker()
+        run = await api.start(A, "leaky")
+        await api.wait(A, run["runId"])
+        await api.stop_worker()
+        dump = await dump_tables(api)
+    assert run["runId"].encode() in dump and REDACTED.encode() in dump
+    hexes = [v.encode().hex().encode() for v in (OLD, VALUE)]
+    assert found_in(dump, [OLD, VALUE]) == [] and not [h for h in hexes if h in dump]

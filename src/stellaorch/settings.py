@@ -69,6 +69,10 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8440, ge=1, le=65535)
     keys_dir: Path = Path(".stella/keys")
+    # The key-encryption key of secrets (mode 0600, created on first use); unset: in keys_dir.
+    secrets_key_file: Path | None = None
+    # A secret value larger than this is refused (SECRET_INVALID).
+    secret_max_value_bytes: int = Field(default=64 * 1024, ge=1, le=1024 * 1024)
     audience: str = "stella-orchestrator"
     # A token whose exp - iat exceeds this is refused, so a leaked token cannot live for years.
     token_max_lifetime_seconds: int = Field(default=30 * 86_400, ge=60, le=366 * 86_400)
@@ -141,6 +145,11 @@ class Settings(BaseSettings):
     def inline_scripts_enabled(self) -> bool:
         """Whether inline shell commands may be published and run (unset: yes, see above)."""
         return self.inline_scripts is not False
+
+    @property
+    def secrets_key_path(self) -> Path:
+        """The KEK file of secrets: the explicit setting, or `secrets.kek` in the keys dir."""
+        return self.secrets_key_file or self.keys_dir / "secrets.kek"
 
     @property
     def heartbeat_seconds(self) -> float:

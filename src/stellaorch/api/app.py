@@ -26,6 +26,7 @@ from stellaorch.api.routers import (
     rollback,
     runs,
     schedules,
+    secrets,
     stream,
 )
 from stellaorch.engine.app import Orchestrator
@@ -107,6 +108,7 @@ def create_app(orch: Orchestrator, auth: Authenticator | None = None) -> FastAPI
         audit,
         rollback,
         bundles,
+        secrets,
     ):
         app.include_router(module.router, prefix=BASE)
     app.include_router(admin.root_router)

@@ -11,6 +11,7 @@ from pydantic.alias_generators import to_camel
 
 from stellaorch.domain.providers import format_utc
 from stellaorch.observability.redaction import REDACTOR, redact, redact_server_loggers
+from stellaorch.observability.secret_values import KNOWN_SECRETS
 
 
 class LogLevel(StrEnum):
@@ -49,7 +50,8 @@ class JsonLineFormatter(logging.Formatter):
                 doc[to_camel(key)] = value
         if record.exc_info:
             doc["exception"] = redact(self.formatException(record.exc_info))
-        return json.dumps(doc, default=str, ensure_ascii=False)
+        # Last line of defence: a secret value this process resolved, in any field or encoding.
+        return KNOWN_SECRETS.redact(json.dumps(doc, default=str, ensure_ascii=False))
 
 
 def configure_logging(level: str = "info") -> None:

@@ -34,6 +34,7 @@ from stellaorch.cli.ops_commands import audit_app, quota_app
 from stellaorch.cli.queue_commands import queue_app
 from stellaorch.cli.run_commands import run_app
 from stellaorch.cli.schedule_commands import schedule_app
+from stellaorch.cli.secret_commands import admin_app, secret_app
 
 app = group("Stella command line.")
 orch = group("Stella Orchestrator: DAG runs with a hash-chained ledger.")
@@ -53,6 +54,8 @@ for name, sub in (
     ("quota", quota_app),
     ("deadletter", deadletter_app),
     ("audit", audit_app),
+    ("secret", secret_app),
+    ("admin", admin_app),
     ("local", local_app),
     ("db", db_app),
     ("keys", keys_app),
@@ -189,6 +192,17 @@ def keys_generate(ctx: typer.Context, keys_dir: KeysDir = None) -> None:
     from stellaorch.cli import credentials
 
     run_local(ctx, credentials.generate, keys_dir=keys_dir)
+
+
+@keys_app.command("rotate-secrets-key")
+def keys_rotate_secrets_key(ctx: typer.Context, keys_dir: KeysDir = None, db: Db = None) -> None:
+    """Re-seal every stored secret under a new key-encryption key (the old one is retired).
+
+    Uses STELLA_ORCH_SECRETS_KEY_FILE (default: secrets.kek in the keys directory).
+    """
+    from stellaorch.cli import secret_commands
+
+    run_local(ctx, secret_commands.rotate_key, keys_dir=keys_dir, db=db)
 
 
 @token_app.command("issue")

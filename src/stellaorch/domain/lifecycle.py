@@ -125,8 +125,12 @@ class RunLifecycle(RunChanges):
         lease_id: str,
         worker_id: str,
         inputs_hash: str | None,
+        secret_versions: Mapping[str, int] | None = None,
     ) -> None:
-        """A worker leased the step: the step runs, and so does its run."""
+        """A worker leased the step: the step runs, and so does its run.
+
+        The entry names the secrets the attempt resolved and their versions, never a value.
+        """
         run = self.runs[run_id]
         if run.status == RunStatus.QUEUED:
             self._set_run_status(run, RunStatus.RUNNING)
@@ -139,7 +143,7 @@ class RunLifecycle(RunChanges):
             StepStatus.RUNNING,
             attempt=attempt,
             columns=cols,
-            data={"workerId": worker_id},
+            data=_start_data(worker_id, secret_versions),
         )
         self._rows.new_attempts.append(
             {
@@ -418,3 +422,10 @@ def _plugin_column(plugin: Mapping[str, Any] | None) -> dict[str, Any]:
 def _plugin_data(plugin: Mapping[str, Any] | None) -> dict[str, Any]:
     """The entry's `plugin` field; absent (as in entries before it existed) when unknown."""
     return {} if plugin is None else {"plugin": dict(plugin)}
+
+
+def _start_data(worker_id: str, secret_versions: Mapping[str, int] | None) -> dict[str, Any]:
+    """An attempt-start entry's data: the worker, and `secrets` {name: version} when used."""
+    if not secret_versions:
+        return {"workerId": worker_id}
+    return {"workerId": worker_id, "secrets": dict(sorted(secret_versions.items()))}

@@ -27,7 +27,7 @@ from stellaorch.domain.limits import (
 )
 from stellaorch.domain.spec_rules import SpecOutline, graph_problems, problem
 from stellaorch.domain.spec_yaml import load_yaml
-from stellaorch.domain.templating import find_references
+from stellaorch.domain.templating import output_step_ids, secret_names
 
 __all__ = [
     "Backoff",
@@ -219,6 +219,7 @@ class CompiledDag:
     roots: tuple[str, ...]
     output_refs: Mapping[str, tuple[str, ...]]
     position: Mapping[str, int]
+    secret_refs: Mapping[str, tuple[str, ...]]  # names of referenced secrets, sorted
 
 
 def parse_spec(
@@ -273,8 +274,9 @@ def compile_dag(spec: DagSpec) -> CompiledDag:
         predecessors=_frozen_lists(predecessors),
         successors=_frozen_lists(successors),
         roots=tuple(step_id for step_id in order if not predecessors[step_id]),
-        output_refs=MappingProxyType({step.id: _output_refs(step) for step in spec.steps}),
+        output_refs=MappingProxyType({s.id: output_step_ids(s.params) for s in spec.steps}),
         position=MappingProxyType({step_id: i for i, step_id in enumerate(order)}),
+        secret_refs=MappingProxyType({step.id: secret_names(step.params) for step in spec.steps}),
     )
 
 
@@ -290,11 +292,6 @@ def _outline(spec: DagSpec) -> SpecOutline:
         params=tuple(step.params for step in spec.steps),
         edges=tuple((edge.source, edge.target) for edge in spec.edges),
     )
-
-
-def _output_refs(step: StepSpec) -> tuple[str, ...]:
-    """Sorted ids of the steps whose outputs `step` references."""
-    return tuple(sorted({ref.step_id for ref in find_references(step.params) if ref.step_id}))
 
 
 # --- loading ---------------------------------------------------------------------------------

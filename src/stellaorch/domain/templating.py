@@ -50,6 +50,16 @@ def find_references(params: Any) -> list[Reference]:
     return [reference for _, reference in locate_references(params)]
 
 
+def secret_names(params: Any) -> tuple[str, ...]:
+    """Sorted names of the secrets a parameter tree references."""
+    return tuple(sorted({r.path[0] for r in find_references(params) if r.kind == "secrets"}))
+
+
+def output_step_ids(params: Any) -> tuple[str, ...]:
+    """Sorted ids of the steps whose outputs a parameter tree references."""
+    return tuple(sorted({ref.step_id for ref in find_references(params) if ref.step_id}))
+
+
 def locate_references(params: Any) -> list[tuple[str, Reference]]:
     """Like find_references, paired with where each sits (`url`, `headers.auth`, `items[0]`)."""
     return list(_walk(params, ""))

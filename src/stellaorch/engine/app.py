@@ -18,6 +18,9 @@ from stellaorch.engine.queues import QueueService
 from stellaorch.engine.runs import RunService
 from stellaorch.engine.scheduler import Scheduler
 from stellaorch.engine.schedules import ScheduleService
+from stellaorch.engine.secret_vault import SecretVault
+from stellaorch.engine.secrets import SecretService
+from stellaorch.engine.warm import Warming
 from stellaorch.engine.worker import Worker
 from stellaorch.plugins.bundle_source import BundleSource
 from stellaorch.settings import Settings
@@ -39,6 +42,8 @@ class Orchestrator:
         self.audit = AuditService(env)
         self.dead_letter = DeadLetterService(env)
         self.exports = LedgerExport(env.db)
+        self.secrets = SecretService(env)
+        self.warming = Warming(env)
         self._worker: Worker | None = None
         self._worker_task: asyncio.Task[None] | None = None
         self.schedules = ScheduleService(env)
@@ -62,6 +67,7 @@ class Orchestrator:
         writes to it (StoreCorrupt, StoreNotStella); only a missing SQLite file is created.
         """
         settings = settings or Settings()
+        SecretVault(settings).check()  # a key file others can read: refuse, say why
         missing = admit_store(settings)
         if missing is not None and migrate:
             create_sqlite_file(missing, settings.sqlite_busy_timeout_ms)
@@ -103,7 +109,10 @@ class Orchestrator:
 
     def start_worker(self, *, concurrency: int | None = None) -> Worker:
         """Start an in-process worker on the running event loop."""
-        self._worker = Worker(self.env, self.plugins, concurrency=concurrency)
+        self._worker = Worker(
+            self.env, self.plugins, concurrency=concurrency, listeners=[self.warming.listen]
+        )
+        self.warming.identity = self._worker.worker_id
         self._worker_task = asyncio.create_task(self._worker.run())
         return self._worker
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from stellaorch.domain.canonical import hash_json
 from stellaorch.domain.errors import StellaError
+from stellaorch.domain.secrets import NO_SECRETS, ResolvedSecrets
 from stellaorch.domain.spec import StepSpec
 from stellaorch.domain.status import StepStatus
 from stellaorch.domain.templating import substitute
@@ -129,14 +130,21 @@ def _start_attempt(txn: Txn, item: QueueItem, lease_id: str, worker_id: str) -> 
     run = txn.machine.runs[item.run_id]
     dag = txn.machine.dag(run.run_id)
     step = dag.steps[item.step_id]
-    params, problem = _resolve(txn, run, step, dag.output_refs[item.step_id])
+    secrets, problem = _secrets(txn, run.tenant, dag.secret_refs[item.step_id])
+    params: Mapping[str, Any] = {}
+    inputs_hash = None
+    if problem is None:
+        params, inputs_hash, problem = _resolve(
+            txn, run, step, dag.output_refs[item.step_id], secrets
+        )
     txn.machine.start_attempt(
         run.run_id,
         item.step_id,
         item.attempt,
         lease_id=lease_id,
         worker_id=worker_id,
-        inputs_hash=hash_json(params) if problem is None else None,
+        inputs_hash=inputs_hash,
+        secret_versions=secrets.versions,
     )
     return Lease(
         item.id,
@@ -150,15 +158,33 @@ def _start_attempt(txn: Txn, item: QueueItem, lease_id: str, worker_id: str) -> 
         step,
         params,
         problem,
+        secrets,
     )
 
 
+def _secrets(
+    txn: Txn, tenant: str, names: Sequence[str]
+) -> tuple[ResolvedSecrets, StellaError | None]:
+    """The current version of each secret the step references (the ledger names them)."""
+    if not names:
+        return NO_SECRETS, None
+    try:
+        return txn.env.vault.resolve(txn.conn, tenant, names), None
+    except StellaError as exc:
+        return NO_SECRETS, exc
+
+
 def _resolve(
-    txn: Txn, run: RunRecord, step: StepSpec, refs: Sequence[str]
-) -> tuple[Mapping[str, Any], StellaError | None]:
-    """Substitute inputs and upstream outputs into the step's parameters."""
+    txn: Txn, run: RunRecord, step: StepSpec, refs: Sequence[str], secrets: ResolvedSecrets
+) -> tuple[Mapping[str, Any], str | None, StellaError | None]:
+    """Substitute inputs, upstream outputs and secrets into the step's parameters.
+
+    Returns the parameters, their hash and the problem, if any. The hash is taken with each
+    secret standing in as `<secret name@version>`: it changes with the version, and never
+    depends on (nor reveals anything of) a value.
+    """
     if not step.params:
-        return {}, None
+        return {}, hash_json({}), None
     texts: dict[str, str] = {}
     for ref in refs:
         text = txn.machine.outputs_json(run.run_id, ref)
@@ -168,8 +194,15 @@ def _resolve(
     if missing:
         texts.update(runs.step_outputs(txn.conn, run.run_id, missing))
     outputs = {sid: json.loads(text) for sid, text in texts.items()}
+    inputs = json.loads(run.inputs_json)
     try:
-        resolved = substitute(step.params, inputs=json.loads(run.inputs_json), outputs=outputs)
-        return dict(resolved), None
+        resolved = dict(
+            substitute(step.params, inputs=inputs, outputs=outputs, secrets=secrets.values)
+        )
+        if not secrets:
+            return resolved, hash_json(resolved), None
+        marks = {name: f"<secret {name}@{v}>" for name, v in secrets.versions.items()}
+        stand_in = substitute(step.params, inputs=inputs, outputs=outputs, secrets=marks)
+        return resolved, hash_json(stand_in), None
     except StellaError as exc:
-        return {}, exc
+        return {}, None, exc

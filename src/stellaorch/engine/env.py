@@ -9,6 +9,7 @@ from stellaorch.domain.providers import Clock, IdProvider, SystemClock
 from stellaorch.engine.bundles import BundleStore
 from stellaorch.engine.catalog import DagCatalog
 from stellaorch.engine.events import EventBus
+from stellaorch.engine.secret_vault import SecretVault
 from stellaorch.plugins.base import PluginRegistry
 from stellaorch.plugins.builtin import builtin_registry
 from stellaorch.plugins.bundle_source import BundleSource
@@ -36,6 +37,12 @@ class EngineEnv:
     ids: IdProvider = field(default_factory=IdProvider)
     rng: random.Random = field(default_factory=random.Random)
     notifier: Notifier = field(default_factory=lambda: Notifier("sqlite://"))
+    # Secret values: the key-encryption key and this process's cache (built from settings).
+    vault: SecretVault = field(default=None)  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        if self.vault is None:
+            self.vault = SecretVault(self.settings)
 
     @classmethod
     def build(

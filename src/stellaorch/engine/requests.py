@@ -8,6 +8,7 @@ from typing import Any
 
 from stellaorch.domain.errors import StellaError
 from stellaorch.domain.ledger import LedgerEntry
+from stellaorch.domain.secrets import NO_SECRETS, ResolvedSecrets
 from stellaorch.domain.spec import StepSpec
 from stellaorch.domain.status import AttemptStatus
 from stellaorch.domain.transitions import RunRecord
@@ -74,8 +75,9 @@ class Lease:
     step_id: str
     attempt: int
     step: StepSpec
-    params: Mapping[str, Any]
+    params: Mapping[str, Any] = field(repr=False)  # may hold secret values
     problem: StellaError | None = None
+    secrets: ResolvedSecrets = NO_SECRETS
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -21,6 +21,7 @@ from stellaorch.domain.providers import worker_identity
 from stellaorch.domain.status import AttemptStatus
 from stellaorch.engine import claim, complete, recover
 from stellaorch.engine.env import EngineEnv
+from stellaorch.engine.redact_outcome import redacted
 from stellaorch.engine.requests import Lease, Outcome
 from stellaorch.plugins.base import PluginRegistry, StepContext, check_outputs
 from stellaorch.store.notify import Topic
@@ -29,6 +30,8 @@ from stellaorch.store.retries import outlast
 log = logging.getLogger("stellaorch.worker")
 
 _WAKES = frozenset({EntryType.STEP_QUEUED, EntryType.STEP_RETRYING})
+# Subscribes to the store's notifications on the worker's loop; returns the unsubscribe.
+Listen = Callable[[asyncio.AbstractEventLoop], Callable[[], None]]
 
 
 @dataclass
@@ -47,8 +50,11 @@ class Worker:
         *,
         worker_id: str | None = None,
         concurrency: int | None = None,
+        listeners: Sequence[Listen] = (),
     ) -> None:
         self.env = env
+        # Started after the worker's own WORK subscription (which starts the listen thread).
+        self._listeners = tuple(listeners)
         self.plugins = plugins
         self.worker_id = worker_id or worker_identity()
         self.concurrency = concurrency or env.settings.worker_concurrency
@@ -69,6 +75,7 @@ class Worker:
         unsubscribe = self.env.bus.subscribe(self._on_entry)
         on_work = self._on_notified(asyncio.get_running_loop())
         unlisten = self.env.notifier.subscribe(Topic.WORK, on_work)
+        unlisten_others = [listen(asyncio.get_running_loop()) for listen in self._listeners]
         loops = [
             _resilient(self._claim_loop, self._stopping),
             self._complete_loop(),
@@ -89,6 +96,8 @@ class Worker:
             stopping.cancel()
             unsubscribe()
             unlisten()
+            for remove in unlisten_others:
+                remove()
 
     def stop(self) -> None:
         """Ask the worker to stop taking work."""
@@ -205,7 +214,7 @@ class Worker:
     # -- executing -----------------------------------------------------------------------
     async def _execute(self, lease: Lease) -> None:
         try:
-            outcome = await self._attempt(lease)
+            outcome = redacted(await self._attempt(lease))
         except asyncio.CancelledError:
             self._room.set()  # no outcome follows, so no completion claims for this slot
             return  # run cancelled, lease revoked, or shutdown: the store already knows
@@ -251,6 +260,7 @@ class Worker:
             trace_id=lease.trace_id,
             network=tuple(lease.step.network),
             resources=dict(lease.step.resources or {}),
+            secrets=lease.secrets.values,
         )
 
     # -- completing ----------------------------------------------------------------------

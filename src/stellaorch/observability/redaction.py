@@ -6,7 +6,9 @@ import logging
 import re
 from urllib.parse import unquote_plus
 
-REDACTED = "***REDACTED***"
+from stellaorch.observability.secret_values import KNOWN_SECRETS, REDACTED
+
+__all__ = ["REDACTED", "CredentialRedactor", "redact", "redact_server_loggers"]
 
 # A query parameter: its name (maybe percent-encoded) and its value up to the next separator.
 _QUERY_PARAM = re.compile(r"(?P<lead>[?&;])(?P<name>[^=&;\s\"'?#]+)=(?P<value>[^&;\s\"'#]*)")
@@ -36,7 +38,8 @@ def _query_param(match: re.Match[str]) -> str:
 
 
 def redact(text: str) -> str:
-    """`text` with every credential it carries replaced by the redaction marker."""
+    """`text` with every credential and every secret value this process resolved redacted."""
+    text = KNOWN_SECRETS.redact(text)
     text = _QUERY_PARAM.sub(_query_param, text)
     text = _AUTH_SCHEME.sub(lambda m: f"{m[1]}{m[2]}{REDACTED}", text)
     return _JWT.sub(REDACTED, text)

@@ -30,6 +30,7 @@ class Topic(StrEnum):
 
     EVENTS = "events"  # ledger entries committed: stream tailers read them
     WORK = "work"  # steps became claimable that the sender did not lease itself: workers claim
+    WARM = "warm"  # an operator asked every process to refresh its caches (POST /admin/warm)
 
 
 # md5 keeps the names safe identifiers under PostgreSQL's 63-byte limit for any schema name.

@@ -344,6 +344,21 @@ bundles = Table(
     UniqueConstraint("tenant", "name", "version"),  # find: name@version of a tenant
 )
 
+secret_versions = Table(
+    "secret_versions",
+    metadata,
+    Column("tenant", String(128), nullable=False),
+    Column("name", String(128), nullable=False),
+    Column("version", Integer, nullable=False),  # 1, 2, ... per (tenant, name)
+    # nonce || AES-GCM ciphertext and tag; the plaintext never reaches the store
+    Column("ciphertext", LargeBinary, nullable=False),
+    Column("kek_id", String(32), nullable=False),  # which key-encryption key sealed it
+    Column("created_us", BigInteger, nullable=False),
+    Column("created_by", String(200), nullable=False),
+    # the primary key serves every query: by tenant (list), by tenant + names (resolve)
+    PrimaryKeyConstraint("tenant", "name", "version"),
+)
+
 __all__ = [
     "attempts",
     "audit_log",
@@ -359,6 +374,7 @@ __all__ = [
     "runs",
     "schedule_firings",
     "schedules",
+    "secret_versions",
     "step_executions",
     "store_probe",
     "tenant_queues",

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
 
-from stellaorch.api.auth import ADMIN, AdminReader, Caller, ReadCaller
+from stellaorch.api.auth import ADMIN, AdminCaller, AdminReader, Caller, ReadCaller
 from stellaorch.api.errors import trace_id_of
 from stellaorch.api.state import orchestrator
 from stellaorch.domain.errors import ScopeRequired, StellaError, error_envelope
@@ -109,6 +109,16 @@ async def _bundle_status(orch: Orchestrator, tenant: str, store: StoreHealth) ->
     failed = bool(bundles["failures"])
     bundles["status"] = "none" if not bundles["count"] else "failed" if failed else "ok"
     return bundles
+
+
+@router.post("/admin/warm")
+async def admin_warm(request: Request, caller: AdminCaller) -> dict[str, Any]:
+    """Refresh worker caches (secrets; bundles once registered): what each process warmed.
+
+    This process warms the caller's tenant and reports; on PostgreSQL every other process
+    is told through NOTIFY and warms too (`notified: true`).
+    """
+    return await orchestrator(request).warming.warm(caller.tenant, caller.operator)
 
 
 @probes_router.get("/livez")

@@ -11,7 +11,15 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from stellaorch.domain.audit import Operator
 from stellaorch.domain.canonical import canonical_json
-from stellaorch.domain.errors import DagDisabled, DagNotFound, DagVersionConflict, SpecInvalid
+from stellaorch.domain.errors import (
+    DagDisabled,
+    DagNotFound,
+    DagVersionConflict,
+    SignatureRequired,
+    SignerNotTrusted,
+    SpecInvalid,
+    StellaError,
+)
 from stellaorch.domain.providers import Clock
 from stellaorch.domain.spec import (
     CompiledDag,
@@ -100,6 +108,7 @@ class DagCatalog:
         self.trust = trust
         self.require_signatures = bool(settings and settings.require_dag_signatures)
         self._compiled: dict[tuple[str, str, str], CompiledDag] = {}
+        self._signers: dict[tuple[str, str, str], str | None] = {}
 
     def compiled(self, conn: Connection, tenant: str, dag_id: str, version: str) -> CompiledDag:
         """The compiled DAG of a stored version (cached)."""
@@ -111,7 +120,35 @@ class DagCatalog:
                 raise DagNotFound(f"DAG {dag_id} version {version} not found")
             hit = compile_dag(parse_spec(json.loads(row.spec_json)))
             self._compiled[key] = hit
+            self._signers[key] = row.signed_by
         return hit
+
+    def signer_problem(
+        self, conn: Connection, tenant: str, dag_id: str, version: str
+    ) -> StellaError | None:
+        """Why a stored version may not run now: its signer revoked, or unsigned where required.
+
+        Checked when a run is created and when each attempt starts, so revoking a key stops
+        what it signed from loading, as it does for bundles.
+        """
+        key = (tenant, dag_id, version)
+        if key not in self._signers:
+            self.compiled(conn, tenant, dag_id, version)
+        signer = self._signers[key]
+        if signer is None:
+            if not self.require_signatures:
+                return None
+            return SignatureRequired(
+                f"DAG {dag_id} version {version} is unsigned and this server requires signed "
+                "DAG versions: publish a signed version"
+            )
+        if self.trust is None or signer in self.trust.trusted_ids():
+            return None
+        return SignerNotTrusted(
+            f"DAG {dag_id} version {version} was signed by key {signer}, which the trust "
+            "store no longer holds (revoked): trust the key again, or publish and run a "
+            "version signed by a trusted key"
+        )
 
     def resolve(
         self, conn: Connection, tenant: str, dag_id: str, version: str | None
@@ -127,7 +164,11 @@ class DagCatalog:
                 raise DagNotFound(f"DAG {dag_id} version {version} not found")
             if not row.enabled:
                 raise DagDisabled(f"DAG {dag_id} version {version} is disabled")
-        return self.compiled(conn, tenant, dag_id, row.version)
+        compiled = self.compiled(conn, tenant, dag_id, row.version)
+        problem = self.signer_problem(conn, tenant, dag_id, row.version)
+        if problem is not None:
+            raise problem
+        return compiled
 
     def signer_of(self, spec: DagSpec, signature: object) -> str | None:
         """The trusted key id whose DSSE `signature` covers `spec` (None: unsigned, allowed)."""
@@ -159,6 +200,7 @@ class DagCatalog:
             signed_by,
         )
         self._compiled[(tenant, spec.dag_id, spec.version)] = compiled
+        self._signers[(tenant, spec.dag_id, spec.version)] = signed_by
         return Published(row, created=True)
 
     async def publish(

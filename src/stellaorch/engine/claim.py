@@ -130,7 +130,10 @@ def _start_attempt(txn: Txn, item: QueueItem, lease_id: str, worker_id: str) -> 
     run = txn.machine.runs[item.run_id]
     dag = txn.machine.dag(run.run_id)
     step = dag.steps[item.step_id]
-    secrets, problem = _secrets(txn, run.tenant, dag.secret_refs[item.step_id])
+    problem = txn.env.catalog.signer_problem(txn.conn, run.tenant, run.dag_id, run.dag_version)
+    secrets = NO_SECRETS
+    if problem is None:
+        secrets, problem = _secrets(txn, run.tenant, dag.secret_refs[item.step_id])
     params: Mapping[str, Any] = {}
     inputs_hash = None
     if problem is None:

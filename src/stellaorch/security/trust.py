@@ -76,6 +76,24 @@ class TrustStore:
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
+        self._ids: frozenset[str] | None = None
+        self._stamp = 0
+
+    def trusted_ids(self) -> frozenset[str]:
+        """The trusted key ids; re-read only when the directory changed (one stat per call).
+
+        Keys are added and removed by renaming files in or out, which always changes the
+        directory's mtime. The stamp is taken before reading, so a change during the read is
+        seen on the next call.
+        """
+        try:
+            stamp = self.directory.stat().st_mtime_ns
+        except OSError:
+            return frozenset()
+        if self._ids is None or stamp != self._stamp:
+            self._stamp = stamp
+            self._ids = frozenset(self.keys())
+        return self._ids
 
     def keys(self) -> dict[str, Ed25519PublicKey]:
         """Every trusted key by id; a file whose name is not its key's id is ignored."""

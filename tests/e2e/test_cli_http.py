@@ -439,3 +439,23 @@ def test_api_and_worker_processes_share_the_store_and_stop_on_sigterm(
     finally:
         codes = (stop(api), stop(worker))
     assert codes == (0, 0)
+
+
+def test_the_http_sample_calls_the_local_readiness_endpoint(
+    service: Service, tmp_path: Path
+) -> None:
+    # the sample targets the quick start's port 8440; this server listens on a free port
+    port = service.env["STELLA_API_URL"].rsplit(":", 1)[1]
+    sample = EXAMPLES / "http"
+    spec = tmp_path / "service-readiness.yaml"
+    spec.write_text((sample / "service-readiness.yaml").read_text().replace("8440", port))
+    inputs = tmp_path / "inputs.json"
+    inputs.write_text((sample / "inputs.json").read_text().replace("8440", port))
+    published = stella("dag", "publish", "--file", str(spec), "--reason", "sample", env=service.env)
+    assert published.returncode == 0, published.stderr
+    args = ["--dag-id", "service-readiness", "--inputs", str(inputs), "--wait", "-o", "json"]
+    done = stella("run", "start", *args, env=service.env)
+    assert done.returncode == 0, done.stderr + done.stdout
+    steps = {s["stepId"]: s for s in json.loads(done.stdout)["steps"]}
+    assert steps["probe"]["outputs"]["status"] == 200
+    assert steps["report"]["outputs"] == {"status": 200, "ready": True, "writable": True}

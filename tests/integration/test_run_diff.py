@@ -113,3 +113,29 @@ async def test_diff_needs_the_read_scope_and_a_tenant(api: Api) -> None:
     assert assert_envelope(other_tenant)["code"] == "TENANT_FORBIDDEN"
     anonymous = await api.client.get(f"{BASE}/runs/{run_id}/diff/{run_id}")
     assert anonymous.status_code in (401, 403)
+
+
+async def test_a_rotated_secret_shows_as_a_version_change_never_a_value(api: Api) -> None:
+    step = {"id": "use", "plugin": "noop", "with": {"outputs": {"k": "${secrets.token}"}}}
+    await api.publish(A, spec("uses", [step]))
+    api.start_worker()
+
+    async def put_then_run(value: str) -> str:
+        body = {"value": value, "reason": "rotate"}
+        put = await api.client.put(f"{BASE}/secrets/token", json=body, headers=api.headers(A))
+        assert put.status_code in (200, 201), put.text
+        run = await api.start(A, "uses")
+        assert await api.wait(A, run["runId"]) == "completed"
+        return str(run["runId"])
+
+    first = await put_then_run("first-value-1234")
+    second = await put_then_run("second-value-5678")
+
+    response = await diff(api, A, first, second)
+
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert [d for d in body["differences"] if d["field"].startswith("steps.")] == [
+        {"field": "steps.use.secrets", "a": {"token": 1}, "b": {"token": 2}}
+    ]
+    assert "value-" not in response.text

@@ -1,6 +1,7 @@
 """What differs between two runs: DAG version and spec, inputs by key, and each step's record.
 
-The input is two run views (as `GET /runs/{id}` serves them) and their DAG versions' spec
+The input is two run views (as `GET /runs/{id}` serves them, each step with the `secrets`
+{name: version} its last attempt resolved, read from the ledger) and their DAG versions' spec
 hashes. The output lists every difference as `{field, a, b}` in a fixed order: the run's
 fields, then inputs by key (sorted), then steps by id (sorted), each step's fields in order.
 """
@@ -20,7 +21,7 @@ _RUN_FIELDS = (
     ("errorCode", "error.code"),
     ("outputsHash", "outputsHash"),
 )
-STEP_FIELDS = ("status", "plugin", "attempts", "errorCodes", "outputsHash")
+STEP_FIELDS = ("status", "plugin", "attempts", "errorCodes", "outputsHash", "secrets")
 
 
 def diff_runs(
@@ -74,7 +75,8 @@ def _inputs_diff(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _step_record(step: Mapping[str, Any]) -> dict[str, Any]:
-    """What is compared of one step: status, plugin, attempts, error codes, outputs hash."""
+    """What is compared of one step: status, plugin, attempts, error codes, outputs hash, and
+    the secret versions its last attempt resolved (`secrets`, {name: version}, never a value)."""
     attempts = [t for t in step.get("attempts") or [] if isinstance(t, Mapping)]
     return {
         "status": step.get("status"),
@@ -82,6 +84,7 @@ def _step_record(step: Mapping[str, Any]) -> dict[str, Any]:
         "attempts": len(attempts),
         "errorCodes": [_at(t, "error.code") for t in attempts if t.get("error")],
         "outputsHash": step.get("outputsHash"),
+        "secrets": dict(step.get("secrets") or {}),
     }
 
 

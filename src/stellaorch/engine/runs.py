@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 from collections import OrderedDict, defaultdict
+from functools import partial
 from typing import Any
 
 from stellaorch.domain.errors import NotFound, RunNotFound, ValidationError
@@ -68,6 +69,10 @@ class RunService:
         a, b = await self.get(tenant, run_a), await self.get(tenant, run_b)
         hashes = []
         for view in (a, b):
+            run_id = str(view["runId"])
+            used = await self.env.db.read(partial(_secrets_used, tenant=tenant, run_id=run_id))
+            for step in view.get("steps") or []:
+                step["secrets"] = used.get(step["stepId"], {})
             version = await self.env.catalog.get_version(tenant, view["dagId"], view["dagVersion"])
             hashes.append(version.spec_hash)
         return diff_runs(a, b, (hashes[0], hashes[1]))
@@ -225,3 +230,15 @@ def _require(conn: Connection, tenant: str, run_id: str) -> RunState:
     if run is None:
         raise RunNotFound(f"run {run_id} not found")
     return run
+
+
+def _secrets_used(conn: Connection, tenant: str, run_id: str) -> dict[str, dict[str, int]]:
+    """Per step, the secret versions its last attempt resolved (from `step.running` entries)."""
+    used: dict[str, dict[str, int]] = {}
+    for stored in ledger.read_entries(conn, tenant, run_id):
+        if '"step.running"' not in stored.body:
+            continue  # cheap filter before parsing: only attempt starts name secrets
+        body = json.loads(stored.body)
+        if body.get("type") == "step.running" and body.get("stepId"):
+            used[body["stepId"]] = dict(body.get("data", {}).get("secrets") or {})
+    return used

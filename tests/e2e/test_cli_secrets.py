@@ -6,15 +6,19 @@ the store files, the service's log and a `ledger export` are grepped for it: not
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import http.server
 import json
 import stat
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import quote
 
 import pytest
@@ -33,6 +37,20 @@ steps:
       command: [/bin/sh, -c, 'echo "$S"; printf %s "$S" | base64; echo "{\\"got\\": \\"$S\\"}"']
       env: {S: "${secrets.api-key}"}
 """
+
+# The plugin-auth incident: a partner API call whose credential is the secret `svc-token`.
+PARTNER_DAG = """\
+dagId: partner-sync
+version: 1
+steps:
+  - id: sync
+    plugin: http
+    network: ["127.0.0.1:PORT"]
+    with:
+      url: http://127.0.0.1:PORT/sync
+      headers: {Authorization: "Bearer ${secrets.svc-token}"}
+"""
+ENDED = {"completed", "failed", "cancelled"}
 
 
 @dataclass
@@ -215,3 +233,110 @@ def test_a_key_file_others_can_read_stops_the_service(tmp_path: Path) -> None:
     assert done.returncode == 1, done.stderr
     assert "SECRET_KEY_INVALID" in done.stderr and "0644" in done.stderr
     assert "chmod 600" in done.stderr
+
+
+class _Partner(http.server.BaseHTTPRequestHandler):
+    """A partner API that accepts only the credential in `accepted`."""
+
+    accepted: ClassVar[str] = ""
+    seen: ClassVar[list[str]] = []
+
+    def do_GET(self) -> None:
+        given = self.headers.get("Authorization", "")
+        self.seen.append(given)
+        ok = given == f"Bearer {self.accepted}"
+        body = b'{"synced": true}' if ok else b'{"error": "bad credential"}'
+        self.send_response(200 if ok else 401)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Quiet: the test reads `seen`, not stderr."""
+
+
+@pytest.fixture
+def partner() -> Iterator[tuple[int, type[_Partner]]]:
+    """The partner API on a free loopback port; it accepts NEW_VALUE only."""
+    handler = type("Partner", (_Partner,), {"accepted": NEW_VALUE, "seen": []})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1], handler
+    finally:
+        server.shutdown()
+        thread.join()
+        server.server_close()
+
+
+async def test_the_plugin_auth_incident_as_the_operator_guide_plays_it(
+    served: Served, partner: tuple[int, type[_Partner]]
+) -> None:
+    port, handler = partner
+    old, new = served.workdir / "old-token", served.workdir / "new-token"
+    old.write_text(VALUE)
+    new.write_text(NEW_VALUE)
+    ok_json(served, "secret", "put", "svc-token", "--from-file", str(old), "--reason", "setup")
+    spec = served.workdir / "partner-sync.yaml"
+    spec.write_text(PARTNER_DAG.replace("PORT", str(port)))
+    ok_json(served, "dag", "publish", "--file", str(spec), "--reason", "partner sync")
+    failed = []
+    for _ in range(3):
+        done = stella(served, "run", "start", "--dag-id", "partner-sync", "--wait", "-o", "json")
+        assert done.returncode == 1, done.stderr  # the run failed
+        run = json.loads(done.stdout)
+        assert run["error"]["code"] == "PLUGIN_AUTH_FAILED", run
+        failed.append(run["runId"])
+
+    # the operator guide's "Plugin auth errors" sequence, command by command
+    groups = ok_json(served, "deadletter", "list")["items"]
+    assert [(g["code"], g["count"]) for g in groups] == [("PLUGIN_AUTH_FAILED", 3)], groups
+    listed = ok_json(served, "secret", "list")["items"]
+    assert [(i["name"], i["currentVersion"]) for i in listed] == [("svc-token", 1)]
+    ticket = ["--ticket", "INC-90"]
+    reason = "svc-token revoked upstream"
+    put = ["secret", "put", "svc-token", "--from-file", str(new), "--reason", reason, *ticket]
+    assert ok_json(served, *put)["currentVersion"] == 2
+    new.unlink()
+    ok_json(served, "admin", "warm", "--reason", "svc-token rotated", *ticket)
+    replay = [
+        "deadletter",
+        "replay",
+        "--code",
+        "PLUGIN_AUTH_FAILED",
+        "--reason",
+        "svc-token rotated",
+    ]
+    done = stella(served, *replay, *ticket)
+    assert done.returncode == 0, done.stderr
+
+    replays = await _replays_of(served, failed)
+    assert sorted(r["replayOf"] for r in replays) == sorted(failed)
+    assert {r["status"] for r in replays} == {"completed"}, replays
+    assert handler.seen.count(f"Bearer {NEW_VALUE}") == 3
+    assert handler.seen.count(f"Bearer {VALUE}") == 3
+    for run in replays:
+        shown = ok_json(served, "run", "show", "--run-id", run["runId"])
+        assert shown["steps"][0]["outputs"]["json"] == {"synced": True}
+
+    out = served.workdir / "export.ndjson"
+    window = ["--from", "2000-01-01T00:00:00Z", "--to", "2999-01-01T00:00:00Z"]
+    assert stella(served, "ledger", "export", *window, "--out", str(out)).returncode == 0
+    db = served.workdir / "orchestrator.db"
+    for path in [out, served.workdir / "serve.log", db, db.with_name(db.name + "-wal")]:
+        data = path.read_bytes() if path.exists() else b""
+        assert not [f for v in (VALUE, NEW_VALUE) for f in forms(v) if f in data], path.name
+
+
+async def _replays_of(served: Served, failed: list[str]) -> list[dict[str, Any]]:
+    """The replays of the failed runs, once every one of them has ended (within TIMEOUT)."""
+    deadline = time.monotonic() + TIMEOUT
+    while True:
+        runs = ok_json(served, "run", "list", "--dag-id", "partner-sync")["items"]
+        replays = [r for r in runs if r.get("replayOf") in failed]
+        if len(replays) == len(failed) and all(r["status"] in ENDED for r in replays):
+            return replays
+        assert time.monotonic() < deadline, runs
+        await asyncio.sleep(0.2)

@@ -10,7 +10,7 @@ import pytest
 pytest.register_assert_rewrite("api_fixtures")
 pytest_plugins = ("api_fixtures",)
 
-from api_fixtures import BASE, Api, MakeApi, assert_envelope, open_api, spec  # noqa: E402
+from api_fixtures import BASE, Api, MakeApi, assert_envelope, spec  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
 
 from stellaorch.domain.errors import StepFailed  # noqa: E402
@@ -284,19 +284,3 @@ async def test_revoking_a_key_stops_the_dag_versions_it_signed_from_running(
     TrustStore(tmp_path / "trust").add_public(key.public_key())  # trusted again: runs again
     again = await bapi.start(A, "signed")
     assert await bapi.wait(A, again["runId"]) == "completed"
-
-
-async def test_an_unsigned_version_does_not_run_once_signatures_are_required(
-    tmp_path: Path, new_store_url: Any, keys_dir: Path
-) -> None:
-    url = new_store_url()
-    async with open_api(url, keys_dir, trust_dir=tmp_path / "trust") as before:
-        await before.publish(A, DAG)  # published while signatures were optional
-    async with open_api(
-        url, keys_dir, trust_dir=tmp_path / "trust", require_dag_signatures=True
-    ) as after:
-        response = await after.client.post(
-            f"{BASE}/runs", json={"dagId": "signed", "inputs": {}}, headers=after.headers(A)
-        )
-        assert response.status_code == 400
-        assert assert_envelope(response)["code"] == "SIGNATURE_REQUIRED"

@@ -15,7 +15,6 @@ from stellaorch.domain.errors import (
     DagDisabled,
     DagNotFound,
     DagVersionConflict,
-    SignatureRequired,
     SignerNotTrusted,
     SpecInvalid,
     StellaError,
@@ -126,23 +125,17 @@ class DagCatalog:
     def signer_problem(
         self, conn: Connection, tenant: str, dag_id: str, version: str
     ) -> StellaError | None:
-        """Why a stored version may not run now: its signer revoked, or unsigned where required.
+        """Why a stored version may not run now: the key that signed it was revoked since.
 
         Checked when a run is created and when each attempt starts, so revoking a key stops
-        what it signed from loading, as it does for bundles.
+        what it signed from loading, as it does for bundles. An unsigned version (published
+        where signatures were not required) is judged at publish only.
         """
         key = (tenant, dag_id, version)
         if key not in self._signers:
             self.compiled(conn, tenant, dag_id, version)
         signer = self._signers[key]
-        if signer is None:
-            if not self.require_signatures:
-                return None
-            return SignatureRequired(
-                f"DAG {dag_id} version {version} is unsigned and this server requires signed "
-                "DAG versions: publish a signed version"
-            )
-        if self.trust is None or signer in self.trust.trusted_ids():
+        if signer is None or self.trust is None or signer in self.trust.trusted_ids():
             return None
         return SignerNotTrusted(
             f"DAG {dag_id} version {version} was signed by key {signer}, which the trust "

@@ -284,3 +284,23 @@ async def test_revoking_a_key_stops_the_dag_versions_it_signed_from_running(
     TrustStore(tmp_path / "trust").add_public(key.public_key())  # trusted again: runs again
     again = await bapi.start(A, "signed")
     assert await bapi.wait(A, again["runId"]) == "completed"
+
+
+async def test_warm_re_verifies_bundles_and_drops_one_tampered_on_disk(
+    bapi: Api, key: Ed25519PrivateKey, tmp_path: Path
+) -> None:
+    body = (await post_bundle(bapi, A, archive(tmp_path, key))).json()
+    store = bapi.orchestrator.bundles
+    await store.load(A, "hello", "1.0.0")
+    warmed = (await bapi.client.post(f"{BASE}/admin/warm", headers=bapi.headers(A))).json()
+    assert warmed["workers"][0]["warmed"]["bundles"] == {"bundles": 1, "verified": 1, "failed": 0}
+
+    path = store._archive_path(body["digest"])
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    warmed = (await bapi.client.post(f"{BASE}/admin/warm", headers=bapi.headers(A))).json()
+    assert warmed["workers"][0]["warmed"]["bundles"] == {"bundles": 1, "verified": 0, "failed": 1}
+    with pytest.raises(StepFailed) as caught:
+        await store.load(A, "hello", "1.0.0")  # no longer served from the cache
+    assert caught.value.code == "BUNDLE_UNVERIFIED"

@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 pytest.register_assert_rewrite("api_fixtures")
 pytest_plugins = ("api_fixtures",)
-from api_fixtures import ADMIN, BASE, READ, WRITE, Api, MakeApi, assert_envelope, spec  # noqa: E402
+from api_fixtures import (  # noqa: E402
+    ADMIN,
+    BASE,
+    READ,
+    WRITE,
+    Api,
+    MakeApi,
+    assert_envelope,
+    open_api,
+    spec,
+)
 
 from stellaorch.plugins.base import PluginResult, StepContext  # noqa: E402
 
@@ -291,3 +302,21 @@ async def test_a_corrupt_ciphertext_fails_the_attempt_with_a_clear_error(api: Ap
     assert step["error"]["code"] == "SECRET_CORRUPT"
     assert "'api-key' version 1" in step["error"]["message"]
     assert VALUE not in str(step) and step["error"]["retryable"] is False
+
+
+async def test_warm_reports_every_process_on_postgresql(pg_store_url: Any, keys_dir: Path) -> None:
+    url = pg_store_url()
+    async with open_api(url, keys_dir) as api, open_api(url, keys_dir) as other:
+        await put(api, A, "api-key", VALUE)
+        await put(api, A, "api-key", NEW_VALUE)
+        other.start_worker()  # a worker in another engine: it listens for the warm NOTIFY
+        await asyncio.sleep(0.3)
+        response = await api.client.post(f"{BASE}/admin/warm", headers=api.headers(A))
+        assert response.status_code == 200, response.text
+        workers = response.json()["workers"]
+        assert len(workers) == 2, workers
+        here, there = workers
+        assert here["warmed"]["secrets"] == {"secrets": 1, "values": 2}
+        # the other process warmed every tenant it knew: the same secret, both versions live
+        assert there["warmed"]["secrets"]["values"] == 2
+        assert set(there["warmed"]) == {"secrets", "bundles"}

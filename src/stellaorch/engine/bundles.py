@@ -106,6 +106,7 @@ class BundleStore:
         self._cache: Path | None = None
         # digest -> what this process unpacked and verified (reused per digest)
         self._loaded: dict[str, tuple[LoadedBundle, dsse.Envelope]] = {}
+        self._loaded_rows: dict[str, BundleRow] = {}  # a row each loaded digest came from
         self._locks: dict[str, asyncio.Lock] = {}
 
     # -- import ------------------------------------------------------------------------------
@@ -211,7 +212,42 @@ class BundleStore:
             return hit[0]
         loaded, envelope = await asyncio.to_thread(self._unpack, row, trusted)
         self._loaded[row.digest] = (loaded, envelope)
+        self._loaded_rows[row.digest] = row
         return loaded
+
+    async def warm(self, tenants: list[str] | None) -> dict[str, Any]:
+        """`admin warm`: re-verify bundles from disk now, so no attempt waits or trusts stale.
+
+        With tenants: every bundle they imported (unpacking those not yet loaded). Without
+        (another process asked): the bundles this process has loaded. A loaded bundle's
+        unpacked directory is kept (running steps read it); only its archive is re-checked,
+        and one that no longer verifies is dropped, so its next load fails as it should.
+        """
+        if tenants is None:
+            targets = list(self._loaded_rows.values())
+        else:
+            targets = []
+            for tenant in tenants:
+                targets += await self.list_bundles(tenant)
+        failed = 0
+        for row in targets:
+            if not await self._still_verifies(row):
+                failed += 1
+        return {"bundles": len(targets), "verified": len(targets) - failed, "failed": failed}
+
+    async def _still_verifies(self, row: BundleRow) -> bool:
+        """Whether the bundle verifies afresh (and is loaded afterwards)."""
+        if row.digest in self._loaded:
+            try:
+                data = await asyncio.to_thread(self._read_archive, row)
+                checked = await asyncio.to_thread(read_bundle, data, self.limits, self.trust.keys())
+                _check_row(row, checked)
+                return True
+            except StellaError:
+                self._loaded.pop(row.digest, None)
+                self._loaded_rows.pop(row.digest, None)
+                return False
+        return (await self.check(row, fresh=False)).ok
 
     def _unpack(
         self, row: BundleRow, trusted: Mapping[str, Ed25519PublicKey]
@@ -275,12 +311,14 @@ class BundleStore:
             shutil.rmtree(self._cache, ignore_errors=True)
             self._cache = None
             self._loaded.clear()
+            self._loaded_rows.clear()
 
     # -- verification for operators ----------------------------------------------------------
     async def check(self, row: BundleRow, *, fresh: bool) -> BundleCheck:
         """Verify one bundle: fully from disk when `fresh`, else as far as this process knows."""
         if fresh:
             self._loaded.pop(row.digest, None)
+            self._loaded_rows.pop(row.digest, None)
         try:
             await self.load(row.tenant, row.name, row.version)
         except StellaError as exc:

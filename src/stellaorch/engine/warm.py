@@ -1,7 +1,8 @@
 """`POST /admin/warm`: every process refreshes its caches, through a list of named warmers.
 
 A warmer takes the tenants to warm (None: all) and returns figures of what it loaded. The
-engine registers `secrets`; other caches (verified bundles) add theirs with `add`. The
+engine registers `secrets` and `bundles` (verified bundles, re-checked from disk); other
+caches add theirs with `add`. The
 process that receives the request warms at once and reports; on PostgreSQL it also sends a
 NOTIFY on the `warm` topic, and every other process's worker warms when it hears it.
 """
@@ -15,12 +16,17 @@ from typing import Any
 
 from stellaorch.domain.audit import Operator
 from stellaorch.domain.providers import worker_identity
+from stellaorch.engine.bundles import BundleStore
 from stellaorch.engine.env import EngineEnv
 from stellaorch.engine.records import record_audit
 from stellaorch.store import Connection
+from stellaorch.store import warm as warm_reports
 from stellaorch.store.notify import Topic, notify_committed
 
 log = logging.getLogger("stellaorch.warm")
+REPORT_WAIT_SECONDS = 2.0
+REPORT_QUIET_SECONDS = 0.3
+REPORT_POLL_SECONDS = 0.05
 
 Warmer = Callable[[list[str] | None], Awaitable[dict[str, Any]]]
 
@@ -32,6 +38,8 @@ class Warming:
         self.env = env
         self.identity = identity or worker_identity()
         self._warmers: dict[str, Warmer] = {"secrets": self._warm_secrets}
+        if isinstance(env.bundles, BundleStore):  # a test's fake source has nothing cached
+            self._warmers["bundles"] = env.bundles.warm
 
     def add(self, name: str, warmer: Warmer) -> None:
         """Register another cache's warmer (e.g. `bundles`); a name is added once."""
@@ -60,8 +68,25 @@ class Warming:
             record_audit(conn, entry, self.env.clock.now_us())
             notify_committed(conn, Topic.WARM)
 
+        since = self.env.clock.now_us()
         await self.env.db.transact(announce)
-        return {"workers": [here], "notified": self.env.notifier.enabled}
+        others = await self._collect_reports(since) if self.env.notifier.enabled else []
+        return {"workers": [here, *others], "notified": self.env.notifier.enabled}
+
+    async def _collect_reports(self, since_us: int) -> list[dict[str, Any]]:
+        """The other processes' reports of this warm (see the module docstring for timing)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + REPORT_WAIT_SECONDS
+        found: list[dict[str, Any]] = []
+        last_new = deadline
+        while loop.time() < deadline:
+            await asyncio.sleep(REPORT_POLL_SECONDS)
+            now = await self.env.db.read(lambda c: warm_reports.reports_since(c, since_us))
+            if len(now) > len(found):
+                found, last_new = now, loop.time()
+            elif found and loop.time() - last_new >= REPORT_QUIET_SECONDS:
+                break
+        return found
 
     def listen(self, loop: asyncio.AbstractEventLoop) -> Callable[[], None]:
         """Warm (every tenant) whenever another process asks; returns the unsubscribe."""
@@ -80,7 +105,11 @@ class Warming:
 
     async def _warm_quietly(self) -> None:
         try:
-            await self.warm_here(None)
+            report = await self.warm_here(None)
+            now = self.env.clock.now_us()
+            await self.env.db.transact(
+                lambda c: warm_reports.record_report(c, self.identity, report["warmed"], now)
+            )
         except Exception:  # a failed warm leaves the cache cold, never the worker down
             log.exception("caches.warm_failed")
 

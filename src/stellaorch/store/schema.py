@@ -359,6 +359,19 @@ secret_versions = Table(
     PrimaryKeyConstraint("tenant", "name", "version"),
 )
 
+
+# One row per process: what its latest warm refreshed. A process that hears a warm NOTIFY
+# writes here, so the process answering POST /admin/warm can report every process's figures.
+warm_reports = Table(
+    "warm_reports",
+    metadata,
+    Column("worker_id", String(200), nullable=False),
+    Column("tenant", String(128), nullable=False),  # "*": a process serves every tenant
+    Column("warmed_json", Text, nullable=False),  # {"secrets": {...}, "bundles": {...}}
+    Column("warmed_us", BigInteger, nullable=False),
+    PrimaryKeyConstraint("worker_id"),
+)
+
 __all__ = [
     "attempts",
     "audit_log",

@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     max_run_output_bytes: int = Field(default=16 * 1024 * 1024, ge=1024, le=2**40)
     lost_attempt_limit: int = Field(default=3, ge=0, le=100)
     sqlite_busy_timeout_ms: int = Field(default=10_000, ge=0)
+    # A worker not heard from for this long is dead to `worker list`, health and the queue
+    # view, and its registry row is pruned; unset: three heartbeat intervals.
+    worker_ttl_seconds: float | None = Field(default=None, gt=0, le=86_400)
     # Which tenants this process's worker serves; empty: every tenant.
     worker_tenants: Annotated[list[str], NoDecode] = Field(default_factory=list)
     # The scheduler leader lease: a standby takes over at most this long after the leader died.
@@ -155,6 +158,11 @@ class Settings(BaseSettings):
     def heartbeat_seconds(self) -> float:
         """Heartbeat period: explicit, or a third of the lease so two beats can be missed."""
         return self.heartbeat_interval_seconds or self.lease_ttl_seconds / 3
+
+    @property
+    def worker_ttl(self) -> float:
+        """How long a worker's registry row counts as live after its last heartbeat."""
+        return self.worker_ttl_seconds or 3 * self.heartbeat_seconds
 
     @property
     def trust_directory(self) -> Path:

@@ -22,6 +22,7 @@ from stellaorch.engine.secret_vault import SecretVault
 from stellaorch.engine.secrets import SecretService
 from stellaorch.engine.warm import Warming
 from stellaorch.engine.worker import Worker
+from stellaorch.engine.workers import WorkerRegistry
 from stellaorch.plugins.bundle_source import BundleSource
 from stellaorch.settings import Settings
 from stellaorch.store.database import Database, StoreOptions
@@ -44,6 +45,7 @@ class Orchestrator:
         self.exports = LedgerExport(env.db)
         self.secrets = SecretService(env)
         self.warming = Warming(env)
+        self.workers = WorkerRegistry(env)
         self._worker: Worker | None = None
         self._worker_task: asyncio.Task[None] | None = None
         self.schedules = ScheduleService(env)

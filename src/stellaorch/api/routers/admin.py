@@ -40,9 +40,26 @@ def queue_view(stats: QueueStats, now_us: int) -> dict[str, Any]:
     }
 
 
-def worker_running(orch: Orchestrator) -> bool:
-    """True while this process runs a worker (workers in other processes are not seen)."""
-    return orch.worker_running
+def worker_document(orch: Orchestrator, serving: int | None) -> dict[str, Any]:
+    """This process's worker, and the live workers of every process that serve the tenant."""
+    return {"running": orch.worker_running, "live": serving}
+
+
+def degraded_reasons(
+    queues: list[dict[str, Any]], serving: int | None, bundles: dict[str, Any]
+) -> list[dict[str, str]]:
+    """Why a ready service is degraded: backlog over the SLO, no live worker, bad bundles."""
+    reasons = []
+    for q in queues:
+        if q["depth"] >= BACKLOG_SLO:
+            message = f"{q['depth']} queued step(s), at or above the backlog SLO of {BACKLOG_SLO}"
+            reasons.append({"code": "BACKLOG_OVER_SLO", "message": message})
+        if q["depth"] and serving == 0:
+            message = f"{q['depth']} queued step(s) and no live worker serves tenant {q['tenant']}"
+            reasons.append({"code": "NO_LIVE_WORKER", "message": message})
+    if bundles.get("failures"):
+        reasons.append({"code": "BUNDLE_VERIFICATION_FAILED", "message": "a bundle failed"})
+    return reasons
 
 
 def not_ready_error(request: Request, store: StoreHealth) -> dict[str, str]:
@@ -52,21 +69,29 @@ def not_ready_error(request: Request, store: StoreHealth) -> dict[str, str]:
 
 
 def health_document(
-    request: Request, orch: Orchestrator, store: StoreHealth, bundles: dict[str, Any]
+    request: Request,
+    orch: Orchestrator,
+    store: StoreHealth,
+    bundles: dict[str, Any],
+    serving: int | None,
 ) -> dict[str, Any]:
-    """The health JSON: ready only when the store answered, took a write and has room."""
+    """The health JSON: ready only when the store answered, took a write and has room.
+
+    `serving` counts the registry's live workers for the tenant (None: the store is down).
+    """
     stats = store.queue
     queues = [queue_view(stats, orch.env.clock.now_us())] if stats is not None else []
-    backlog = any(q["depth"] >= BACKLOG_SLO for q in queues) or bool(bundles.get("failures"))
+    reasons = degraded_reasons(queues, serving, bundles)
     document: dict[str, Any] = {
-        "status": "ok" if store.ready and not backlog else "degraded",
+        "status": "ok" if store.ready and not reasons else "degraded",
         "live": True,
         "ready": store.ready,
         "store": store.document(),
         "queues": queues,
-        "worker": {"running": worker_running(orch)},
+        "worker": worker_document(orch, serving),
         "sandbox": orch.sandbox.status().document(),
         "bundles": bundles,
+        "reasons": reasons,
     }
     if not store.ready:
         document["error"] = not_ready_error(request, store)
@@ -94,7 +119,8 @@ async def admin_health(
     store = await orch.health.check(caller.tenant, full_check=full)
     await asyncio.to_thread(orch.sandbox.status)  # probes bubblewrap once, off the loop
     bundles = await _bundle_status(orch, caller.tenant, store)
-    document = health_document(request, orch, store, bundles)
+    serving = await _serving_workers(orch, caller.tenant, store)
+    document = health_document(request, orch, store, bundles, serving)
     return JSONResponse(document, status_code=200 if store.ready else 503)
 
 
@@ -109,6 +135,17 @@ async def _bundle_status(orch: Orchestrator, tenant: str, store: StoreHealth) ->
     failed = bool(bundles["failures"])
     bundles["status"] = "none" if not bundles["count"] else "failed" if failed else "ok"
     return bundles
+
+
+async def _serving_workers(orch: Orchestrator, tenant: str, store: StoreHealth) -> int | None:
+    """Live workers of every process that serve `tenant`; None while the store is down."""
+    if not store.ready:
+        return None
+    try:
+        live = await orch.workers.live()
+    except StellaError:  # the store went away between the probe and this read
+        return None
+    return len(live.serving(tenant))
 
 
 @router.post("/admin/warm")

@@ -93,6 +93,9 @@ class Settings(BaseSettings):
     api_max_connections: int = Field(default=1000, ge=1, le=100_000)
     idempotency_ttl_seconds: int = Field(default=86_400, ge=60)
     stream_queue_limit: int = Field(default=10_000, ge=10)
+    # Store-wide metrics (runs by status, queue depth, live workers) are read from the store
+    # at most this often per process; scrapes in between get the same figures (0: every one).
+    metrics_store_cache_seconds: float = Field(default=5.0, ge=0, le=3600)
     # Workers and schedulers: serve their own /metrics on this port (on api_host); unset: none.
     metrics_port: int | None = Field(default=None, ge=1, le=65535)
 

@@ -243,9 +243,9 @@ async def test_lost_leases_are_counted(api: Api) -> None:
     assert value(text, "orchestrator_step_retries_total", tenant=A) == 1
 
 
-async def test_metrics_need_a_token_and_a_tenant(api: Api) -> None:
+async def test_metrics_need_a_token_and_a_tenant_when_the_token_names_several(api: Api) -> None:
     for path in ("/metrics", f"{BASE}/admin/metrics"):
         assert (await api.client.get(path)).status_code == 401
-        response = await api.client.get(path, headers=api.headers(None))
+        response = await api.client.get(path, headers=api.headers(None, token_tenants=[A, B]))
         assert response.status_code == 403
         assert assert_envelope(response)["code"] == "TENANT_REQUIRED"

@@ -220,7 +220,8 @@ def token_issue(
         list[str],
         typer.Option(
             "--scope",
-            help="orchestrator:read, :write or :admin (repeatable; admin implies write and read).",
+            help="orchestrator:read, :write, :admin or :metrics (repeatable; admin implies "
+            "write, read and metrics; metrics only reads /metrics, for Prometheus).",
         ),
     ],
     subject: Annotated[

@@ -20,6 +20,7 @@ from stellaorch.engine.scheduler import Scheduler
 from stellaorch.engine.schedules import ScheduleService
 from stellaorch.engine.secret_vault import SecretVault
 from stellaorch.engine.secrets import SecretService
+from stellaorch.engine.store_figures import StoreFigureReader
 from stellaorch.engine.warm import Warming
 from stellaorch.engine.worker import Worker
 from stellaorch.engine.workers import WorkerRegistry
@@ -46,6 +47,7 @@ class Orchestrator:
         self.secrets = SecretService(env)
         self.warming = Warming(env)
         self.workers = WorkerRegistry(env)
+        self.store_figures = StoreFigureReader(env, self.workers)
         self._worker: Worker | None = None
         self._worker_task: asyncio.Task[None] | None = None
         self.schedules = ScheduleService(env)

@@ -8,13 +8,19 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
 
-from stellaorch.api.auth import ADMIN, AdminCaller, AdminReader, Caller, ReadCaller
+from stellaorch.api.auth import ADMIN, AdminCaller, Caller, ReadCaller, Scraper
 from stellaorch.api.errors import trace_id_of
 from stellaorch.api.state import orchestrator
 from stellaorch.domain.errors import ScopeRequired, StellaError, error_envelope
 from stellaorch.engine.app import Orchestrator
 from stellaorch.engine.health import QueueStats, StoreHealth
-from stellaorch.observability.exposition import CONTENT_TYPE, queue_depth_family, render
+from stellaorch.observability.exposition import (
+    CONTENT_TYPE,
+    queue_depth_family,
+    render,
+    store_runs_family,
+    worker_families,
+)
 from stellaorch.observability.metrics import OrchestratorMetrics
 
 router = APIRouter(tags=["admin"])
@@ -191,8 +197,15 @@ def _metrics_of(request: Request) -> OrchestratorMetrics:
 async def _exposition(request: Request, caller: Caller) -> Response:
     """The metrics the caller may see: its own tenant's, or all for a "*" token."""
     visible = None if "*" in caller.principal.tenants else caller.tenant
-    depths = await orchestrator(request).health.queue_depths(visible)
-    body = render([_metrics_of(request).registry], [queue_depth_family(depths)], visible)
+    orch = orchestrator(request)
+    depths = await orch.health.queue_depths(visible)
+    store = await orch.store_figures.figures()
+    extra = [
+        queue_depth_family(depths),
+        store_runs_family(store.runs),
+        *worker_families(store.workers_live, store.worker_slots, store.worker_slots_in_use),
+    ]
+    body = render([_metrics_of(request).registry], extra, visible)
     return Response(body, media_type=CONTENT_TYPE)
 
 
@@ -202,18 +215,18 @@ _METRICS_DOC: dict[int | str, dict[str, Any]] = {
 
 
 @router.get("/admin/metrics", response_class=Response, responses=_METRICS_DOC)
-async def admin_metrics(request: Request, caller: AdminReader) -> Response:
+async def admin_metrics(request: Request, caller: Scraper) -> Response:
     """Prometheus exposition, restricted to the caller's tenant."""
     return await _exposition(request, caller)
 
 
 @router.get("/metrics", response_class=Response, responses=_METRICS_DOC)
-async def prefixed_metrics(request: Request, caller: AdminReader) -> Response:
+async def prefixed_metrics(request: Request, caller: Scraper) -> Response:
     """The same exposition as /admin/metrics."""
     return await _exposition(request, caller)
 
 
 @root_router.get("/metrics", response_class=Response, responses=_METRICS_DOC)
-async def root_metrics(request: Request, caller: AdminReader) -> Response:
+async def root_metrics(request: Request, caller: Scraper) -> Response:
     """The same exposition as /admin/metrics, at the path Prometheus scrapes by default."""
     return await _exposition(request, caller)

@@ -1,8 +1,8 @@
 """Real `stella orch worker` processes in the registry: listed by `stella orch worker list`.
 
-An API process and two worker processes share one SQLite file. A SIGKILLed worker leaves
-its row behind, and `worker list` stops showing it once its TTL has passed; a worker
-stopped with SIGTERM removes its row at once.
+An API process and two worker processes share one store (a SQLite file, or PostgreSQL).
+A SIGKILLed worker leaves its row behind, and `worker list` stops showing it once its TTL
+has passed; a worker stopped with SIGTERM removes its row at once.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import json
 import signal
 import sys
 import time
+from collections.abc import Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
@@ -50,7 +51,17 @@ def pids(items: list[dict[str, Any]]) -> set[int]:
 
 
 async def test_a_killed_worker_leaves_worker_list_within_its_ttl(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path}/o.db"
+    await killed_and_stopped_workers(f"sqlite:///{tmp_path}/o.db", tmp_path)
+
+
+async def test_a_killed_worker_leaves_worker_list_within_its_ttl_on_postgresql(
+    pg_store_url: Callable[[], str], tmp_path: Path
+) -> None:
+    await killed_and_stopped_workers(pg_store_url(), tmp_path)
+
+
+async def killed_and_stopped_workers(url: str, tmp_path: Path) -> None:
+    """Two workers listed; the SIGKILLed one gone after its TTL; the SIGTERMed one at once."""
     keys = tmp_path / "keys"
     token = api_token(keys, "*", ["orchestrator:read"])
     env = {**REGISTRY_ENV, "STELLA_ORCH_KEYS_DIR": str(keys)}

@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy import Connection, delete, insert, select, update
 
-from stellaorch.store.dialect import store_now_us
+from stellaorch.store.dialect import claim_lock, store_now_us
 from stellaorch.store.leases import ALL_TENANTS
 from stellaorch.store.schema import workers
 
@@ -69,9 +69,14 @@ def remove_worker(conn: Connection, worker_id: str) -> None:
 
 
 def prune_workers(conn: Connection, ttl_us: int, local_now_us: int) -> int:
-    """delete_stale_workers: rows not seen within the TTL (killed processes); how many."""
+    """delete_stale_workers: rows not seen within the TTL (killed processes); how many.
+
+    Rows another transaction holds are skipped (PostgreSQL's SKIP LOCKED): two workers
+    pruning at once, or a late heartbeat of a stalled one, never wait on each other.
+    """
     cutoff = store_now_us(conn, local_now_us) - ttl_us
-    return conn.execute(delete(workers).where(_w.last_seen_us < cutoff)).rowcount
+    stale = claim_lock(conn, select(_w.worker_id).where(_w.last_seen_us < cutoff))
+    return conn.execute(delete(workers).where(_w.worker_id.in_(stale.scalar_subquery()))).rowcount
 
 
 def live_workers(

@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     max_run_output_bytes: int = Field(default=16 * 1024 * 1024, ge=1024, le=2**40)
     lost_attempt_limit: int = Field(default=3, ge=0, le=100)
     sqlite_busy_timeout_ms: int = Field(default=10_000, ge=0)
+    # A worker not heard from for this long is dead to `worker list`, health and the queue
+    # view, and its registry row is pruned; unset: three heartbeat intervals.
+    worker_ttl_seconds: float | None = Field(default=None, gt=0, le=86_400)
     # Which tenants this process's worker serves; empty: every tenant.
     worker_tenants: Annotated[list[str], NoDecode] = Field(default_factory=list)
     # The scheduler leader lease: a standby takes over at most this long after the leader died.
@@ -90,6 +93,9 @@ class Settings(BaseSettings):
     api_max_connections: int = Field(default=1000, ge=1, le=100_000)
     idempotency_ttl_seconds: int = Field(default=86_400, ge=60)
     stream_queue_limit: int = Field(default=10_000, ge=10)
+    # Store-wide metrics (runs by status, queue depth, live workers) are read from the store
+    # at most this often per process; scrapes in between get the same figures (0: every one).
+    metrics_store_cache_seconds: float = Field(default=5.0, ge=0, le=3600)
     # Workers and schedulers: serve their own /metrics on this port (on api_host); unset: none.
     metrics_port: int | None = Field(default=None, ge=1, le=65535)
 
@@ -155,6 +161,11 @@ class Settings(BaseSettings):
     def heartbeat_seconds(self) -> float:
         """Heartbeat period: explicit, or a third of the lease so two beats can be missed."""
         return self.heartbeat_interval_seconds or self.lease_ttl_seconds / 3
+
+    @property
+    def worker_ttl(self) -> float:
+        """How long a worker's registry row counts as live after its last heartbeat."""
+        return self.worker_ttl_seconds or 3 * self.heartbeat_seconds
 
     @property
     def trust_directory(self) -> Path:

@@ -81,12 +81,15 @@ async def test_health_reports_only_the_callers_queue(api: Api) -> None:
     await asyncio.sleep(0.01)  # a measurable age for the oldest item
     status, document = await health(api, A)
     assert status == 200
-    assert document["status"] == "ok" and document["live"] is True and document["ready"] is True
+    # queued work and no live worker anywhere: ready, but degraded, saying why
+    assert document["status"] == "degraded" and document["live"] is True
+    assert document["ready"] is True
+    assert [r["code"] for r in document["reasons"]] == ["NO_LIVE_WORKER"]
     assert document["store"]["reachable"] is True and document["store"]["latencyMs"] >= 0
     [queue] = document["queues"]
     assert queue["tenant"] == A and queue["depth"] == 6 and queue["inFlight"] == 0
     assert 0 < queue["oldestAgeSeconds"] < 60
-    assert document["worker"] == {"running": False}
+    assert document["worker"] == {"running": False, "live": 0}
     assert document["bundles"] == {"status": "none", "count": 0, "verified": 0, "failures": []}
     assert (await health(api, B))[1]["queues"][0]["depth"] == 2
 
@@ -103,11 +106,11 @@ async def test_health_shows_a_running_worker_and_drains(api: Api) -> None:
     await api.publish(A, TWO_ROOTS)
     run = await api.start(A, "fan")
     api.start_worker()
-    assert (await health(api, A))[1]["worker"] == {"running": True}
+    assert (await health(api, A))[1]["worker"]["running"] is True
     assert await api.wait(A, run["runId"]) == "completed"
     assert (await health(api, A))[1]["queues"][0]["depth"] == 0
     await api.stop_worker()
-    assert (await health(api, A))[1]["worker"] == {"running": False}
+    assert (await health(api, A))[1]["worker"] == {"running": False, "live": 0}
 
 
 async def test_health_is_503_not_ready_when_the_store_fails(
@@ -240,9 +243,9 @@ async def test_lost_leases_are_counted(api: Api) -> None:
     assert value(text, "orchestrator_step_retries_total", tenant=A) == 1
 
 
-async def test_metrics_need_a_token_and_a_tenant(api: Api) -> None:
+async def test_metrics_need_a_token_and_a_tenant_when_the_token_names_several(api: Api) -> None:
     for path in ("/metrics", f"{BASE}/admin/metrics"):
         assert (await api.client.get(path)).status_code == 401
-        response = await api.client.get(path, headers=api.headers(None))
+        response = await api.client.get(path, headers=api.headers(None, token_tenants=[A, B]))
         assert response.status_code == 403
         assert assert_envelope(response)["code"] == "TENANT_REQUIRED"

@@ -19,6 +19,8 @@ pytest_plugins = ("api_fixtures",)
 
 from api_fixtures import BASE, Api, MakeApi, assert_envelope, dump, spec  # noqa: E402
 
+from stellaorch.engine.workers import presence  # noqa: E402
+
 A, B = "tenant-alpha", "tenant-bravo"
 A_DAG, B_DAG = "payroll-sync", "bravo-reports"
 A_RUN_TOKEN = "alpha-run-token-7f3e9c"
@@ -54,6 +56,7 @@ EXPECTED = {
     ("get", f"{BASE}/bundles"),
     ("get", f"{BASE}/bundles/{{name}}/{{version}}"),
     ("post", f"{BASE}/bundles:verify"),
+    ("get", f"{BASE}/workers"),
     ("get", "/metrics"),
 }
 # B publishing must not touch A's namespace, so its DAG body names B's own DAG.
@@ -213,6 +216,8 @@ async def world(make_api: MakeApi) -> tuple[Api, World]:
     run = await api.start(A, A_DAG, {"secret": A_INPUT}, runToken=A_RUN_TOKEN)
     assert await api.wait(A, run["runId"]) == "completed"
     await api.stop_worker()
+    # A worker (of another process) serving both tenants: B may see it, never A's name on it.
+    await api.orchestrator.workers.beat(presence("shared-worker:1:aa", (A, B), 2, 0))
     view = await api.get_json(A, f"/runs/{run['runId']}")
     logs_ref = next(s["logsRef"] for s in view["steps"] if s["stepId"] == "say")
     assert logs_ref, view

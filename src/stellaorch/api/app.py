@@ -28,6 +28,7 @@ from stellaorch.api.routers import (
     schedules,
     secrets,
     stream,
+    workers,
 )
 from stellaorch.engine.app import Orchestrator
 from stellaorch.engine.stream import StreamHub
@@ -109,6 +110,7 @@ def create_app(orch: Orchestrator, auth: Authenticator | None = None) -> FastAPI
         rollback,
         bundles,
         secrets,
+        workers,
     ):
         app.include_router(module.router, prefix=BASE)
     app.include_router(admin.root_router)

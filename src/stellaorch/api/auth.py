@@ -23,10 +23,19 @@ from stellaorch.domain.limits import (
     MAX_OPERATOR_TICKET_CHARS,
     bounded_header,
 )
-from stellaorch.security.tokens import SCOPES, Principal, TokenVerifier
+from stellaorch.security.tokens import (
+    GRANTABLE_SCOPES,
+    METRICS_SCOPE,
+    SCOPES,
+    Principal,
+    TokenVerifier,
+)
 from stellaorch.settings import Settings
 
 READ, WRITE, ADMIN = SCOPES
+METRICS = METRICS_SCOPE
+# A scrape without X-Stella-Tenant by a token for every tenant: the scrape covers them all.
+EVERY_TENANT = "*"
 TENANT_ID = re.compile(r"^[a-z0-9][a-z0-9._-]{0,127}$")
 _bearer = HTTPBearer(auto_error=False, description="JWT signed by a key in the local JWKS")
 
@@ -61,7 +70,7 @@ class Authenticator:
     def principal(self, token: str | None) -> Principal:
         """The principal behind a bearer token."""
         if self._verifier is None:
-            return Principal("insecure-dev", frozenset(SCOPES), frozenset({"*"}))
+            return Principal("insecure-dev", frozenset(GRANTABLE_SCOPES), frozenset({"*"}))
         if not token:
             raise Unauthenticated("a bearer token is required")
         return self._verifier.verify(token)
@@ -81,10 +90,30 @@ class Authenticator:
     def check(self, token: str | None, tenant: str | None, scope: str) -> Caller:
         """Authenticate, then authorise tenant and scope, in that order (401 before 403)."""
         principal = self.principal(token)
-        chosen = self.tenant(principal, tenant)
+        return self._scoped(principal, self.tenant(principal, tenant), scope)
+
+    def check_scrape(self, token: str | None, tenant: str | None) -> Caller:
+        """`check` for metrics, where a scraper may leave the tenant header out.
+
+        Without it a token for every tenant scrapes them all (tenant EVERY_TENANT) and a
+        token for one tenant scrapes that one; a token for several must name one.
+        """
+        principal = self.principal(token)
+        if tenant:
+            chosen = self.tenant(principal, tenant)
+        elif "*" in principal.tenants:
+            chosen = EVERY_TENANT
+        elif len(principal.tenants) == 1:
+            chosen = self.tenant(principal, next(iter(principal.tenants)))
+        else:
+            raise TenantRequired("the token names several tenants: send X-Stella-Tenant")
+        return self._scoped(principal, chosen, METRICS)
+
+    @staticmethod
+    def _scoped(principal: Principal, tenant: str, scope: str) -> Caller:
         if scope not in principal.scopes:
             raise ScopeRequired(f"this call needs the {scope} scope")
-        return Caller(principal, chosen)
+        return Caller(principal, tenant)
 
 
 def require(scope: str, *, operator_reason: bool = False) -> Callable[..., Awaitable[Caller]]:
@@ -117,7 +146,18 @@ def _operator_note(reason: str | None, ticket: str | None) -> tuple[str | None, 
     return (reason or "").strip() or None, ticket
 
 
+async def _scraper(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    x_stella_tenant: Annotated[str | None, Header()] = None,
+) -> Caller:
+    """The metrics routes' dependency: the metrics scope (admin implies it), tenant optional."""
+    auth: Authenticator = request.app.state.auth
+    return auth.check_scrape(credentials.credentials if credentials else None, x_stella_tenant)
+
+
 ReadCaller = Annotated[Caller, Depends(require(READ))]
+Scraper = Annotated[Caller, Depends(_scraper)]
 WriteCaller = Annotated[Caller, Depends(require(WRITE))]
 AdminCaller = Annotated[Caller, Depends(require(ADMIN, operator_reason=True))]
 AdminReader = Annotated[Caller, Depends(require(ADMIN))]

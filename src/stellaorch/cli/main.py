@@ -35,6 +35,7 @@ from stellaorch.cli.queue_commands import queue_app
 from stellaorch.cli.run_commands import run_app
 from stellaorch.cli.schedule_commands import schedule_app
 from stellaorch.cli.secret_commands import admin_app, secret_app
+from stellaorch.cli.worker_commands import worker_app
 
 app = group("Stella command line.")
 orch = group("Stella Orchestrator: DAG runs with a hash-chained ledger.")
@@ -60,6 +61,7 @@ for name, sub in (
     ("db", db_app),
     ("keys", keys_app),
     ("token", token_app),
+    ("worker", worker_app),
 ):
     orch.add_typer(sub, name=name)
 
@@ -160,7 +162,7 @@ def api_command(
     _service(ctx, "api", log_level, flags)
 
 
-@orch.command("worker")
+@worker_app.callback()
 def worker_command(
     ctx: typer.Context,
     db: Db = None,
@@ -169,7 +171,9 @@ def worker_command(
     metrics_port: MetricsPort = None,
     log_level: LogLevelOption = LogLevel.INFO,
 ) -> None:
-    """Execute queued steps from the store until SIGINT/SIGTERM (no API)."""
+    """Execute queued steps from the store until SIGINT/SIGTERM (no API); `list`: live workers."""
+    if ctx.invoked_subcommand is not None:
+        return  # `worker list`: a client command, this process runs no worker
     flags = {"db": db, "concurrency": concurrency, "tenants": tenants, "metrics_port": metrics_port}
     _service(ctx, "worker", log_level, flags)
 
@@ -216,7 +220,8 @@ def token_issue(
         list[str],
         typer.Option(
             "--scope",
-            help="orchestrator:read, :write or :admin (repeatable; admin implies write and read).",
+            help="orchestrator:read, :write, :admin or :metrics (repeatable; admin implies "
+            "write, read and metrics; metrics only reads /metrics, for Prometheus).",
         ),
     ],
     subject: Annotated[

@@ -20,8 +20,10 @@ from stellaorch.engine.scheduler import Scheduler
 from stellaorch.engine.schedules import ScheduleService
 from stellaorch.engine.secret_vault import SecretVault
 from stellaorch.engine.secrets import SecretService
+from stellaorch.engine.store_figures import StoreFigureReader
 from stellaorch.engine.warm import Warming
 from stellaorch.engine.worker import Worker
+from stellaorch.engine.workers import WorkerRegistry
 from stellaorch.plugins.bundle_source import BundleSource
 from stellaorch.settings import Settings
 from stellaorch.store.database import Database, StoreOptions
@@ -44,6 +46,8 @@ class Orchestrator:
         self.exports = LedgerExport(env.db)
         self.secrets = SecretService(env)
         self.warming = Warming(env)
+        self.workers = WorkerRegistry(env)
+        self.store_figures = StoreFigureReader(env, self.workers)
         self._worker: Worker | None = None
         self._worker_task: asyncio.Task[None] | None = None
         self.schedules = ScheduleService(env)

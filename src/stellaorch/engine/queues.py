@@ -10,6 +10,7 @@ from stellaorch.domain.errors import TenantForbidden, ValidationError
 from stellaorch.engine.env import EngineEnv
 from stellaorch.engine.quotas import MAX_LIMIT, QuotaGate
 from stellaorch.engine.records import record_audit
+from stellaorch.engine.workers import WorkerRegistry
 from stellaorch.store import Connection, controls
 from stellaorch.store.controls import ALL_DAGS as ALL_DAGS
 from stellaorch.store.controls import QueueFigures
@@ -57,6 +58,7 @@ class QueueService:
 
     def __init__(self, env: EngineEnv) -> None:
         self.env = env
+        self._worker_ttl_us = WorkerRegistry(env).ttl_us
 
     async def view(self, tenant: str) -> QueueView:
         """The tenant's queue now."""
@@ -67,7 +69,8 @@ class QueueService:
         gate = QuotaGate.load(conn, [tenant], now)
         limited = bool(gate.blocked_dags(tenant))
         eligible = gate.next_eligible_us(tenant) if limited else now
-        return QueueView(controls.queue_figures(conn, tenant, now), eligible, limited)
+        figures = controls.queue_figures(conn, tenant, now, self._worker_ttl_us)
+        return QueueView(figures, eligible, limited)
 
     async def act(
         self, caller_tenant: str, tenant: str, action: str, operator: Operator

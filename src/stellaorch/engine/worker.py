@@ -23,6 +23,7 @@ from stellaorch.engine import claim, complete, recover
 from stellaorch.engine.env import EngineEnv
 from stellaorch.engine.redact_outcome import redacted
 from stellaorch.engine.requests import Lease, Outcome
+from stellaorch.engine.workers import WorkerRegistry, presence
 from stellaorch.plugins.base import PluginRegistry, StepContext, check_outputs
 from stellaorch.store.notify import Topic
 from stellaorch.store.retries import outlast
@@ -68,6 +69,10 @@ class Worker:
         self._rotation = 0
         self._reserved = 0
         self._quiet = False
+        self.registry = WorkerRegistry(env)
+        # The registry's key: host:pid as on the leases, plus a suffix for several per process.
+        self.registry_id = f"{self.worker_id}:{env.ids.lease_id()[:8]}"
+        self._beat: asyncio.Future[None] | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
     async def run(self) -> None:
@@ -94,6 +99,7 @@ class Worker:
             await self._drain(tasks)
         finally:
             stopping.cancel()
+            await self._leave_registry()
             unsubscribe()
             unlisten()
             for remove in unlisten_others:
@@ -312,6 +318,7 @@ class Worker:
     async def _maintenance_loop(self) -> None:
         while True:
             await self._recover_expired()
+            await self._announce()
             await asyncio.sleep(self.env.settings.heartbeat_seconds)
             await self._heartbeat()
 
@@ -324,6 +331,23 @@ class Worker:
             slot = self._slots.get(lease_id)
             if slot is not None:
                 slot.task.cancel()  # revoked elsewhere (cancel, expiry): stop the attempt
+
+    async def _announce(self) -> None:
+        """Heartbeat the registry row, idle or busy, so `worker list` and health see us."""
+        tenants = tuple(self.env.settings.worker_tenants)
+        row = presence(self.registry_id, tenants, self.concurrency, len(self._slots))
+        # Shielded: a stop must not cut the write loose, or it could land after our leave.
+        self._beat = asyncio.ensure_future(self.registry.beat(row))
+        await asyncio.shield(self._beat)
+
+    async def _leave_registry(self) -> None:
+        """Remove our row (best effort: a row left behind expires with the TTL)."""
+        if self._beat is not None:
+            await asyncio.gather(self._beat, return_exceptions=True)
+        try:
+            await self.registry.leave(self.registry_id)
+        except StellaError as exc:
+            log.warning("could not leave the worker registry: %s", exc.message)
 
     async def _recover_expired(self) -> None:
         entries = await self.env.db.transact(lambda c: recover.recover(c, self.env))

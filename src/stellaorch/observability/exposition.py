@@ -25,6 +25,43 @@ def queue_depth_family(depths: Mapping[str, int]) -> GaugeMetricFamily:
     return family
 
 
+def store_runs_family(runs: Iterable[tuple[str, str, int]]) -> GaugeMetricFamily:
+    """`orchestrator_store_runs{tenant,status}`: runs in the store by current status.
+
+    Read from the store, so every process reports the same figures, unlike the per-process
+    `orchestrator_runs_total` counters (aggregate it with `max`, never `sum`).
+    """
+    family = GaugeMetricFamily(
+        "orchestrator_store_runs",
+        "Runs in the store by tenant and current status (store-wide, read at scrape).",
+        labels=["tenant", "status"],
+    )
+    for tenant, status, count in runs:
+        family.add_metric([tenant, status], count)
+    return family
+
+
+def worker_families(live: int, slots: int, busy: int) -> list[GaugeMetricFamily]:
+    """Live workers of the registry and their slots: infrastructure totals, no tenant label."""
+    return [
+        GaugeMetricFamily(
+            "orchestrator_workers_live",
+            "Worker processes heard from within the registry TTL (store-wide).",
+            value=live,
+        ),
+        GaugeMetricFamily(
+            "orchestrator_worker_slots",
+            "Concurrency of the live workers together (store-wide).",
+            value=slots,
+        ),
+        GaugeMetricFamily(
+            "orchestrator_worker_slots_in_use",
+            "Slots of the live workers running an attempt at their last heartbeat (store-wide).",
+            value=busy,
+        ),
+    ]
+
+
 def for_tenant(family: Metric, tenant: str) -> Metric:
     """A copy of `family` without the samples of other tenants (untenanted samples stay)."""
     kept = Metric(family.name, family.documentation, family.type, family.unit)

@@ -22,9 +22,17 @@ MAX_SUBJECT_CHARS = 200
 DEFAULT_MAX_LIFETIME_SECONDS = 30 * 86400
 RELOAD_SECONDS = 1.0  # the least time between two reads of the key directory
 SCOPES = ("orchestrator:read", "orchestrator:write", "orchestrator:admin")
+# Prometheus metrics only: a scraper's token reads /metrics and nothing else.
+METRICS_SCOPE = "orchestrator:metrics"
+GRANTABLE_SCOPES = (*SCOPES, METRICS_SCOPE)
 # admin implies write implies read: an operator never needs three scopes for one job
 _IMPLIED = {
-    "orchestrator:admin": {"orchestrator:admin", "orchestrator:write", "orchestrator:read"},
+    "orchestrator:admin": {
+        "orchestrator:admin",
+        "orchestrator:write",
+        "orchestrator:read",
+        METRICS_SCOPE,
+    },
     "orchestrator:write": {"orchestrator:write", "orchestrator:read"},
     "orchestrator:read": {"orchestrator:read"},
 }
@@ -201,9 +209,10 @@ def issue_token(
     issuer: str | None = None,
 ) -> str:
     """Sign a token with the directory's local key (development and air-gapped setups)."""
-    unknown = [s for s in scopes if s not in SCOPES]
+    unknown = [s for s in scopes if s not in GRANTABLE_SCOPES]
     if unknown:
-        raise ValidationError(f"unknown scope(s): {', '.join(unknown)}; use {', '.join(SCOPES)}")
+        known = ", ".join(GRANTABLE_SCOPES)
+        raise ValidationError(f"unknown scope(s): {', '.join(unknown)}; use {known}")
     if not tenants:
         raise ValidationError("a token needs at least one tenant")
     kid, key = load_signing_key(keys_dir)

@@ -12,6 +12,7 @@ from stellaorch.store.bulk import fetch_all
 from stellaorch.store.dialect import claim_lock, insert_ignore
 from stellaorch.store.queue import READY_ITEMS, QueueItem, ensure_tenant
 from stellaorch.store.schema import queue_items, quotas, runs, tenant_queues
+from stellaorch.store.workers import MAX_LIVE_WORKERS, live_workers
 
 ItemRow = tuple[int, str, str, str, int, str | None, int | None]
 ALL_DAGS = "*"  # quota row key: the whole tenant
@@ -60,8 +61,12 @@ def _count_if(condition: Any) -> Any:
     return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
 
 
-def queue_figures(conn: Connection, tenant: str, now_us: int) -> QueueFigures:
-    """select_queue_figures: depth, oldest item, leases, retries, flags and live workers."""
+def queue_figures(conn: Connection, tenant: str, now_us: int, worker_ttl_us: int) -> QueueFigures:
+    """select_queue_figures: depth, oldest item, leases, retries, flags and live workers.
+
+    Workers are those of the registry that serve the tenant, idle or busy (lease holders
+    alone would miss idle workers and still count one that was just killed).
+    """
     counts = conn.execute(
         select(
             _count_if(_unleased),
@@ -70,17 +75,14 @@ def queue_figures(conn: Connection, tenant: str, now_us: int) -> QueueFigures:
             _count_if(_unleased & (_q.attempt > 1)),
         ).where(_q.tenant == tenant)
     ).one()
-    workers = conn.execute(
-        select(func.count(func.distinct(_q.worker_id))).where(
-            _q.tenant == tenant, _q.lease_id.isnot(None), _q.lease_expires_us >= now_us
-        )
-    ).scalar()
+    _, live = live_workers(conn, worker_ttl_us, now_us, MAX_LIVE_WORKERS)
+    workers = sum(1 for w in live if w.serves(tenant))
     t = tenant_queues.c
     flags = conn.execute(select(t.paused, t.draining).where(t.tenant == tenant)).first()
     paused, draining = (bool(flags[0]), bool(flags[1])) if flags else (False, False)
     depth, oldest, leased, retrying = counts
     return QueueFigures(
-        tenant, int(depth), oldest, int(leased), int(retrying), paused, draining, int(workers or 0)
+        tenant, int(depth), oldest, int(leased), int(retrying), paused, draining, workers
     )
 
 

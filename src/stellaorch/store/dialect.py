@@ -108,3 +108,13 @@ def try_lock_names(conn: Connection, namespace: str, names: Iterable[str]) -> se
         for name in wanted
         if conn.execute(_try_lock, {"key": advisory_key(namespace, name)}).scalar()
     }
+
+
+_server_now_us = text("SELECT CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000000 AS BIGINT)")
+
+
+def store_now_us(conn: Connection, local_now_us: int) -> int:
+    """The store's clock: PostgreSQL's, so hosts with skewed clocks agree; SQLite's is ours."""
+    if conn.dialect.name == "postgresql":
+        return int(conn.execute(_server_now_us).scalar_one())
+    return local_now_us

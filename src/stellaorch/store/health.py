@@ -11,7 +11,7 @@ from sqlalchemy.exc import DBAPIError
 from stellaorch.domain.errors import StoreNotWritable
 from stellaorch.store.dialect import insert_ignore
 from stellaorch.store.leases import ALL_TENANTS
-from stellaorch.store.schema import queue_items, store_probe
+from stellaorch.store.schema import queue_items, runs, store_probe
 
 PROBE_NAME = "readiness"
 
@@ -74,3 +74,15 @@ def tenant_queue_stats(conn: Connection, tenant: str) -> QueueStats:
 def all_queue_stats(conn: Connection) -> list[QueueStats]:
     """Maintenance query across tenants: queue figures of every tenant with queued items."""
     return _rows(conn, _stats)
+
+
+_runs_by_status = (
+    select(runs.c.tenant, runs.c.status, func.count())
+    .group_by(runs.c.tenant, runs.c.status)
+    .order_by(runs.c.tenant, runs.c.status)
+)
+
+
+def all_runs_by_status(conn: Connection) -> list[tuple[str, str, int]]:
+    """Maintenance query across tenants (metrics): (tenant, status, runs) in the store now."""
+    return [(str(t), str(s), int(n)) for t, s, n in conn.execute(_runs_by_status)]

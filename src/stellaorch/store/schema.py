@@ -327,6 +327,25 @@ store_probe = Table(
     Column("written_us", BigInteger, nullable=False),
 )
 
+# The worker registry (0011): one row per live worker process, rewritten by its heartbeat,
+# deleted when it stops cleanly; rows not seen within the TTL are ignored, then pruned.
+workers = Table(
+    "workers",
+    metadata,
+    Column("worker_id", String(200), primary_key=True),  # host:pid:suffix
+    Column("tenant", String(128), nullable=False),  # "*": workers are shared infrastructure
+    Column("host", String(255), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("version", String(64), nullable=False),
+    Column("tenants_json", Text, nullable=False),  # the tenants filter; []: every tenant
+    Column("concurrency", Integer, nullable=False),
+    Column("slots_in_use", Integer, nullable=False),
+    Column("started_us", BigInteger, nullable=False),
+    Column("last_seen_us", BigInteger, nullable=False),  # store time of the last heartbeat
+)
+# list_live_workers and prune_workers: rows by last heartbeat
+Index("ix_workers_last_seen", workers.c.last_seen_us)
+
 # Imported, verified plugin bundles; the archive itself is a file named by its digest (0007).
 bundles = Table(
     "bundles",
@@ -391,4 +410,5 @@ __all__ = [
     "step_executions",
     "store_probe",
     "tenant_queues",
+    "workers",
 ]

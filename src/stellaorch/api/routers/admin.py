@@ -8,13 +8,19 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
 
-from stellaorch.api.auth import ADMIN, AdminCaller, AdminReader, Caller, ReadCaller
+from stellaorch.api.auth import ADMIN, AdminCaller, Caller, ReadCaller, Scraper
 from stellaorch.api.errors import trace_id_of
 from stellaorch.api.state import orchestrator
 from stellaorch.domain.errors import ScopeRequired, StellaError, error_envelope
 from stellaorch.engine.app import Orchestrator
 from stellaorch.engine.health import QueueStats, StoreHealth
-from stellaorch.observability.exposition import CONTENT_TYPE, queue_depth_family, render
+from stellaorch.observability.exposition import (
+    CONTENT_TYPE,
+    queue_depth_family,
+    render,
+    store_runs_family,
+    worker_families,
+)
 from stellaorch.observability.metrics import OrchestratorMetrics
 
 router = APIRouter(tags=["admin"])
@@ -40,9 +46,26 @@ def queue_view(stats: QueueStats, now_us: int) -> dict[str, Any]:
     }
 
 
-def worker_running(orch: Orchestrator) -> bool:
-    """True while this process runs a worker (workers in other processes are not seen)."""
-    return orch.worker_running
+def worker_document(orch: Orchestrator, serving: int | None) -> dict[str, Any]:
+    """This process's worker, and the live workers of every process that serve the tenant."""
+    return {"running": orch.worker_running, "live": serving}
+
+
+def degraded_reasons(
+    queues: list[dict[str, Any]], serving: int | None, bundles: dict[str, Any]
+) -> list[dict[str, str]]:
+    """Why a ready service is degraded: backlog over the SLO, no live worker, bad bundles."""
+    reasons = []
+    for q in queues:
+        if q["depth"] >= BACKLOG_SLO:
+            message = f"{q['depth']} queued step(s), at or above the backlog SLO of {BACKLOG_SLO}"
+            reasons.append({"code": "BACKLOG_OVER_SLO", "message": message})
+        if q["depth"] and serving == 0:
+            message = f"{q['depth']} queued step(s) and no live worker serves tenant {q['tenant']}"
+            reasons.append({"code": "NO_LIVE_WORKER", "message": message})
+    if bundles.get("failures"):
+        reasons.append({"code": "BUNDLE_VERIFICATION_FAILED", "message": "a bundle failed"})
+    return reasons
 
 
 def not_ready_error(request: Request, store: StoreHealth) -> dict[str, str]:
@@ -52,21 +75,29 @@ def not_ready_error(request: Request, store: StoreHealth) -> dict[str, str]:
 
 
 def health_document(
-    request: Request, orch: Orchestrator, store: StoreHealth, bundles: dict[str, Any]
+    request: Request,
+    orch: Orchestrator,
+    store: StoreHealth,
+    bundles: dict[str, Any],
+    serving: int | None,
 ) -> dict[str, Any]:
-    """The health JSON: ready only when the store answered, took a write and has room."""
+    """The health JSON: ready only when the store answered, took a write and has room.
+
+    `serving` counts the registry's live workers for the tenant (None: the store is down).
+    """
     stats = store.queue
     queues = [queue_view(stats, orch.env.clock.now_us())] if stats is not None else []
-    backlog = any(q["depth"] >= BACKLOG_SLO for q in queues) or bool(bundles.get("failures"))
+    reasons = degraded_reasons(queues, serving, bundles)
     document: dict[str, Any] = {
-        "status": "ok" if store.ready and not backlog else "degraded",
+        "status": "ok" if store.ready and not reasons else "degraded",
         "live": True,
         "ready": store.ready,
         "store": store.document(),
         "queues": queues,
-        "worker": {"running": worker_running(orch)},
+        "worker": worker_document(orch, serving),
         "sandbox": orch.sandbox.status().document(),
         "bundles": bundles,
+        "reasons": reasons,
     }
     if not store.ready:
         document["error"] = not_ready_error(request, store)
@@ -94,7 +125,8 @@ async def admin_health(
     store = await orch.health.check(caller.tenant, full_check=full)
     await asyncio.to_thread(orch.sandbox.status)  # probes bubblewrap once, off the loop
     bundles = await _bundle_status(orch, caller.tenant, store)
-    document = health_document(request, orch, store, bundles)
+    serving = await _serving_workers(orch, caller.tenant, store)
+    document = health_document(request, orch, store, bundles, serving)
     return JSONResponse(document, status_code=200 if store.ready else 503)
 
 
@@ -109,6 +141,17 @@ async def _bundle_status(orch: Orchestrator, tenant: str, store: StoreHealth) ->
     failed = bool(bundles["failures"])
     bundles["status"] = "none" if not bundles["count"] else "failed" if failed else "ok"
     return bundles
+
+
+async def _serving_workers(orch: Orchestrator, tenant: str, store: StoreHealth) -> int | None:
+    """Live workers of every process that serve `tenant`; None while the store is down."""
+    if not store.ready:
+        return None
+    try:
+        live = await orch.workers.live()
+    except StellaError:  # the store went away between the probe and this read
+        return None
+    return len(live.serving(tenant))
 
 
 @router.post("/admin/warm")
@@ -154,8 +197,15 @@ def _metrics_of(request: Request) -> OrchestratorMetrics:
 async def _exposition(request: Request, caller: Caller) -> Response:
     """The metrics the caller may see: its own tenant's, or all for a "*" token."""
     visible = None if "*" in caller.principal.tenants else caller.tenant
-    depths = await orchestrator(request).health.queue_depths(visible)
-    body = render([_metrics_of(request).registry], [queue_depth_family(depths)], visible)
+    orch = orchestrator(request)
+    depths = await orch.health.queue_depths(visible)
+    store = await orch.store_figures.figures()
+    extra = [
+        queue_depth_family(depths),
+        store_runs_family(store.runs),
+        *worker_families(store.workers_live, store.worker_slots, store.worker_slots_in_use),
+    ]
+    body = render([_metrics_of(request).registry], extra, visible)
     return Response(body, media_type=CONTENT_TYPE)
 
 
@@ -165,18 +215,18 @@ _METRICS_DOC: dict[int | str, dict[str, Any]] = {
 
 
 @router.get("/admin/metrics", response_class=Response, responses=_METRICS_DOC)
-async def admin_metrics(request: Request, caller: AdminReader) -> Response:
+async def admin_metrics(request: Request, caller: Scraper) -> Response:
     """Prometheus exposition, restricted to the caller's tenant."""
     return await _exposition(request, caller)
 
 
 @router.get("/metrics", response_class=Response, responses=_METRICS_DOC)
-async def prefixed_metrics(request: Request, caller: AdminReader) -> Response:
+async def prefixed_metrics(request: Request, caller: Scraper) -> Response:
     """The same exposition as /admin/metrics."""
     return await _exposition(request, caller)
 
 
 @root_router.get("/metrics", response_class=Response, responses=_METRICS_DOC)
-async def root_metrics(request: Request, caller: AdminReader) -> Response:
+async def root_metrics(request: Request, caller: Scraper) -> Response:
     """The same exposition as /admin/metrics, at the path Prometheus scrapes by default."""
     return await _exposition(request, caller)

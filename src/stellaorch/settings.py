@@ -51,6 +51,8 @@ class Settings(BaseSettings):
     # A cron that fires more often than this is refused (SCHEDULE_TOO_FREQUENT).
     schedule_min_interval_seconds: int = Field(default=60, ge=1, le=86_400)
     max_schedules_per_tenant: int = Field(default=1000, ge=1, le=1_000_000)
+    # Most runs one `schedule backfill` may create; a wider window is refused (BACKFILL_TOO_LARGE).
+    max_backfill_runs: int = Field(default=500, ge=1, le=10_000)
     # Settled triggers older than this are deleted (their runs and ledger stay).
     schedule_firing_retention_days: float = Field(default=7.0, gt=0)
     # PostgreSQL only (SQLite has one writer: one store thread, no pool)

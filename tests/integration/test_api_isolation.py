@@ -55,6 +55,7 @@ EXPECTED = {
     ("get", f"{BASE}/bundles/{{name}}/{{version}}"),
     ("post", f"{BASE}/bundles:verify"),
     ("get", "/metrics"),
+    ("post", f"{BASE}/schedules/{{scheduleId}}:backfill"),
 }
 # B publishing must not touch A's namespace, so its DAG body names B's own DAG.
 BODY_OVERRIDES: dict[tuple[str, str], Any] = {
@@ -68,6 +69,7 @@ class World:
 
     run_id: str
     logs_ref: str
+    schedule_id: str
     secrets: dict[str, str]  # marker name -> value found in A's data
 
     def values(self) -> dict[str, str]:
@@ -83,6 +85,9 @@ class World:
             "reason": "isolation probe",
             "from": "2000-01-01T00:00:00Z",
             "to": "2100-01-01T00:00:00Z",
+            "scheduleId": self.schedule_id,
+            "fromUtc": "2026-01-01T00:00:00Z",  # a valid backfill window: B must get a 404
+            "toUtc": "2026-01-01T06:00:00Z",
         }
 
 
@@ -216,6 +221,13 @@ async def world(make_api: MakeApi) -> tuple[Api, World]:
     view = await api.get_json(A, f"/runs/{run['runId']}")
     logs_ref = next(s["logsRef"] for s in view["steps"] if s["stepId"] == "say")
     assert logs_ref, view
+    schedule = await api.client.post(
+        f"{BASE}/schedules",
+        json={"dagId": A_DAG, "cron": "0 * * * *", "inputs": {"secret": A_INPUT}},
+        headers=api.headers(A),
+    )
+    assert schedule.status_code == 201, schedule.text
+    schedule_id = schedule.json()["scheduleId"]
     secrets = {
         "runId": run["runId"],
         "dagId": A_DAG,
@@ -227,8 +239,9 @@ async def world(make_api: MakeApi) -> tuple[Api, World]:
         "inputsHash": view["inputsHash"].removeprefix("sha256:"),
         "outputsHash": view["outputsHash"].removeprefix("sha256:"),
         "traceId": view["traceId"],
+        "scheduleId": schedule_id,
     }
-    return api, World(run["runId"], logs_ref, secrets)
+    return api, World(run["runId"], logs_ref, schedule_id, secrets)
 
 
 async def snapshot(api: Api, run_id: str) -> dict[str, Any]:
@@ -239,6 +252,7 @@ async def snapshot(api: Api, run_id: str) -> dict[str, Any]:
         "runs": await api.get_json(A, "/runs"),
         "dags": await api.get_json(A, "/dags"),
         "logs": await api.get_json(A, f"/runs/{run_id}/steps/say/logs"),
+        "schedules": await api.get_json(A, "/schedules"),
     }
 
 

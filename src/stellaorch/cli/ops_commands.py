@@ -55,6 +55,12 @@ OPS_COLUMNS: Mapping[str, tuple[tuple[str, str], ...]] = {
         ("RECORDED", "recordedUtc"),
         ("DETAIL", "detail"),
     ),
+    "backfill": (
+        ("SCHEDULED", "scheduledUtc"),
+        ("OUTCOME", "outcome"),
+        ("RUN_ID", "runId"),
+        ("RUN_TOKEN", "runToken"),
+    ),
     "queue": (
         ("TENANT", "tenant"),
         ("DEPTH", "depth"),

@@ -9,6 +9,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from stellaorch.engine.audit import AuditService
+from stellaorch.engine.backfill import BackfillService
 from stellaorch.engine.catalog import DagCatalog, Published
 from stellaorch.engine.deadletter import DeadLetterService
 from stellaorch.engine.env import EngineEnv
@@ -47,6 +48,7 @@ class Orchestrator:
         self._worker: Worker | None = None
         self._worker_task: asyncio.Task[None] | None = None
         self.schedules = ScheduleService(env)
+        self.backfills = BackfillService(env)
         self._scheduler: Scheduler | None = None
         self._scheduler_task: asyncio.Task[None] | None = None
         self._scheduler_unsubscribe: Callable[[], None] | None = None

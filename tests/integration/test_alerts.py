@@ -298,3 +298,38 @@ async def test_rules_are_admin_only_audited_and_deleted(api: Api, receiver: Rece
     assert assert_envelope(again)["code"] == "ALERT_RULE_NOT_FOUND"
     actions = await api.sql("SELECT action FROM audit_log WHERE action LIKE 'alert.%' ORDER BY id")
     assert [a["action"] for a in actions] == ["alert.set", "alert.delete"]
+
+
+async def test_changing_what_a_rule_watches_starts_from_now(api: Api, receiver: Receiver) -> None:
+    await api.publish(A, FAILING)
+    await put_alert(api, "watch", kind="backlog", url=receiver.url, threshold=100)
+    api.start_worker()
+    await failed_run(api)  # before the rule watched failed runs
+
+    await put_alert(api, "watch", kind="run.failed", url=receiver.url)
+    loop = AlertLoop(api.orchestrator.env)
+    await loop.step()
+    await loop.close()
+
+    assert receiver.requests == []
+
+
+async def test_a_signing_secret_deleted_after_the_rule_fails_the_delivery(
+    make_api: MakeApi, receiver: Receiver
+) -> None:
+    api = await make_api(alert_max_attempts=1)
+    await api.publish(A, FAILING)
+    await put_secret(api)
+    await put_alert(api, "etl-failed", kind="run.failed", url=receiver.url, secretRef="hook-key")
+    gone = await api.client.delete(f"{BASE}/secrets/hook-key", headers=api.headers(A))
+    assert gone.status_code == 204, gone.text
+    api.start_worker()
+    await failed_run(api)
+    loop = AlertLoop(api.orchestrator.env)
+
+    [delivery] = await settle(loop, api)
+    await loop.close()
+
+    assert receiver.requests == []  # never sent unsigned
+    assert delivery["status"] == "failed"
+    assert delivery["lastError"].startswith("SECRET_NOT_FOUND: the signing secret hook-key")

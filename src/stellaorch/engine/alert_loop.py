@@ -32,6 +32,7 @@ from stellaorch.domain.canonical import canonical_json
 from stellaorch.domain.errors import StellaError, StoreUnavailable
 from stellaorch.domain.ledger import LedgerEntry
 from stellaorch.domain.providers import format_utc, worker_identity
+from stellaorch.domain.secrets import SecretNotFound
 from stellaorch.engine.env import EngineEnv
 from stellaorch.store import Connection, controls, leases
 from stellaorch.store import alerts as store
@@ -218,9 +219,12 @@ class AlertLoop:
         """The current value of the rule's signing secret (SecretNotFound when gone)."""
         name = delivery.secret_name
         assert name is not None
-        resolved = await self.env.db.read(
-            lambda c: self.env.vault.resolve(c, delivery.tenant, [name])
-        )
+        try:
+            resolved = await self.env.db.read(
+                lambda c: self.env.vault.resolve(c, delivery.tenant, [name])
+            )
+        except SecretNotFound as exc:
+            raise SecretNotFound(f"the signing secret {name} no longer exists") from exc
         return resolved.values[name]
 
     def client(self) -> httpx.AsyncClient:

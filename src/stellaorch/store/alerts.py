@@ -67,14 +67,20 @@ def _delivery(row: Any) -> DeliveryRow:
 
 
 def put_rule(conn: Connection, row: AlertRuleRow) -> None:
-    """upsert_alert_rule: create the rule or replace every field of it (its cursor stays)."""
+    """upsert_alert_rule: create the rule or replace its fields.
+
+    A replaced rule keeps its creation time, and its cursor while it watches the same thing
+    (kind and DAG): changing what it watches starts from the new row's cursor (now).
+    """
     values = {k: getattr(row, k) for k in _RULE_FIELDS}
     where = (_a.tenant == row.tenant, _a.rule_id == row.rule_id)
-    found = conn.execute(select(_a.cursor_us, _a.created_us).where(*where)).first()
-    if found is None:
+    found = conn.execute(select(_a.cursor_us, _a.created_us, _a.kind, _a.dag_id).where(*where))
+    old = found.first()
+    if old is None:
         conn.execute(insert(alert_rules).values(**values))
         return
-    kept = {"cursor_us": found[0], "created_us": found[1]}
+    same_watch = (old[2], old[3]) == (row.kind, row.dag_id)
+    kept = {"created_us": old[1], "cursor_us": old[0] if same_watch else row.cursor_us}
     conn.execute(update(alert_rules).where(*where).values(**{**values, **kept}))
 
 

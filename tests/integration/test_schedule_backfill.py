@@ -213,3 +213,33 @@ async def test_another_tenants_schedule_cannot_be_backfilled(api: Api) -> None:
 
     assert response.status_code == 404
     assert assert_envelope(response)["code"] == "SCHEDULE_NOT_FOUND"
+
+
+async def test_triggers_held_by_a_drain_are_not_caught_up_but_can_be_backfilled(
+    clocked: Clocked,
+) -> None:
+    await clocked.publish(dag(version=1))
+    sid = await clocked.schedule(cron="* * * * *", overlap="allow", catchup="all")
+    scheduler = clocked.scheduler()
+    queues = clocked.orchestrator.queues
+    await clocked.step_at(scheduler, "2026-01-01T00:01:00Z")
+    await queues.act(TENANT, TENANT, "drain", OPERATOR)
+    await clocked.step_at(scheduler, "2026-01-01T00:02:00Z")
+    await clocked.step_at(scheduler, "2026-01-01T00:03:00Z")
+    await queues.act(TENANT, TENANT, "resume", OPERATOR)
+    await clocked.step_at(scheduler, "2026-01-01T00:04:00Z")
+    assert await clocked.outcomes(sid) == [
+        "started",
+        "skipped_draining",
+        "skipped_draining",
+        "started",
+    ]
+    clocked.clock.set(parse_utc("2026-01-01T00:05:00Z"))  # the scheduler stays idle
+    backfills = clocked.orchestrator.backfills
+
+    made = await backfills.backfill(
+        window(sid, "2026-01-01T00:01:00Z", "2026-01-01T00:05:00Z"), OPERATOR
+    )
+
+    assert [i.outcome for i in made.items] == ["scheduled", "created", "created", "scheduled"]
+    assert len(await clocked.runs_of(sid)) == 2 and len(await backfill_runs(clocked, sid)) == 2

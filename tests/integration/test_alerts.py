@@ -333,3 +333,16 @@ async def test_a_signing_secret_deleted_after_the_rule_fails_the_delivery(
     assert receiver.requests == []  # never sent unsigned
     assert delivery["status"] == "failed"
     assert delivery["lastError"].startswith("SECRET_NOT_FOUND: the signing secret hook-key")
+
+
+async def test_only_the_loop_holding_the_lease_delivers(api: Api, receiver: Receiver) -> None:
+    leader = await rule_then_failed_run(api, receiver)
+    standby = AlertLoop(api.orchestrator.env, holder="standby")
+    assert (await leader.step()).leader
+
+    passed = await standby.step()
+    await standby.close()
+    await leader.close()
+
+    assert not passed.leader
+    assert len(receiver.requests) == 1

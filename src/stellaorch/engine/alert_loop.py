@@ -3,8 +3,10 @@
 It runs beside the scheduler (`serve`, `scheduler`) and holds a leader lease of its own, so
 one process delivers each alert. One pass: (1) in one transaction, evaluate every rule and
 record each new event as a pending delivery — a delivery is unique per (rule, event), so a
-repeat records nothing; (2) post the due deliveries concurrently, each bounded by a timeout,
-signed with its rule's secret; (3) record each attempt: delivered, retried later with a
+repeat records nothing; (2) claim the due deliveries (held for longer than a pass takes, so
+a process that took the lease over meanwhile does not post them too; a crash retries them
+after the hold) and post them concurrently, each bounded by a timeout, signed with its rule's
+secret; (3) record each attempt: delivered, retried later with a
 doubling backoff, or failed after the last attempt. Runs, workers and requests never wait
 for it: they only write rows the loop reads later.
 """
@@ -46,6 +48,8 @@ RULES_PER_PASS = 10_000
 FAILED_RUNS_PER_RULE = 100  # per pass; the cursor keeps the rest for the next one
 DELIVERIES_PER_PASS = 50
 CONCURRENT_POSTS = 8
+# Claimed deliveries are held this many attempt timeouts: longer than any pass posts them.
+PASS_HOLD_FACTOR = DELIVERIES_PER_PASS // CONCURRENT_POSTS + 2
 MAX_ERROR_CHARS = 300
 MAX_MESSAGE_CHARS = 1_000
 
@@ -140,7 +144,10 @@ class AlertLoop:
         ):
             return Pass(leader=False)
         recorded = await self.env.db.transact(lambda c: self._evaluate(c, now))
-        due = await self.env.db.read(lambda c: store.due_deliveries(c, now, DELIVERIES_PER_PASS))
+        hold = now + int(self.env.settings.alert_timeout_seconds * US) * PASS_HOLD_FACTOR
+        due = await self.env.db.transact(
+            lambda c: store.claim_due_deliveries(c, now, DELIVERIES_PER_PASS, hold)
+        )
         attempts = await self._post_all(due)
         if attempts:
             await self.env.db.transact(lambda c: self._settle(c, attempts))

@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy import Connection, delete, func, insert, select, update
 
-from stellaorch.store.dialect import insert_ignore
+from stellaorch.store.dialect import claim_lock, insert_ignore
 from stellaorch.store.schema import alert_deliveries, alert_rules, runs, step_executions
 
 _a = alert_rules.c
@@ -139,21 +139,28 @@ def add_deliveries(conn: Connection, rows: Iterable[dict[str, Any]]) -> int:
     return int(conn.execute(insert_ignore(conn, alert_deliveries, keys), batch).rowcount or 0)
 
 
-def due_deliveries(conn: Connection, now_us: int, limit: int) -> list[DeliveryRow]:
-    """Maintenance (every tenant): pending deliveries whose next attempt is due, oldest first."""
+def claim_due_deliveries(
+    conn: Connection, now_us: int, limit: int, hold_until_us: int
+) -> list[DeliveryRow]:
+    """Maintenance (every tenant): take the due pending deliveries, oldest first.
+
+    Their next attempt moves to `hold_until_us` in the same transaction, so a second
+    delivering process (a lease that lapsed mid-pass) does not post them again meanwhile.
+    """
     query = (
         select(alert_deliveries)
         .where(_d.status == PENDING, _d.next_attempt_us <= now_us)
         .order_by(_d.next_attempt_us, _d.id)
         .limit(limit)
     )
-    return [_delivery(r) for r in conn.execute(query)]
-
-
-def earliest_pending_us(conn: Connection) -> int | None:
-    """Maintenance (every tenant): when the next pending attempt is due."""
-    value = conn.execute(select(func.min(_d.next_attempt_us)).where(_d.status == PENDING)).scalar()
-    return int(value) if value is not None else None
+    rows = [_delivery(r) for r in conn.execute(claim_lock(conn, query))]
+    if rows:
+        conn.execute(
+            update(alert_deliveries)
+            .where(_d.id.in_([r.id for r in rows]))
+            .values(next_attempt_us=hold_until_us)
+        )
+    return rows
 
 
 def settle_delivery(conn: Connection, delivery_id: int, **values: Any) -> None:

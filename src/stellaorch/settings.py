@@ -54,6 +54,14 @@ class Settings(BaseSettings):
     # A cron that fires more often than this is refused (SCHEDULE_TOO_FREQUENT).
     schedule_min_interval_seconds: int = Field(default=60, ge=1, le=86_400)
     max_schedules_per_tenant: int = Field(default=1000, ge=1, le=1_000_000)
+    # Alerts: webhook deliveries of the tenants' rules (run by `serve` and `scheduler`).
+    max_alert_rules_per_tenant: int = Field(default=50, ge=1, le=10_000)
+    alert_poll_seconds: float = Field(default=5.0, gt=0, le=3_600)
+    alert_timeout_seconds: float = Field(default=5.0, gt=0, le=60)  # one attempt, end to end
+    alert_max_attempts: int = Field(default=5, ge=1, le=20)
+    alert_retry_initial_seconds: float = Field(default=1.0, gt=0, le=300)  # doubles, max 300 s
+    # Most runs one `schedule backfill` may create; a wider window is refused (BACKFILL_TOO_LARGE).
+    max_backfill_runs: int = Field(default=500, ge=1, le=10_000)
     # Settled triggers older than this are deleted (their runs and ledger stay).
     schedule_firing_retention_days: float = Field(default=7.0, gt=0)
     # PostgreSQL only (SQLite has one writer: one store thread, no pool)

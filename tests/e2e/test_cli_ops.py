@@ -7,6 +7,8 @@ free port; every test drives it through the CLI in a subprocess, as an operator 
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import os
 import signal
@@ -16,8 +18,9 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, ClassVar
 
 import pytest
 from services import free_port
@@ -120,6 +123,7 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
         "STELLA_ORCH_DATABASE_URL": f"sqlite:///{workdir}/orchestrator.db",
         "STELLA_ORCH_POLL_INTERVAL_SECONDS": "0.05",
         "STELLA_ORCH_SCHEDULE_MIN_INTERVAL_SECONDS": "1",
+        "STELLA_ORCH_ALERT_POLL_SECONDS": "0.2",
     }
     proc = subprocess.Popen(
         argv("serve", "--dags", str(dags), "--port", str(port)),
@@ -564,3 +568,82 @@ def test_incident_repeated_failures(service: Service) -> None:
     assert "BOOM" in groups
     assert groups["BOOM"]["dagVersions"]
     assert groups["BOOM"]["plugins"]
+
+
+# --- backfill and alerts ------------------------------------------------------------------------
+def test_schedule_backfill_dry_run_then_create_then_repeat(service: Service) -> None:
+    env = service.env
+    created = ok_json(
+        "schedule", "create", "--dag-id", "hello", "--cron", YEARLY, "--reason", "backfill", env=env
+    )
+    window = ("--id", created["scheduleId"], "--from", "2024-06-01T00:00:00Z")
+    window += ("--to", "2026-06-01T00:00:00Z", "--reason", "missed runs")
+
+    dry = ok_json("schedule", "backfill", *window, "--dry-run", env=env)
+    made = ok_json("schedule", "backfill", *window, env=env)
+    again = ok_json("schedule", "backfill", *window, env=env)
+    delete = ("schedule", "delete", "--id", created["scheduleId"], "--reason", "done")
+    assert stella(*delete, env=env).returncode == 0
+
+    assert (dry["wouldCreate"], made["created"], again["created"], again["existing"]) == (
+        2,
+        2,
+        0,
+        2,
+    )
+    assert [i["scheduledUtc"][:10] for i in made["items"]] == ["2025-01-01", "2026-01-01"]
+    run = ok_json("run", "show", "--run-id", made["items"][0]["runId"], env=env)
+    assert run["trigger"] == f"backfill:{created['scheduleId']}"
+
+
+class _Hook(BaseHTTPRequestHandler):
+    received: ClassVar[list[tuple[dict[str, str], bytes]]] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        self.received.append((dict(self.headers.items()), body))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_alert_set_delivers_a_signed_webhook_for_a_failed_run(service: Service) -> None:
+    env = service.env
+    hook = ThreadingHTTPServer(("127.0.0.1", 0), _Hook)
+    threading.Thread(target=hook.serve_forever, daemon=True).start()
+    key = service.workdir / "hook.key"
+    key.write_text("e2e-hook-key\n")
+    put = ("secret", "put", "hook-key", "--from-file", str(key), "--reason", "alerts")
+    assert stella(*put, env=env).returncode == 0
+    url = f"http://127.0.0.1:{hook.server_address[1]}/hook"
+    try:
+        rule = ok_json(
+            "alert", "set", "--kind", "run.failed", "--url", url, "--dag-id", "boom",
+            "--secret", "hook-key", "--reason", "page on-call", env=env,
+        )  # fmt: skip
+        run = wait_run(service, start_run(service, "boom")["runId"])
+        deadline = time.monotonic() + TIMEOUT
+        while not _delivered(service, rule["ruleId"]):
+            assert time.monotonic() < deadline, "no delivery recorded"
+            time.sleep(0.2)
+        log = ok_json("alert", "deliveries", "--id", rule["ruleId"], env=env)
+        delete = ("alert", "delete", "--id", rule["ruleId"], "--reason", "done")
+        assert stella(*delete, env=env).returncode == 0
+    finally:
+        hook.shutdown()
+        hook.server_close()
+    headers, body = _Hook.received[0]
+    signed = hmac.new(b"e2e-hook-key", body, hashlib.sha256).hexdigest()
+    assert headers["X-Stella-Signature"] == f"sha256={signed}"
+    assert json.loads(body)["runId"] == run["runId"]
+    assert log["items"][0]["status"] == "delivered"
+    assert rule["ruleId"] == "run-failed-boom"
+
+
+def _delivered(service: Service, rule_id: str) -> bool:
+    """True once `alert list` shows the rule's newest delivery as delivered."""
+    rules = ok_json("alert", "list", env=service.env)["items"]
+    last = next(r["lastDelivery"] for r in rules if r["ruleId"] == rule_id)
+    return last is not None and last["status"] == "delivered"

@@ -26,6 +26,7 @@ A_DAG, B_DAG = "payroll-sync", "bravo-reports"
 A_RUN_TOKEN = "alpha-run-token-7f3e9c"
 A_INPUT = "alpha-confidential-input"
 A_LOG_LINE = "alpha-confidential-log-line"
+A_ALERT_URL = "http://127.0.0.1:9/alpha-confidential-hook"  # never called: no alert loop runs
 HTTP_METHODS = ("get", "put", "post", "delete", "patch", "head", "options")
 # Operations not probed here, each with its reason. Keep this list short: every entry is a
 # route whose isolation is proven elsewhere.
@@ -58,6 +59,12 @@ EXPECTED = {
     ("post", f"{BASE}/bundles:verify"),
     ("get", f"{BASE}/workers"),
     ("get", "/metrics"),
+    ("post", f"{BASE}/schedules/{{scheduleId}}:backfill"),
+    ("get", f"{BASE}/alerts"),
+    ("get", f"{BASE}/alerts/{{ruleId}}"),
+    ("put", f"{BASE}/alerts/{{ruleId}}"),
+    ("delete", f"{BASE}/alerts/{{ruleId}}"),
+    ("get", f"{BASE}/alert-deliveries"),
 }
 # B publishing must not touch A's namespace, so its DAG body names B's own DAG.
 BODY_OVERRIDES: dict[tuple[str, str], Any] = {
@@ -71,6 +78,7 @@ class World:
 
     run_id: str
     logs_ref: str
+    schedule_id: str
     secrets: dict[str, str]  # marker name -> value found in A's data
 
     def values(self) -> dict[str, str]:
@@ -86,6 +94,10 @@ class World:
             "reason": "isolation probe",
             "from": "2000-01-01T00:00:00Z",
             "to": "2100-01-01T00:00:00Z",
+            "scheduleId": self.schedule_id,
+            "ruleId": "alpha-failures",
+            "fromUtc": "2026-01-01T00:00:00Z",  # a valid backfill window: B must get a 404
+            "toUtc": "2026-01-01T06:00:00Z",
         }
 
 
@@ -221,6 +233,19 @@ async def world(make_api: MakeApi) -> tuple[Api, World]:
     view = await api.get_json(A, f"/runs/{run['runId']}")
     logs_ref = next(s["logsRef"] for s in view["steps"] if s["stepId"] == "say")
     assert logs_ref, view
+    schedule = await api.client.post(
+        f"{BASE}/schedules",
+        json={"dagId": A_DAG, "cron": "0 * * * *", "inputs": {"secret": A_INPUT}},
+        headers=api.headers(A),
+    )
+    assert schedule.status_code == 201, schedule.text
+    schedule_id = schedule.json()["scheduleId"]
+    rule = await api.client.put(
+        f"{BASE}/alerts/alpha-failures",
+        json={"kind": "run.failed", "url": A_ALERT_URL, "dagId": A_DAG},
+        headers=api.headers(A),
+    )
+    assert rule.status_code == 200, rule.text
     secrets = {
         "runId": run["runId"],
         "dagId": A_DAG,
@@ -232,8 +257,10 @@ async def world(make_api: MakeApi) -> tuple[Api, World]:
         "inputsHash": view["inputsHash"].removeprefix("sha256:"),
         "outputsHash": view["outputsHash"].removeprefix("sha256:"),
         "traceId": view["traceId"],
+        "scheduleId": schedule_id,
+        "alertUrl": A_ALERT_URL,
     }
-    return api, World(run["runId"], logs_ref, secrets)
+    return api, World(run["runId"], logs_ref, schedule_id, secrets)
 
 
 async def snapshot(api: Api, run_id: str) -> dict[str, Any]:
@@ -244,6 +271,8 @@ async def snapshot(api: Api, run_id: str) -> dict[str, Any]:
         "runs": await api.get_json(A, "/runs"),
         "dags": await api.get_json(A, "/dags"),
         "logs": await api.get_json(A, f"/runs/{run_id}/steps/say/logs"),
+        "schedules": await api.get_json(A, "/schedules"),
+        "alerts": await api.get_json(A, "/alerts"),
     }
 
 

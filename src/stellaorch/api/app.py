@@ -16,6 +16,7 @@ from stellaorch.api.auth import Authenticator
 from stellaorch.api.middleware import BodyLimitMiddleware, JsonDepthMiddleware, TraceMiddleware
 from stellaorch.api.routers import (
     admin,
+    alerts,
     audit,
     bulk,
     bundles,
@@ -111,6 +112,7 @@ def create_app(orch: Orchestrator, auth: Authenticator | None = None) -> FastAPI
         bundles,
         secrets,
         workers,
+        alerts,
     ):
         app.include_router(module.router, prefix=BASE)
     app.include_router(admin.root_router)

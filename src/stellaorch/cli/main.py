@@ -12,6 +12,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
+from stellaorch.cli.alert_commands import alert_app
 from stellaorch.cli.bundle_commands import bundle_app, trust_app
 from stellaorch.cli.common import (
     Concurrency,
@@ -56,6 +57,7 @@ for name, sub in (
     ("deadletter", deadletter_app),
     ("audit", audit_app),
     ("secret", secret_app),
+    ("alert", alert_app),
     ("admin", admin_app),
     ("local", local_app),
     ("db", db_app),

@@ -61,6 +61,11 @@ def run_token(schedule_id: str, scheduled_us: int) -> str:
     return f"schedule:{schedule_id}:{format_utc(scheduled_us)}"
 
 
+def backfill_token(schedule_id: str, scheduled_us: int) -> str:
+    """The runToken of a backfilled trigger: re-running a backfill never makes a second run."""
+    return f"backfill:{schedule_id}:{format_utc(scheduled_us)}"
+
+
 def check_bounds(catchup_window_seconds: int, jitter_seconds: int) -> None:
     """Refuse negative or absurd windows and jitters."""
     if not 0 <= catchup_window_seconds <= MAX_CATCHUP_WINDOW_SECONDS:

@@ -8,7 +8,10 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from stellaorch.engine.alert_loop import AlertLoop
+from stellaorch.engine.alerts import AlertService
 from stellaorch.engine.audit import AuditService
+from stellaorch.engine.backfill import BackfillService
 from stellaorch.engine.catalog import DagCatalog, Published
 from stellaorch.engine.deadletter import DeadLetterService
 from stellaorch.engine.env import EngineEnv
@@ -51,6 +54,10 @@ class Orchestrator:
         self._worker: Worker | None = None
         self._worker_task: asyncio.Task[None] | None = None
         self.schedules = ScheduleService(env)
+        self.backfills = BackfillService(env)
+        self.alerts = AlertService(env)
+        self._alert_loop: AlertLoop | None = None
+        self._alert_task: asyncio.Task[None] | None = None
         self._scheduler: Scheduler | None = None
         self._scheduler_task: asyncio.Task[None] | None = None
         self._scheduler_unsubscribe: Callable[[], None] | None = None
@@ -168,8 +175,26 @@ class Orchestrator:
         scheduler.stop()
         await task
 
+    def start_alerts(self, *, lease_ttl_seconds: float = 10.0) -> AlertLoop:
+        """Start the alert delivery loop on the running loop (it delivers while it leads)."""
+        if self._alert_loop is not None and self._alert_task and not self._alert_task.done():
+            return self._alert_loop
+        self._alert_loop = AlertLoop(self.env, lease_ttl_seconds=lease_ttl_seconds)
+        self._alert_task = asyncio.create_task(self._alert_loop.run())
+        return self._alert_loop
+
+    async def stop_alerts(self) -> None:
+        """Stop the alert loop after its pass in progress; it gives its lease up."""
+        loop, task = self._alert_loop, self._alert_task
+        self._alert_loop, self._alert_task = None, None
+        if loop is None or task is None or task.done():
+            return
+        loop.stop()
+        await task
+
     async def close(self) -> None:
-        """Stop the scheduler and the worker, then release the store."""
+        """Stop the alert loop, the scheduler and the worker, then release the store."""
+        await self.stop_alerts()
         await self.stop_scheduler()
         await self.stop_worker()
         await asyncio.to_thread(self.env.notifier.close)

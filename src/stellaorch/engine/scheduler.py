@@ -7,6 +7,10 @@ schedule to its next trigger. (2) Create the runs of started triggers through
 `RunService.create`, with a runToken derived from (schedule, scheduled time), so a repeat
 finds the same run. (3) Record each trigger's run. A crash between (1) and (3) leaves started
 triggers without a run; the next tick (of any scheduler) creates them with the same token.
+
+While a tenant's queue drains, its due triggers are recorded `skipped_draining` and each
+schedule moves on: a drain means no new work, so they are not caught up after `queue resume`
+(the catch-up policy is for scheduler downtime only). `engine.backfill` runs them on request.
 """
 
 from __future__ import annotations

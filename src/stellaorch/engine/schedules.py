@@ -1,7 +1,8 @@
 """The schedule service: create, read, pause, resume, delete and clear cron schedules.
 
 Every change is one transaction with its audit entry; the in-process scheduler is told of it
-at once, other processes' schedulers see it on their next poll.
+at once, other processes' schedulers see it on their next poll. Backfills (runs for past fire times,
+on an operator's request) are `engine.backfill`; firing due triggers is `engine.scheduler`.
 """
 
 from __future__ import annotations

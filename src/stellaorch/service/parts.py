@@ -69,6 +69,8 @@ class ServiceParts:
                 lease_ttl_seconds=settings.scheduler_lease_ttl_seconds,
                 poll_seconds=settings.scheduler_poll_seconds,
             )
+            # Alerts ride with the scheduler: a loop that logs its own failures, never fatal.
+            orchestrator.start_alerts(lease_ttl_seconds=settings.scheduler_lease_ttl_seconds)
 
     async def start_api(self) -> str | None:
         """Serve the API (or only `/metrics` when a metrics port is set); its URL, if any."""
@@ -88,9 +90,10 @@ class ServiceParts:
         return await (self.worker.watch(work) if self.worker else work)
 
     async def stop(self) -> None:
-        """Stop the parts: API first, the scheduler, the worker last."""
+        """Stop the parts: API first, the scheduler and alerts, the worker last."""
         if self.api is not None:
             await self.api.stop()
+        await self.orchestrator.stop_alerts()
         await self.orchestrator.stop_scheduler()
         if self.worker is not None:
             await self.worker.stop()

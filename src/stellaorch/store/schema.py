@@ -391,7 +391,54 @@ warm_reports = Table(
     PrimaryKeyConstraint("worker_id"),
 )
 
+alert_rules = Table(
+    "alert_rules",
+    metadata,
+    Column("tenant", String(128), nullable=False),
+    Column("rule_id", String(64), nullable=False),
+    Column("kind", String(32), nullable=False),  # run.failed | deadletter.growth | backlog
+    Column("url", Text, nullable=False),  # validated http(s), at most 2048 characters
+    Column("dag_id", String(128), nullable=True),  # run.failed: only this DAG's runs
+    Column("threshold", Integer, nullable=True),
+    Column("window_seconds", Integer, nullable=False),
+    Column("secret_name", String(128), nullable=True),  # HMAC key in the secret store
+    Column("cursor_us", BigInteger, nullable=False),  # run.failed: runs ended after it are new
+    Column("created_us", BigInteger, nullable=False),
+    Column("updated_us", BigInteger, nullable=False),
+    # the primary key serves list (by tenant) and get/delete (tenant + id)
+    PrimaryKeyConstraint("tenant", "rule_id"),
+)
+
+alert_deliveries = Table(
+    "alert_deliveries",
+    metadata,
+    Column("id", AutoId, primary_key=True, autoincrement=True),
+    Column("tenant", String(128), nullable=False),
+    Column("rule_id", String(64), nullable=False),
+    Column("event_key", String(200), nullable=False),  # what fired: a run id, a window
+    Column("kind", String(32), nullable=False),
+    Column("url", Text, nullable=False),  # the rule's URL when it fired
+    Column("secret_name", String(128), nullable=True),
+    Column("payload_json", Text, nullable=False),  # the body, signed as sent
+    Column("status", String(16), nullable=False),  # pending | delivered | failed
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_us", BigInteger, nullable=False),
+    Column("response_status", Integer, nullable=True),
+    Column("last_error", String(300), nullable=True),
+    Column("created_us", BigInteger, nullable=False),
+    Column("updated_us", BigInteger, nullable=False),
+    UniqueConstraint("tenant", "rule_id", "event_key"),  # one delivery per event and rule
+)
+# the delivery loop: pending deliveries whose next attempt is due
+Index("ix_alert_deliveries_due", alert_deliveries.c.status, alert_deliveries.c.next_attempt_us)
+# list: a tenant's deliveries, newest first
+Index("ix_alert_deliveries_tenant_id", alert_deliveries.c.tenant, alert_deliveries.c.id)
+# alerts: a tenant's runs that failed after a cursor (run.failed, deadletter.growth)
+Index("ix_runs_tenant_status_ended", runs.c.tenant, runs.c.status, runs.c.ended_us)
+
 __all__ = [
+    "alert_deliveries",
+    "alert_rules",
     "attempts",
     "audit_log",
     "blobs",

@@ -12,8 +12,10 @@ from stellaorch.api.auth import AdminCaller, ReadCaller
 from stellaorch.api.idempotency import idempotent
 from stellaorch.api.paging import PageSize, PageToken, decode_position, encode_token
 from stellaorch.api.state import orchestrator
+from stellaorch.domain.errors import ValidationError
 from stellaorch.domain.firing import MAX_CATCHUP_WINDOW_SECONDS, MAX_JITTER_SECONDS
-from stellaorch.domain.providers import format_utc
+from stellaorch.domain.providers import format_utc, parse_utc
+from stellaorch.engine.backfill import Backfilled, BackfillWindow
 from stellaorch.engine.schedules import FiringRow, ScheduleRow, ScheduleSpec
 
 router = APIRouter(tags=["schedules"])
@@ -49,6 +51,47 @@ class CreateSchedule(BaseModel):
             catchup_window_seconds=self.catchupWindowSeconds,
             jitter_seconds=self.jitterSeconds,
         )
+
+
+class Backfill(BaseModel):
+    """Body of POST /schedules/{scheduleId}:backfill."""
+
+    model_config = ConfigDict(extra="forbid")
+    fromUtc: str = Field(min_length=1, max_length=40, description="RFC 3339, inclusive")
+    toUtc: str = Field(min_length=1, max_length=40, description="RFC 3339, exclusive")
+    dryRun: bool = False
+
+    def window(self, tenant: str, schedule_id: str) -> BackfillWindow:
+        """The engine's view of the request (bad timestamps are VALIDATION_FAILED)."""
+        try:
+            start, end = parse_utc(self.fromUtc), parse_utc(self.toUtc)
+        except ValueError as exc:
+            raise ValidationError(f"fromUtc/toUtc must be RFC 3339 timestamps: {exc}") from exc
+        return BackfillWindow(tenant, schedule_id, start, end, self.dryRun)
+
+
+def backfill_view(result: Backfilled) -> dict[str, Any]:
+    """What a backfill did (or would do), fire time by fire time."""
+    window = result.window
+    return {
+        "scheduleId": window.schedule_id,
+        "fromUtc": format_utc(window.from_us),
+        "toUtc": format_utc(window.to_us),
+        "dryRun": window.dry_run,
+        "created": result.count("created"),
+        "existing": result.count("existing"),
+        "scheduled": result.count("scheduled"),
+        "wouldCreate": result.count("would_create"),
+        "items": [
+            {
+                "scheduledUtc": format_utc(item.scheduled_us),
+                "runToken": item.run_token,
+                "outcome": item.outcome,
+                "runId": item.run_id,
+            }
+            for item in result.items
+        ],
+    }
 
 
 def schedule_view(row: ScheduleRow) -> dict[str, Any]:
@@ -162,6 +205,20 @@ async def clear_schedule(scheduleId: str, request: Request, caller: AdminCaller)
         return 200, {**schedule_view(result.schedule), "cleared": result.cleared}
 
     return await idempotent(request, caller, {}, act)
+
+
+@router.post("/schedules/{scheduleId}:backfill")
+async def backfill_schedule(
+    scheduleId: str, body: Backfill, request: Request, caller: AdminCaller
+) -> Response:
+    """Create the runs of the cron fire times in [fromUtc, toUtc), once each (dryRun: list)."""
+
+    async def act() -> tuple[int, Any]:
+        backfills = orchestrator(request).backfills
+        result = await backfills.backfill(body.window(caller.tenant, scheduleId), caller.operator)
+        return 200, backfill_view(result)
+
+    return await idempotent(request, caller, body.model_dump(), act)
 
 
 @router.delete("/schedules/{scheduleId}")

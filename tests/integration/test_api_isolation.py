@@ -83,6 +83,9 @@ class World:
             "reason": "isolation probe",
             "from": "2000-01-01T00:00:00Z",
             "to": "2100-01-01T00:00:00Z",
+            # GET .../logs probes its live form: the follow stream of A's first attempt.
+            "follow": "true",
+            "attempt": "1",
         }
 
 

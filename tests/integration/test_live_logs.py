@@ -1,0 +1,174 @@
+"""Live step logs: followed while the step runs, kept whatever the attempt's end, redacted."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from typing import Any
+
+import pytest
+
+pytest.register_assert_rewrite("api_fixtures")
+pytest_plugins = ("api_fixtures",)
+from api_fixtures import BASE, Api, MakeApi, spec  # noqa: E402
+
+from stellaorch.observability.secret_values import REDACTED  # noqa: E402
+
+A = "acme"
+SECRET = "live-S3cret-value-4711"
+FAST = {"sandbox": "off", "log_flush_seconds": 0.1}
+
+
+def script(code: str, **extra: Any) -> dict[str, Any]:
+    """A one-step DAG running `code` with the test's Python."""
+    step = {"id": "s", "plugin": "script", "with": {"command": [sys.executable, "-c", code]}}
+    return spec("live", [{**step, **extra}])
+
+
+async def started(api: Api, document: dict[str, Any]) -> str:
+    """Publish, start a worker and a run; the run's id."""
+    await api.publish(A, document)
+    api.start_worker()
+    return str((await api.start(A, "live"))["runId"])
+
+
+async def chunks(api: Api, run_id: str) -> list[str]:
+    """The stored live chunks of step `s`, in order."""
+    rows = await api.sql(
+        "SELECT content FROM attempt_log_chunks WHERE run_id = :r ORDER BY attempt, seq", r=run_id
+    )
+    return [str(r["content"]) for r in rows]
+
+
+async def until_stored(api: Api, run_id: str, text: str = "") -> str:
+    """Wait (up to 10 s) until the run's live chunks hold `text` (or anything); them joined."""
+    for _ in range(200):
+        stored = "".join(await chunks(api, run_id))
+        if stored and text in stored:
+            return stored
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no live chunk with {text!r}")
+
+
+async def log_lines(api: Api, run_id: str, attempt: int | None = None) -> list[str]:
+    """The step's log lines over HTTP."""
+    query = f"?attempt={attempt}" if attempt else ""
+    body = await api.get_json(A, f"/runs/{run_id}/steps/s/logs{query}")
+    return [item["line"] for item in body["items"]]
+
+
+PRINT_SLEEP_PRINT = "import time; print('first', flush=True); time.sleep(2); print('second')"
+
+
+async def test_follow_yields_the_first_line_before_the_step_ends(make_api: MakeApi) -> None:
+    api = await make_api(**FAST)
+    run_id = await started(api, script(PRINT_SLEEP_PRINT))
+    lines = await api.orchestrator.runs.logs.follow(A, run_id, "s")
+    async with asyncio.timeout(10):
+        first = await anext(lines)
+        running = await api.sql("SELECT ended_us FROM attempts WHERE run_id = :r", r=run_id)
+        rest = [line async for line in lines]
+    assert first == {"attempt": 1, "line": "first"}
+    assert running and running[0]["ended_us"] is None  # the attempt was still running
+    assert rest == [{"attempt": 1, "line": "second"}]
+
+
+async def test_follow_over_http_is_ndjson_ending_with_the_attempt(make_api: MakeApi) -> None:
+    api = await make_api(**FAST)
+    run_id = await started(api, script("print('one'); print('two')"))
+    assert await api.wait(A, run_id) == "completed"
+    response = await api.client.get(
+        f"{BASE}/runs/{run_id}/steps/s/logs?follow=true&attempt=1", headers=api.headers(A)
+    )
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("application/x-ndjson")
+    items = [json.loads(line) for line in response.text.splitlines()]
+    assert items == [{"attempt": 1, "line": "one"}, {"attempt": 1, "line": "two"}]
+
+
+async def test_a_cancelled_attempt_keeps_what_it_printed(make_api: MakeApi) -> None:
+    api = await make_api(**FAST)
+    code = "import time; print('before cancel', flush=True); time.sleep(60)"
+    run_id = await started(api, script(code))
+    await until_stored(api, run_id)
+    response = await api.client.post(f"{BASE}/runs/{run_id}:cancel", headers=api.headers(A))
+    assert response.status_code == 200, response.text
+    assert await api.wait(A, run_id) == "cancelled"
+    await api.stop_worker()  # the attempt's task has wound down and written its rest
+    assert await log_lines(api, run_id) == ["before cancel"]
+    attempts = (await api.get_json(A, f"/runs/{run_id}/steps/s"))["attempts"]
+    assert attempts[0]["status"] == "cancelled"
+
+
+async def test_a_timed_out_attempt_keeps_what_it_printed(make_api: MakeApi) -> None:
+    api = await make_api(**FAST)
+    code = "import time; print('working', flush=True); time.sleep(60)"
+    run_id = await started(api, script(code, timeoutSeconds=1))
+    assert await api.wait(A, run_id) == "failed"
+    await api.stop_worker()
+    assert await log_lines(api, run_id, attempt=1) == ["working"]
+
+
+async def test_a_secret_printed_live_is_redacted_even_split_across_chunks(
+    make_api: MakeApi,
+) -> None:
+    api = await make_api(**FAST)
+    body = {"value": SECRET, "reason": "test"}
+    put = await api.client.put(
+        f"{BASE}/secrets/api-key", json=body, headers=api.headers(A, reason=None)
+    )
+    assert put.status_code == 200, put.text
+    # Half the value, a pause of several flush intervals, the other half: then it lives on.
+    code = (
+        "import os, sys, time; s = os.environ['S']; h = len(s) // 2\n"
+        "sys.stdout.write('token ' + s[:h]); sys.stdout.flush(); time.sleep(0.6)\n"
+        "print(s[h:] + ' end', flush=True); time.sleep(60)"
+    )
+    document = script(code)
+    document["steps"][0]["with"]["env"] = {"S": "${secrets.api-key}"}
+    run_id = await started(api, document)
+    stored = await until_stored(api, run_id, "end")
+    assert SECRET[: len(SECRET) // 2] not in stored
+    assert stored == f"token {REDACTED} end\n"
+    await api.client.post(f"{BASE}/runs/{run_id}:cancel", headers=api.headers(A))
+
+
+async def test_live_log_is_bounded_in_total_and_per_chunk(make_api: MakeApi) -> None:
+    api = await make_api(**FAST, max_log_bytes=1024, log_chunk_bytes=1024)
+    code = "import time; print('x' * 100_000, flush=True); time.sleep(60)"
+    run_id = await started(api, script(code, timeoutSeconds=2))
+    assert await api.wait(A, run_id) == "failed"
+    await api.stop_worker()
+    stored = await chunks(api, run_id)
+    assert all(len(c) <= 1024 for c in stored)
+    assert 1024 <= len("".join(stored)) <= 1024 + 100
+    assert (await log_lines(api, run_id))[-1].startswith("[stella] log truncated")
+
+
+async def test_a_step_waiting_on_backoff_shows_its_next_attempt_time(make_api: MakeApi) -> None:
+    api = await make_api(**FAST)
+    retry = {"maxAttempts": 2, "backoff": {"initialMs": 600_000, "maxMs": 600_000}}
+    run_id = await started(api, script("raise SystemExit(1)", retry=retry))
+    async with asyncio.timeout(10):
+        while True:
+            step = (await api.get_json(A, f"/runs/{run_id}"))["steps"][0]
+            if step.get("nextAttemptUtc"):
+                break
+            await asyncio.sleep(0.05)
+    assert step["status"] == "queued" and step["attempts"][0]["status"] == "failed"
+    assert step["nextAttemptUtc"] > step["attempts"][0]["endedUtc"]
+    single = await api.get_json(A, f"/runs/{run_id}/steps/s")
+    assert single["nextAttemptUtc"] == step["nextAttemptUtc"]
+
+
+async def test_another_tenants_step_logs_are_not_found(make_api: MakeApi) -> None:
+    api = await make_api(**FAST)
+    run_id = await started(api, script("print('mine')"))
+    assert await api.wait(A, run_id) == "completed"
+    for query in ("", "?follow=true"):
+        response = await api.client.get(
+            f"{BASE}/runs/{run_id}/steps/s/logs{query}", headers=api.headers("globex")
+        )
+        assert response.status_code == 404
+        assert response.json()["error"]["code"] == "RUN_NOT_FOUND"

@@ -5,13 +5,16 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
-pytest.register_assert_rewrite("api_fixtures")
+pytest.register_assert_rewrite("api_fixtures", "served_api")
 pytest_plugins = ("api_fixtures",)
 from api_fixtures import BASE, Api, MakeApi, spec  # noqa: E402
+from served_api import TENANT, served  # noqa: E402
 
 from stellaorch.observability.secret_values import REDACTED  # noqa: E402
 
@@ -172,3 +175,28 @@ async def test_another_tenants_step_logs_are_not_found(make_api: MakeApi) -> Non
         )
         assert response.status_code == 404
         assert response.json()["error"]["code"] == "RUN_NOT_FOUND"
+
+
+async def test_follow_over_a_real_socket_streams_the_first_line_before_the_step_ends(
+    tmp_path: Path,
+) -> None:
+    async with served(tmp_path, **FAST, require_dag_signatures=False) as api:
+        headers = {"Authorization": f"Bearer {api.token()}", "X-Stella-Tenant": TENANT}
+        async with httpx.AsyncClient(base_url=api.url + BASE, headers=headers) as client:
+            reason = {"X-Stella-Operator-Reason": "test"}
+            published = await client.post("/dags", json=script(PRINT_SLEEP_PRINT), headers=reason)
+            assert published.status_code in (200, 201), published.text
+            api.orchestrator.start_worker()
+            run = (await client.post("/runs", json={"dagId": "live", "inputs": {}})).json()
+            path = f"/runs/{run['runId']}/steps/s/logs"
+            async with (
+                asyncio.timeout(15),
+                client.stream("GET", path, params={"follow": "true"}, timeout=None) as response,
+            ):
+                lines = response.aiter_lines()
+                first = json.loads(await anext(lines))
+                status = (await client.get(f"/runs/{run['runId']}")).json()["status"]
+                rest = [json.loads(line) async for line in lines if line]
+            await api.orchestrator.stop_worker()
+    assert first["line"] == "first" and status == "running"
+    assert [item["line"] for item in rest] == ["second"]

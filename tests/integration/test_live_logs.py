@@ -62,6 +62,8 @@ async def log_lines(api: Api, run_id: str, attempt: int | None = None) -> list[s
 
 
 PRINT_SLEEP_PRINT = "import time; print('first', flush=True); time.sleep(2); print('second')"
+# Room for the CLI process to start on a loaded machine before the step ends.
+SLOW_SECOND = PRINT_SLEEP_PRINT.replace("sleep(2)", "sleep(6)")
 
 
 async def test_follow_yields_the_first_line_before_the_step_ends(make_api: MakeApi) -> None:
@@ -200,3 +202,30 @@ async def test_follow_over_a_real_socket_streams_the_first_line_before_the_step_
             await api.orchestrator.stop_worker()
     assert first["line"] == "first" and status == "running"
     assert [item["line"] for item in rest] == ["second"]
+
+
+async def test_cli_run_logs_follow_prints_the_first_line_before_the_step_ends(
+    tmp_path: Path,
+) -> None:
+    async with served(tmp_path, **FAST, require_dag_signatures=False) as api:
+        headers = {"Authorization": f"Bearer {api.token()}", "X-Stella-Tenant": TENANT}
+        async with httpx.AsyncClient(base_url=api.url + BASE, headers=headers) as client:
+            reason = {"X-Stella-Operator-Reason": "test"}
+            await client.post("/dags", json=script(SLOW_SECOND), headers=reason)
+            api.orchestrator.start_worker()
+            run = (await client.post("/runs", json={"dagId": "live", "inputs": {}})).json()
+            cli = await asyncio.create_subprocess_exec(
+                str(Path(sys.executable).with_name("stella")),
+                *("orch", "run", "logs", "--run-id", run["runId"], "--step", "s", "--follow"),
+                *("--api-url", api.url, "--token", api.token(), "--tenant", TENANT),
+                stdout=asyncio.subprocess.PIPE,
+            )
+            assert cli.stdout is not None
+            async with asyncio.timeout(20):
+                first = await cli.stdout.readline()
+                status = (await client.get(f"/runs/{run['runId']}")).json()["status"]
+                rest = await cli.stdout.read()
+                assert await cli.wait() == 0
+            await api.orchestrator.stop_worker()
+    assert (first, status) == (b"first\n", "running")
+    assert rest == b"second\n"

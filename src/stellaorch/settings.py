@@ -38,6 +38,11 @@ class Settings(BaseSettings):
     claim_batch: int = Field(default=256, ge=1, le=5_000)
     poll_interval_seconds: float = Field(default=0.5, gt=0)
     max_log_bytes: int = Field(default=1024 * 1024, ge=1024)
+    # Live logs: how often a running attempt's new output is written to the store, the most
+    # one written chunk holds, and how long one `logs?follow=true` response may stay open.
+    log_flush_seconds: float = Field(default=0.5, gt=0, le=60)
+    log_chunk_bytes: int = Field(default=64 * 1024, ge=1024, le=1024 * 1024)
+    log_follow_max_seconds: float = Field(default=3600.0, gt=0, le=86_400)
     # All step outputs of one run together; a step that would overrun it fails the run with
     # OUTPUT_LIMIT_EXCEEDED (one step's outputs are capped at 1 MiB: OUTPUT_TOO_LARGE).
     max_run_output_bytes: int = Field(default=16 * 1024 * 1024, ge=1024, le=2**40)

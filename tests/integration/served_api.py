@@ -33,6 +33,7 @@ class Served:
 
     url: str
     settings: Settings
+    orchestrator: Orchestrator
 
     @property
     def ws_url(self) -> str:
@@ -67,7 +68,7 @@ async def served(tmp_path: Path, **overrides: Any) -> AsyncIterator[Served]:
     try:
         server = await ApiServer.start(orchestrator, settings)
         try:
-            yield Served(server.url, settings)
+            yield Served(server.url, settings, orchestrator)
         finally:
             await server.stop()
     finally:

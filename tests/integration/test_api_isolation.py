@@ -98,6 +98,9 @@ class World:
             "ruleId": "alpha-failures",
             "fromUtc": "2026-01-01T00:00:00Z",  # a valid backfill window: B must get a 404
             "toUtc": "2026-01-01T06:00:00Z",
+            # GET .../logs probes its live form: the follow stream of A's first attempt.
+            "follow": "true",
+            "attempt": "1",
         }
 
 

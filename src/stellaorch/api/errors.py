@@ -22,6 +22,7 @@ _STATUS: tuple[tuple[type[e.StellaError], int], ...] = (
     (e.Conflict, 409),
     (e.ValidationError, 400),
     (e.StoreUnavailable, 503),
+    (e.ServiceBusy, 503),
     # The service cannot serve until an operator restores the store; not the caller's fault.
     (e.StoreCorrupt, 503),
 )

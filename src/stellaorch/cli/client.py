@@ -124,10 +124,19 @@ class ApiClient:
             query["page_token"] = token
 
     @asynccontextmanager
-    async def download(self, path: str, params: Params) -> AsyncIterator[httpx.Response]:
-        """A streamed GET whose body is read chunk by chunk, never all at once."""
+    async def download(
+        self, path: str, params: Params, *, read_timeout: float | None = -1.0
+    ) -> AsyncIterator[httpx.Response]:
+        """A streamed GET whose body is read chunk by chunk, never all at once.
+
+        `read_timeout` None: wait for each next chunk as long as it takes (a live log may be
+        quiet for minutes); the default keeps the client's timeout.
+        """
+        timeout = self._http.timeout
+        if read_timeout is None or read_timeout >= 0:
+            timeout = httpx.Timeout(timeout.connect, read=read_timeout)
         with self._translated():
-            request = self._http.build_request("GET", path, params=_clean(params))
+            request = self._http.build_request("GET", path, params=_clean(params), timeout=timeout)
             response = await self._http.send(request, stream=True)
             try:
                 if response.is_error:

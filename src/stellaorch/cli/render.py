@@ -71,6 +71,7 @@ COLUMNS: Mapping[str, tuple[tuple[str, str], ...]] = {
         ("DURATION_MS", "durationMs"),
         ("OUTPUTS_HASH", "outputsHash"),
         ("ERROR", "error.code"),
+        ("NEXT_ATTEMPT", "nextAttemptUtc"),
     ),
     "log": (("ATTEMPT", "attempt"), ("LINE", "line")),
     "difference": (("FIELD", "field"), ("A", "a"), ("B", "b")),

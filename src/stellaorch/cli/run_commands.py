@@ -199,15 +199,29 @@ def run_steps(
 def run_logs(
     ctx: typer.Context,
     run_id: RunId,
-    step_id: Annotated[str, typer.Option("--step-id", help="The step.")],
+    step_id: Annotated[str, typer.Option("--step-id", "--step", help="The step.")],
+    attempt: Annotated[
+        int | None, typer.Option(min=1, max=10_000, help="Only this attempt (default: all).")
+    ] = None,
+    follow: Annotated[
+        bool,
+        typer.Option(
+            "--follow", "-f", help="Print lines live until the attempt (default: latest) ends."
+        ),
+    ] = False,
     api_url: ApiUrl = None,
     token: Token = None,
     tenant: ClientTenant = None,
     output: Output = OutputFormat.TABLE,
 ) -> None:
-    """A step's log lines, attempt by attempt (secrets redacted)."""
+    """A step's log lines, attempt by attempt (secrets redacted); --follow streams them live."""
     remote = Remote(api_url, token, tenant, output)
-    run_remote(ctx, remote, lambda client, out: runs.logs(client, out, run_id, step_id))
+    if follow:
+        run_remote(
+            ctx, remote, lambda client, out: runs.follow_logs(client, out, run_id, step_id, attempt)
+        )
+        return
+    run_remote(ctx, remote, lambda client, out: runs.logs(client, out, run_id, step_id, attempt))
 
 
 @run_app.command("events")

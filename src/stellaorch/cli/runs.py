@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +14,8 @@ from stellaorch.cli.errors import CancelRejected
 from stellaorch.cli.follow import require_completed, run_path, wait_for_run
 from stellaorch.cli.inputs import read_inputs
 from stellaorch.cli.listing import Paging, print_pages
-from stellaorch.cli.render import Printer
+from stellaorch.cli.output import say
+from stellaorch.cli.render import OutputFormat, Printer, compact
 from stellaorch.domain.errors import StellaError
 
 
@@ -149,7 +151,24 @@ async def steps(client: ApiClient, printer: Printer, run_id: str) -> None:
     await print_pages(client, printer, "step", run_path(run_id, "/steps"), {}, paging)
 
 
-async def logs(client: ApiClient, printer: Printer, run_id: str, step_id: str) -> None:
-    """A step's (redacted) log lines, attempt by attempt."""
+async def logs(
+    client: ApiClient, printer: Printer, run_id: str, step_id: str, attempt: int | None = None
+) -> None:
+    """A step's (redacted) log lines, attempt by attempt (or of one attempt)."""
     path = run_path(run_id, f"/steps/{quote(step_id, safe='')}/logs")
-    printer.listing("log", await client.get(path))
+    params = {"attempt": attempt} if attempt is not None else {}
+    printer.listing("log", await client.get(path, params))
+
+
+async def follow_logs(
+    client: ApiClient, printer: Printer, run_id: str, step_id: str, attempt: int | None
+) -> None:
+    """Print an attempt's log lines as they arrive until it ends (table: the bare lines)."""
+    path = run_path(run_id, f"/steps/{quote(step_id, safe='')}/logs")
+    params: dict[str, str | int | None] = {"follow": "true", "attempt": attempt}
+    async with client.download(path, params, read_timeout=None) as response:
+        async for text in response.aiter_lines():
+            if not text.strip():
+                continue
+            line = json.loads(text)
+            say(str(line.get("line", "")) if printer.fmt is OutputFormat.TABLE else compact(line))

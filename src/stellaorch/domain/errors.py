@@ -110,6 +110,13 @@ class StoreUnavailable(StellaError):
     retryable = True
 
 
+class ServiceBusy(StellaError):
+    """The process serves the most of something it may at once (a bounded resource); retry."""
+
+    code = "SERVICE_BUSY"
+    retryable = True
+
+
 class StoreNotWritable(StoreUnavailable):
     """The store answers reads but a write failed (disk full, read-only file, a failing disk)."""
 

@@ -19,18 +19,13 @@ from stellaorch.engine.env import EngineEnv
 from stellaorch.engine.first_signal import FirstSignal, FirstSignals
 from stellaorch.engine.requests import Cancelled, Created, ReplayOrigin, ReplayTarget, RunRequest
 from stellaorch.engine.run_check import check_run
-from stellaorch.engine.views import run_summary, run_view, step_view, steps_view
-from stellaorch.store import Connection, blobs, ledger, runs
+from stellaorch.engine.step_logs import StepLogs, StepNotFound
+from stellaorch.engine.views import mark_retries, run_summary, run_view, step_view, steps_view
+from stellaorch.store import Connection, blobs, ledger, queue, runs
 from stellaorch.store.runs import RunFilter as RunFilter
 from stellaorch.store.runs import RunState
 
 FINISHED_CACHE_SIZE = 2_000  # views of finished runs kept in memory (a few MB at most)
-
-
-class StepNotFound(NotFound):
-    """No such step in that run."""
-
-    code = "STEP_NOT_FOUND"
 
 
 class ArtifactNotFound(NotFound):
@@ -47,6 +42,7 @@ class RunService:
         self._batcher = CreateBatcher(env)
         self._finished: OrderedDict[tuple[str, str], bytes] = OrderedDict()
         self._first_signals = FirstSignals(env)
+        self.logs = StepLogs(env)
 
     async def create(self, request: RunRequest) -> Created:
         """Create (or find, for a repeated runToken) a run; its ready steps are queued."""
@@ -89,6 +85,7 @@ class RunService:
             view = run_view(
                 run, runs.list_steps(conn, tenant, run_id), runs.list_attempts(conn, tenant, run_id)
             )
+            mark_retries(view["steps"], queue.waiting_retries(conn, tenant, run_id))
             return run.status in TERMINAL_RUN, json.dumps(view, separators=(",", ":")).encode()
 
         finished, body = await self.env.db.read(work)
@@ -124,7 +121,8 @@ class RunService:
             for row in runs.list_attempts(conn, tenant, run_id, [r["step_id"] for r in page]):
                 by_step[row["step_id"]].append(row)
             cursor = int(page[-1]["position"]) if more and page else None
-            return steps_view(page, by_step), cursor
+            due = queue.waiting_retries(conn, tenant, run_id)
+            return mark_retries(steps_view(page, by_step), due), cursor
 
         return await self.env.db.read(work)
 
@@ -136,25 +134,16 @@ class RunService:
             row = runs.get_step(conn, tenant, run_id, step_id)
             if row is None:
                 raise StepNotFound(f"step {step_id} not found in run {run_id}")
-            return step_view(row, runs.step_attempts(conn, tenant, run_id, step_id))
+            view = step_view(row, runs.step_attempts(conn, tenant, run_id, step_id))
+            return mark_retries([view], queue.waiting_retries(conn, tenant, run_id))[0]
 
         return await self.env.db.read(work)
 
-    async def step_logs(self, tenant: str, run_id: str, step_id: str) -> list[dict[str, Any]]:
-        """The step's log lines, attempt by attempt (already bounded)."""
-
-        def work(conn: Connection) -> list[dict[str, Any]]:
-            _require(conn, tenant, run_id)
-            if runs.get_step(conn, tenant, run_id, step_id) is None:
-                raise StepNotFound(f"step {step_id} not found in run {run_id}")
-            lines: list[dict[str, Any]] = []
-            for attempt in runs.step_attempts(conn, tenant, run_id, step_id):
-                blob = blobs.get_blob(conn, tenant, attempt["logs_ref"] or "")
-                text = blob[0].decode("utf-8", "replace") if blob else ""
-                lines += [{"attempt": attempt["attempt"], "line": ln} for ln in text.splitlines()]
-            return lines
-
-        return await self.env.db.read(work)
+    async def step_logs(
+        self, tenant: str, run_id: str, step_id: str, attempt: int | None = None
+    ) -> list[dict[str, Any]]:
+        """The step's log lines, attempt by attempt (or of one attempt), already bounded."""
+        return await self.logs.lines(tenant, run_id, step_id, attempt)
 
     async def artifact(self, tenant: str, ref: str) -> tuple[bytes, str]:
         """Content stored under a hash, only for the tenant that owns it."""

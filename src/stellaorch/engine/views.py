@@ -127,3 +127,11 @@ def steps_view(
         budget -= size if inline else 0
         views.append(step_view(row, attempts.get(row["step_id"], []), inline=inline))
     return views
+
+
+def mark_retries(steps: list[dict[str, Any]], due: dict[str, int]) -> list[dict[str, Any]]:
+    """Add `nextAttemptUtc` to each step view waiting on a retry's backoff (`due` by step)."""
+    for view in steps:
+        if view["stepId"] in due:
+            view["nextAttemptUtc"] = format_utc(due[view["stepId"]])
+    return steps

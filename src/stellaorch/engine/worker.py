@@ -21,6 +21,7 @@ from stellaorch.domain.providers import worker_identity
 from stellaorch.domain.status import AttemptStatus
 from stellaorch.engine import claim, complete, recover
 from stellaorch.engine.env import EngineEnv
+from stellaorch.engine.live_log import LiveLog
 from stellaorch.engine.redact_outcome import redacted
 from stellaorch.engine.requests import Lease, Outcome
 from stellaorch.engine.workers import WorkerRegistry, presence
@@ -219,17 +220,25 @@ class Worker:
 
     # -- executing -----------------------------------------------------------------------
     async def _execute(self, lease: Lease) -> None:
+        live = LiveLog(self.env, lease)
         try:
-            outcome = redacted(await self._attempt(lease))
+            outcome = redacted(await self._attempt(lease, live))
         except asyncio.CancelledError:
             self._room.set()  # no outcome follows, so no completion claims for this slot
-            return  # run cancelled, lease revoked, or shutdown: the store already knows
+            # Run cancelled, lease revoked, or shutdown: the store already knows; what the
+            # attempt printed is kept all the same.
+            await live.close()
+            return
         finally:
             self._slots.pop(lease.lease_id, None)
+        if outcome.logs:
+            live.discard()
+        else:
+            await live.close()  # timed out or crashed: the live chunks are its log
         self._outcomes.append(outcome)
         self._outcome_ready.set()
 
-    async def _attempt(self, lease: Lease) -> Outcome:
+    async def _attempt(self, lease: Lease, live: LiveLog) -> Outcome:
         if lease.problem is not None:
             return _failure(lease, lease.problem.code, lease.problem.message, False)
         plugin: dict[str, Any] | None = None  # the identity, once the plugin is loaded
@@ -237,7 +246,7 @@ class Worker:
             async with asyncio.timeout(lease.step.timeout_seconds):
                 resolved = await self.plugins.load(lease.step.plugin, lease.tenant)
                 plugin = resolved.identity.as_json()
-                result = await resolved.plugin.run(self._context(lease))
+                result = await resolved.plugin.run(self._context(lease, live))
             outputs = check_outputs(result.outputs)
         except TimeoutError:
             message = f"step exceeded its timeout of {lease.step.timeout_seconds:g}s"
@@ -254,7 +263,7 @@ class Worker:
             return _failure(lease, "PLUGIN_CRASHED", message, True, plugin=plugin)
         return Outcome(lease, AttemptStatus.SUCCEEDED, outputs, result.logs, plugin=plugin)
 
-    def _context(self, lease: Lease) -> StepContext:
+    def _context(self, lease: Lease, live: LiveLog) -> StepContext:
         return StepContext(
             tenant=lease.tenant,
             run_id=lease.run_id,
@@ -267,6 +276,7 @@ class Worker:
             network=tuple(lease.step.network),
             resources=dict(lease.step.resources or {}),
             secrets=lease.secrets.values,
+            log_sink=live.feed,
         )
 
     # -- completing ----------------------------------------------------------------------

@@ -75,6 +75,40 @@ class ValueRedactor:
                     break
         return kept[: len(kept) - best] + REDACTED if best else kept
 
+    def split_live(self, text: str) -> tuple[str, str]:
+        """Cut a live stream: (the redacted part that is final, the raw tail to hold back).
+
+        The tail is the shortest end of `text` that could still grow into a value (a first
+        part of one), so a value split across two reads is never written half in the clear.
+        """
+        if self._pattern is None:
+            return text, ""
+        pieces, pos = [], 0
+        while True:
+            hold = self._hold_start(text, pos)
+            found = self._pattern.search(text, pos)
+            # A match starting before the hold is final: nothing longer can start at or before it.
+            if found is None or found.start() >= hold:
+                pieces.append(text[pos:hold])
+                return "".join(pieces), text[hold:]
+            pieces += [text[pos : found.start()], REDACTED]
+            pos = found.end()
+
+    def finish_live(self, held: str) -> str:
+        """The held tail at the stream's end, redacted; a cut-off first part of a value too."""
+        if self._pattern is None:
+            return held
+        return self._trim_partial(self._pattern.sub(REDACTED, held))
+
+    def _hold_start(self, text: str, pos: int) -> int:
+        """Where the end of `text` (from `pos` on) could begin a value; len(text) if nowhere."""
+        longest = len(self._variants[0]) if self._variants else 0
+        for start in range(max(pos, len(text) - longest + 1), len(text)):
+            tail = text[start:]
+            if any(len(v) > len(tail) and v.startswith(tail) for v in self._variants):
+                return start
+        return len(text)
+
     def tree(self, value: Any) -> Any:
         """A JSON tree with every string (keys too) redacted."""
         if self._pattern is None:

@@ -34,6 +34,9 @@ class StepContext:
     resources: Mapping[str, float] = field(default_factory=dict)
     # Kept out of repr so a logged context never leaks a secret value.
     secrets: Mapping[str, str] = field(default_factory=dict, repr=False)
+    # Where a plugin hands the log bytes it keeps while it runs (the worker's live log);
+    # None: nobody listens, the log is only what the result carries.
+    log_sink: Callable[[bytes], None] | None = field(default=None, repr=False, compare=False)
 
     @property
     def span_id(self) -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from stellaorch.plugins.base import MAX_OUTPUT_BYTES
@@ -24,12 +24,18 @@ _TAIL_LINES = 8
 _TAIL_LINE_BYTES = 512
 
 
+# Hands each piece of kept log on as it is kept (a live log); see `StepContext.log_sink`.
+LogSink = Callable[[bytes], None]
+_LIVE_TRUNCATED = b"[stella] log truncated: later output is dropped\n"
+
+
 class LogBuffer:
     """Keeps the first `limit` bytes written to it and counts the bytes dropped after that."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, sink: LogSink | None = None) -> None:
         self._limit = limit
         self._kept = bytearray()
+        self._sink = sink
         self.dropped = 0
 
     def add_line(self, line: bytes, prefix: bytes = b"") -> None:
@@ -43,6 +49,8 @@ class LogBuffer:
         data = prefix + line + b"\n"
         self._kept += data[:room]
         self.dropped += max(size - room, 0)
+        if self._sink is not None:
+            self._sink(data[:room] if size <= room else data[:room] + b"\n" + _LIVE_TRUNCATED)
 
     def text(self) -> str:
         """The kept log as text, with the truncation marker if anything was dropped."""
@@ -90,8 +98,8 @@ class LineSplitter:
 class OutputCapture:
     """Collects both streams of one child: the bounded log and the last JSON object on stdout."""
 
-    def __init__(self, max_log_bytes: int) -> None:
-        self._log = LogBuffer(max_log_bytes)
+    def __init__(self, max_log_bytes: int, sink: LogSink | None = None) -> None:
+        self._log = LogBuffer(max_log_bytes, sink)
         self._stdout = LineSplitter()
         self._stderr = LineSplitter()
         # The last stderr lines, whatever the log cap kept: they tell why a command died.

@@ -25,7 +25,7 @@ from typing import Any
 
 from stellaorch.domain.errors import StepFailed
 from stellaorch.plugins.base import PluginResult, StepContext, check_outputs, params_invalid
-from stellaorch.plugins.capture import OutputCapture
+from stellaorch.plugins.capture import LogSink, OutputCapture
 from stellaorch.plugins.egress_forward import EXEC_FAILED
 from stellaorch.plugins.egress_step import step_network
 from stellaorch.plugins.overrun import limit_failure
@@ -105,7 +105,7 @@ class ScriptPlugin:
         try:
             cwd = _host_cwd(workdir, params.cwd)
             env = child_env(ctx, workdir, params.env)
-            return await self._run_in(params, list(params.argv), env, cwd, None)
+            return await self._run_in(params, list(params.argv), env, cwd, None, ctx.log_sink)
         finally:
             await asyncio.to_thread(shutil.rmtree, workdir, ignore_errors=True)
 
@@ -149,7 +149,7 @@ class ScriptPlugin:
                 binds=network.binds,
                 ro_binds=[*network.ro_binds, *ro_binds],
             )
-            return await self._run_in(params, command, env, "/", limits)
+            return await self._run_in(params, command, env, "/", limits, ctx.log_sink)
 
     async def _run_in(
         self,
@@ -158,9 +158,10 @@ class ScriptPlugin:
         env: dict[str, str],
         cwd: str,
         limits: Limits | None,
+        sink: LogSink | None,
     ) -> PluginResult:
         """Spawn, supervise and judge the command; `limits` is None when unconfined."""
-        capture = OutputCapture(self._max_log_bytes)
+        capture = OutputCapture(self._max_log_bytes, sink)
         transport, protocol = await _spawn(params, argv, env, cwd, capture)
         try:
             await self._supervise(transport, protocol, params.stdin)

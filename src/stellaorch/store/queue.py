@@ -277,6 +277,15 @@ def leased_steps(conn: Connection, run_id: str) -> set[str]:
     return {step_id for (step_id,) in conn.execute(query)}
 
 
+def waiting_retries(conn: Connection, tenant: str, run_id: str) -> dict[str, int]:
+    """Steps of a run waiting for a retry (unleased items past attempt 1): when each is due."""
+    q = queue_items.c
+    query = select(q.step_id, q.available_us).where(
+        q.tenant == tenant, q.run_id == run_id, q.lease_id.is_(None), q.attempt > 1
+    )
+    return {str(step_id): int(due) for step_id, due in conn.execute(query)}
+
+
 def drop_runs(conn: Connection, run_ids: Sequence[str]) -> None:
     """Remove every queue item of some runs (they ended)."""
     for part in chunks(run_ids):

@@ -436,9 +436,27 @@ Index("ix_alert_deliveries_tenant_id", alert_deliveries.c.tenant, alert_deliveri
 # alerts: a tenant's runs that failed after a cursor (run.failed, deadletter.growth)
 Index("ix_runs_tenant_status_ended", runs.c.tenant, runs.c.status, runs.c.ended_us)
 
+# What an attempt printed while it ran, in order, already redacted: written by the worker every
+# flush interval so `run logs --follow` sees it live, and kept whatever the attempt's end
+# (cancelled, timed out, lost) when no final log blob was recorded.
+attempt_log_chunks = Table(
+    "attempt_log_chunks",
+    metadata,
+    Column("tenant", String(128), nullable=False),
+    Column("run_id", String(36), nullable=False),
+    Column("step_id", String(64), nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("seq", Integer, nullable=False),  # 1, 2, ... per attempt
+    Column("content", Text, nullable=False),
+    Column("created_us", BigInteger, nullable=False),
+    # the primary key serves the only read: one attempt's chunks after a seq, in order
+    PrimaryKeyConstraint("tenant", "run_id", "step_id", "attempt", "seq"),
+)
+
 __all__ = [
     "alert_deliveries",
     "alert_rules",
+    "attempt_log_chunks",
     "attempts",
     "audit_log",
     "blobs",

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import json
+from collections.abc import AsyncIterator, Iterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from stellaorch.api.auth import ReadCaller, WriteCaller
@@ -29,6 +31,9 @@ from stellaorch.engine.views import run_summary
 
 router = APIRouter(tags=["runs"])
 MAX_SEQ = 2**62  # a ledger seq fits a signed 64-bit column; larger would only overflow
+MAX_ATTEMPT = 10_000  # far above any maxAttempts a spec may set
+NDJSON = "application/x-ndjson"
+_NO_STORE = {"Cache-Control": "no-store"}
 ID = r"^[a-z0-9][a-z0-9._-]{0,127}$"  # a dagId as SPEC §1 and the spec model define it
 
 
@@ -264,15 +269,27 @@ async def get_step(
     return await orchestrator(request).runs.step(caller.tenant, runId, stepId)
 
 
-@router.get("/runs/{runId}/steps/{stepId}/logs")
+@router.get("/runs/{runId}/steps/{stepId}/logs", response_model=None)
 async def step_logs(
     runId: str,
     stepId: str,
     request: Request,
     caller: ReadCaller,
-) -> dict[str, Any]:
-    """The step's log lines, attempt by attempt."""
-    return {"items": await orchestrator(request).runs.step_logs(caller.tenant, runId, stepId)}
+    attempt: Annotated[int | None, Query(ge=1, le=MAX_ATTEMPT)] = None,
+    follow: bool = False,
+) -> dict[str, Any] | StreamingResponse:
+    """The step's log lines, attempt by attempt; `follow`: NDJSON, live, until the attempt ends."""
+    service = orchestrator(request).runs
+    if not follow:
+        return {"items": await service.step_logs(caller.tenant, runId, stepId, attempt)}
+    lines = await service.logs.follow(caller.tenant, runId, stepId, attempt)
+    return StreamingResponse(_ndjson(lines), media_type=NDJSON, headers=_NO_STORE)
+
+
+async def _ndjson(lines: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
+    """One compact JSON object per line; the stream ends when the follower does."""
+    async for line in lines:
+        yield json.dumps(line, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
 
 
 @router.get("/artifacts/{hash}", response_class=Response)

@@ -405,6 +405,33 @@ def test_ledger_export_verifies_and_a_tampered_copy_does_not(
     assert "line 1" in broken.stderr
 
 
+def test_ledger_checkpoint_signs_and_verify_checks_it_against_the_trust_store(
+    service: Service, finished_run: dict[str, Any], tmp_path: Path
+) -> None:
+    signed = stella("ledger", "checkpoint", "--reason", "e2e audit", "-o", "json", env=service.env)
+    assert signed.returncode == 0, signed.stderr
+    checkpoint = json.loads(signed.stdout)
+    assert checkpoint["checkpoint"]["tenant"] == "default"
+    assert checkpoint["checkpointHash"].startswith("sha256:")
+    exported = tmp_path / "anchored.ndjson"
+    window = ["--from", "2000-01-01T00:00:00Z", "--to", "2100-01-01T00:00:00Z"]
+    done = stella(
+        "ledger", "export", *window, "--out", str(exported), "-o", "json", env=service.env
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["checkpoints"] >= 1
+
+    verified = stella("ledger", "verify", str(exported), "-o", "json", env=service.env)
+    assert verified.returncode == 0, verified.stderr
+    assert json.loads(verified.stdout)["checkpoints"] >= 1
+    untrusted = stella(
+        "ledger", "verify", str(exported), "--trust-dir", str(tmp_path / "empty"), env=service.env
+    )
+    assert untrusted.returncode == 1
+    assert_one_error_line(untrusted, "LEDGER_BROKEN")
+    assert "checkpoint" in untrusted.stderr and finished_run["runId"]
+
+
 def test_api_and_worker_processes_share_the_store_and_stop_on_sigterm(
     service: Service, tmp_path: Path
 ) -> None:

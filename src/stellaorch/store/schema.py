@@ -359,6 +359,29 @@ secret_versions = Table(
     PrimaryKeyConstraint("tenant", "name", "version"),
 )
 
+# Signed checkpoints of each tenant's ledger heads: append-only, chained per tenant (0014).
+ledger_checkpoints = Table(
+    "ledger_checkpoints",
+    metadata,
+    Column("tenant", String(128), nullable=False),
+    Column("seq", Integer, nullable=False),  # 1, 2, ... per tenant
+    Column("created_us", BigInteger, nullable=False),
+    Column("through_id", BigInteger, nullable=False),  # newest ledger_entries.id covered
+    Column("entries", BigInteger, nullable=False),  # the tenant's entries through it
+    Column("last_entry_hash", String(80), nullable=False),
+    Column("checkpoint_hash", String(80), nullable=False),  # sha256 of the payload
+    Column("envelope_json", Text, nullable=False),  # the DSSE envelope (payload inside)
+    PrimaryKeyConstraint("tenant", "seq"),
+)
+# the writer's cursor: the newest checkpoint of all tenants
+Index("ix_ledger_checkpoints_through", ledger_checkpoints.c.through_id)
+# export: a tenant's checkpoints from a time on
+Index(
+    "ix_ledger_checkpoints_tenant_created",
+    ledger_checkpoints.c.tenant,
+    ledger_checkpoints.c.created_us,
+)
+
 __all__ = [
     "attempts",
     "audit_log",
@@ -367,6 +390,7 @@ __all__ = [
     "dag_versions",
     "idempotency_keys",
     "leader_leases",
+    "ledger_checkpoints",
     "ledger_entries",
     "metadata",
     "queue_items",

@@ -5,16 +5,16 @@ from __future__ import annotations
 import contextlib
 import json
 from pathlib import Path
-from typing import Any
-
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from typing import TYPE_CHECKING, Any
 
 from stellaorch.cli.client import ApiClient
 from stellaorch.cli.config import build_settings
 from stellaorch.cli.dags import OperatorNote
 from stellaorch.cli.errors import ApiUnreachable, LedgerBroken
 from stellaorch.cli.render import Printer
-from stellaorch.security.trust import MAX_KEY_FILE_BYTES, TrustStore, key_id, public_key_from_pem
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 
 class LastLine:
@@ -76,6 +76,13 @@ async def checkpoint(client: ApiClient, printer: Printer, note: OperatorNote) ->
 
 def trusted_keys(files: list[Path], trust_dir: Path | None) -> dict[str, Ed25519PublicKey]:
     """The keys checkpoints may be signed by: the given PEM files, else the trust store."""
+    from stellaorch.security.trust import (  # the crypto stack, only for verification
+        MAX_KEY_FILE_BYTES,
+        TrustStore,
+        key_id,
+        public_key_from_pem,
+    )
+
     if files:
         found = {}
         for path in files:

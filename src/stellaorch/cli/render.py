@@ -81,6 +81,23 @@ COLUMNS: Mapping[str, tuple[tuple[str, str], ...]] = {
         ("CHECKPOINTS", "checkpoints"),
         ("FILE", "file"),
     ),
+    "export": (
+        ("OUT", "out"),
+        ("LEDGER", "ledger"),
+        ("CHECKPOINTS", "checkpoints"),
+        ("AUDIT", "audit"),
+        ("LOGS", "logs"),
+        ("ROOT_HASH", "rootHash"),
+    ),
+    "kitverify": (
+        ("OK", "ok"),
+        ("LEDGER", "ledger"),
+        ("CHECKPOINTS", "checkpoints"),
+        ("AUDIT", "audit"),
+        ("LOGS", "logs"),
+        ("SIGNED_BY", "signedBy"),
+        ("PROBLEM", "problem"),
+    ),
     "checkpoint": (
         ("WRITTEN", "written"),
         ("SEQ", "checkpoint.seq"),

@@ -15,6 +15,7 @@ from stellaorch.engine.deadletter import DeadLetterService
 from stellaorch.engine.env import EngineEnv
 from stellaorch.engine.export import LedgerExport
 from stellaorch.engine.health import StoreProbe, admit_store, check_opened
+from stellaorch.engine.kit import OfflineKit
 from stellaorch.engine.queues import QueueService
 from stellaorch.engine.runs import RunService
 from stellaorch.engine.scheduler import Scheduler
@@ -44,6 +45,7 @@ class Orchestrator:
         self.dead_letter = DeadLetterService(env)
         self.checkpoints = CheckpointWriter(env)
         self.exports = LedgerExport(env.db)
+        self.kits = OfflineKit(env)
         self._checkpoint_loop: CheckpointLoop | None = None
         self._checkpoint_task: asyncio.Task[None] | None = None
         self.secrets = SecretService(env)

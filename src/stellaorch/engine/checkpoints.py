@@ -52,15 +52,15 @@ BATCH = 20_000  # entries one pass covers at most: bounded memory and transactio
 US = 1_000_000
 
 
-def checkpoint_key(env: EngineEnv) -> Ed25519PrivateKey:
-    """The server's checkpoint key: `checkpoint_key_file`, else the keys dir's newest Ed25519."""
+def server_signing_key(env: EngineEnv) -> Ed25519PrivateKey:
+    """The server's signing key (checkpoints, kits): the key file set, else the newest Ed25519."""
     settings = env.settings
     if settings.checkpoint_key_file is not None:
         return load_private_key(settings.checkpoint_key_file)
     key = newest_ed25519_key(settings.keys_dir)
     if key is None:
         raise SettingsInvalid(
-            f"no Ed25519 key to sign ledger checkpoints in {settings.keys_dir}: run "
+            f"no Ed25519 key to sign checkpoints and exports in {settings.keys_dir}: run "
             "`stella orch keys generate` or set STELLA_ORCH_CHECKPOINT_KEY_FILE"
         )
     return key
@@ -93,7 +93,7 @@ class CheckpointWriter:
     def key(self) -> Ed25519PrivateKey:
         """The signing key (loaded on first use, so a process without one starts anyway)."""
         if self._key is None:
-            self._key = checkpoint_key(self.env)
+            self._key = server_signing_key(self.env)
         return self._key
 
     async def write(self, *, batch: int = BATCH) -> list[CheckpointRow]:

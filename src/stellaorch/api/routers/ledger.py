@@ -1,4 +1,4 @@
-"""GET /ledger/export (a window of runs as NDJSON, with a manifest); POST /ledger/checkpoints."""
+"""GET /ledger/export (runs as NDJSON, manifest), GET /export (offline kit), checkpoints."""
 
 from __future__ import annotations
 
@@ -37,6 +37,20 @@ async def export_ledger(
     # Read the first chunk now, so a store failure is an error response, not a cut stream.
     first = await anext(lines)
     return StreamingResponse(_prepend(first, lines), media_type=NDJSON, headers=_NO_STORE)
+
+
+@router.get("/export", response_class=Response)
+async def export_kit(
+    request: Request,
+    caller: AdminReader,
+    from_: Annotated[str | None, Query(alias="from")] = None,
+    to: str | None = None,
+) -> Response:
+    """The offline kit of runs started in [from, to): a signed, deterministic .tgz."""
+    window = ExportWindow(caller.tenant, _time(from_, "from"), _time(to, "to"))
+    archive = await orchestrator(request).kits.build(window)
+    disposition = {"Content-Disposition": 'attachment; filename="stella-export.tgz"'}
+    return Response(archive, media_type="application/gzip", headers={**_NO_STORE, **disposition})
 
 
 @router.post("/ledger/checkpoints")

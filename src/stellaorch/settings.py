@@ -112,6 +112,15 @@ class Settings(BaseSettings):
     # Workers and schedulers: serve their own /metrics on this port (on api_host); unset: none.
     metrics_port: int | None = Field(default=None, ge=1, le=65535)
 
+    # Ledger checkpoints (docs/ledger.md): how often the leader signs the heads of a ledger
+    # that moved (0: only on demand), and the Ed25519 key it signs with (unset: the newest
+    # Ed25519 `*.private.pem` in keys_dir).
+    checkpoint_interval_seconds: float = Field(default=60.0, ge=0, le=86_400)
+    checkpoint_key_file: Path | None = None
+    # The offline kit (`stella orch export`) is built in memory: a window whose files together
+    # exceed this is refused (EXPORT_TOO_LARGE); export shorter windows.
+    export_max_bytes: int = Field(default=256 * 1024 * 1024, ge=1024, le=2**34)
+
     # Signed DAGs and bundles (docs/bundles.md). The trust store: default `<keys_dir>/trust`.
     trust_dir: Path | None = None
     # POST /dags refuses unsigned versions; unset: on for `serve`, `api` and `worker`

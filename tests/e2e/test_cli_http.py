@@ -6,6 +6,7 @@ a temp key directory; every test drives it through the CLI as a user would, in a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -403,6 +404,95 @@ def test_ledger_export_verifies_and_a_tampered_copy_does_not(
     assert broken.returncode == 1
     assert_one_error_line(broken, "LEDGER_BROKEN")
     assert "line 1" in broken.stderr
+
+
+def test_ledger_checkpoint_signs_and_verify_checks_it_against_the_trust_store(
+    service: Service, finished_run: dict[str, Any], tmp_path: Path
+) -> None:
+    signed = stella("ledger", "checkpoint", "--reason", "e2e audit", "-o", "json", env=service.env)
+    assert signed.returncode == 0, signed.stderr
+    checkpoint = json.loads(signed.stdout)
+    assert checkpoint["checkpoint"]["tenant"] == "default"
+    assert checkpoint["checkpointHash"].startswith("sha256:")
+    exported = tmp_path / "anchored.ndjson"
+    window = ["--from", "2000-01-01T00:00:00Z", "--to", "2100-01-01T00:00:00Z"]
+    done = stella(
+        "ledger", "export", *window, "--out", str(exported), "-o", "json", env=service.env
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["checkpoints"] >= 1
+
+    verified = stella("ledger", "verify", str(exported), "-o", "json", env=service.env)
+    assert verified.returncode == 0, verified.stderr
+    assert json.loads(verified.stdout)["checkpoints"] >= 1
+    untrusted = stella(
+        "ledger", "verify", str(exported), "--trust-dir", str(tmp_path / "empty"), env=service.env
+    )
+    assert untrusted.returncode == 1
+    assert_one_error_line(untrusted, "LEDGER_BROKEN")
+    assert "checkpoint" in untrusted.stderr and finished_run["runId"]
+
+
+KIT_WINDOW = ["--from", "2000-01-01T00:00:00Z", "--to", "2100-01-01T00:00:00Z"]
+
+
+def test_export_writes_the_same_kit_twice_and_verify_checks_it_offline(
+    service: Service, finished_run: dict[str, Any], tmp_path: Path
+) -> None:
+    first, second, unpacked = tmp_path / "a.tgz", tmp_path / "b.tgz", tmp_path / "kit"
+    for out in (first, second, unpacked):
+        done = stella("export", *KIT_WINDOW, "--out", str(out), "-o", "json", env=service.env)
+        assert done.returncode == 0, done.stderr
+        assert done.stderr == ""  # no progress display when stderr is not a terminal
+    assert first.read_bytes() == second.read_bytes()
+    summary = json.loads(done.stdout)
+    assert summary["ledger"] >= 1 and summary["rootHash"].startswith("sha256:")
+    assert finished_run["runId"] in (unpacked / "ledger.ndjson").read_text()
+
+    for path in (first, unpacked):
+        verified = stella("export", "verify", str(path), "-o", "json", env=service.env)
+        assert verified.returncode == 0, verified.stderr
+        assert json.loads(verified.stdout)["ok"] is True
+
+    ledger = unpacked / "ledger.ndjson"
+    ledger.write_bytes(ledger.read_bytes().replace(b'"succeeded"', b'"failed"', 1))
+    broken = stella("export", "verify", str(unpacked), env=service.env)
+    assert broken.returncode == 1
+    assert_one_error_line(broken, "EXPORT_BROKEN")
+    assert "ledger.ndjson: size is" in broken.stderr
+    missing = stella("export", "verify", str(tmp_path / "nowhere.tgz"), env=service.env)
+    assert missing.returncode == 2
+    taken = stella("export", *KIT_WINDOW, "--out", str(unpacked), env=service.env)
+    assert taken.returncode == 2
+    assert_one_error_line(taken, "USAGE_INVALID")
+
+
+def test_export_shows_progress_on_a_terminal(service: Service, tmp_path: Path) -> None:
+    import os
+    import pty
+
+    leader, follower = pty.openpty()
+    try:
+        done = subprocess.run(
+            argv("export", *KIT_WINDOW, "--out", str(tmp_path / "kit.tgz")),
+            env={**service.env, "TERM": "xterm", "COLUMNS": "100"},
+            stdout=subprocess.PIPE,
+            stderr=follower,
+            text=True,
+            timeout=TIMEOUT,
+        )
+        os.close(follower)
+        follower = -1
+        shown = b""
+        with contextlib.suppress(OSError):  # EIO once the pty is drained and closed
+            while chunk := os.read(leader, 65536):
+                shown += chunk
+    finally:
+        os.close(leader)
+        if follower >= 0:
+            os.close(follower)
+    assert done.returncode == 0
+    assert b"export: downloading" in shown
 
 
 def test_api_and_worker_processes_share_the_store_and_stop_on_sigterm(

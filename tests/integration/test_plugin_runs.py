@@ -75,7 +75,7 @@ async def test_a_failed_attempt_records_its_identity_too(harness: Harness) -> No
 
 async def test_the_export_carries_identities_and_verifies(harness: Harness) -> None:
     view = await harness.run_to_end(harness.spec("exp", [{"id": "a", "plugin": "noop"}]))
-    window = ExportWindow(harness.tenant, 0, 2**62)
+    window = ExportWindow(harness.tenant, 0, 4_102_444_800 * 10**6)  # until 2100
     lines = [line async for line in export_lines(harness.orchestrator.env.db, window)]
     doc = json.loads(lines[0])
     assert doc["runId"] == view["runId"]

@@ -28,7 +28,7 @@ def test_cells_are_printed_as_they_are_never_as_markup_and_never_cut(
 
 
 def test_an_empty_list_is_its_header_only() -> None:
-    assert table_lines(COLUMNS["manifest"], []) == ["COUNT  SHA256  ROOT_HASH  FILE"]
+    assert table_lines(COLUMNS["manifest"], []) == ["COUNT  SHA256  ROOT_HASH  CHECKPOINTS  FILE"]
 
 
 def test_the_operations_printer_uses_the_same_table_with_its_own_columns(
@@ -40,6 +40,6 @@ def test_the_operations_printer_uses_the_same_table_with_its_own_columns(
     assert capsys.readouterr().out.splitlines() == [
         "COUNT  SHA256  FILE",
         "3      ab      a",
-        "COUNT  SHA256  ROOT_HASH  FILE",
-        "3      ab      -          -",
+        "COUNT  SHA256  ROOT_HASH  CHECKPOINTS  FILE",
+        "3      ab      -          -            -",
     ]

@@ -19,6 +19,7 @@ from stellaorch.domain.errors import ValidationError
 from stellaorch.domain.limits import MAX_OPERATOR_REASON_CHARS, MAX_OPERATOR_TICKET_CHARS
 from stellaorch.domain.spec import compile_dag, load_spec_file
 from stellaorch.engine.dag_signing import sign_spec
+from stellaorch.security.keys import newest_ed25519_key
 from stellaorch.security.trust import load_private_key
 
 
@@ -114,13 +115,7 @@ def local_signing_key(key_file: Path | None, keys_dir: Path) -> Ed25519PrivateKe
     """The key `--key` names, else the newest Ed25519 private key of the key directory."""
     if key_file is not None:
         return load_private_key(key_file)
-    candidates = sorted(keys_dir.glob("*.private.pem"), key=lambda p: p.stat().st_mtime)
-    for path in reversed(candidates):
-        try:
-            return load_private_key(path)
-        except ValidationError:
-            continue  # an RSA token key: not a signing key for DAGs
-    return None
+    return newest_ed25519_key(keys_dir)
 
 
 async def sign_file(spec_file: Path, key_file: Path, out: Path | None) -> None:

@@ -66,6 +66,12 @@ class LedgerBroken(StellaError):
     code = "LEDGER_BROKEN"
 
 
+class ExportBroken(StellaError):
+    """An offline kit that does not verify (its first problem is the message)."""
+
+    code = "EXPORT_BROKEN"
+
+
 class RemoteError(StellaError):
     """An error the API answered with: its envelope's code, message and trace id."""
 

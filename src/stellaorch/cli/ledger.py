@@ -5,11 +5,16 @@ from __future__ import annotations
 import contextlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from stellaorch.cli.client import ApiClient
+from stellaorch.cli.config import build_settings
+from stellaorch.cli.dags import OperatorNote
 from stellaorch.cli.errors import ApiUnreachable, LedgerBroken
 from stellaorch.cli.render import Printer
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 
 class LastLine:
@@ -64,17 +69,41 @@ def _manifest(line: bytes) -> dict[str, Any]:
     return manifest
 
 
-async def verify(printer: Printer, path: Path) -> None:
-    """Recompute the manifest and every run's hash chain; name the first problem if broken."""
+async def checkpoint(client: ApiClient, printer: Printer, note: OperatorNote) -> None:
+    """POST /ledger/checkpoints and print the tenant's newest checkpoint."""
+    printer.one("checkpoint", await client.post("/ledger/checkpoints", None, note.headers()))
+
+
+def trusted_keys(files: list[Path], trust_dir: Path | None) -> dict[str, Ed25519PublicKey]:
+    """The keys checkpoints may be signed by: the given PEM files, else the trust store."""
+    from stellaorch.security.trust import (  # the crypto stack, only for verification
+        MAX_KEY_FILE_BYTES,
+        TrustStore,
+        key_id,
+        public_key_from_pem,
+    )
+
+    if files:
+        found = {}
+        for path in files:
+            public = public_key_from_pem(path.read_bytes()[:MAX_KEY_FILE_BYTES], str(path))
+            found[key_id(public)] = public
+        return found
+    return TrustStore(trust_dir or build_settings().trust_directory).keys()
+
+
+async def verify(printer: Printer, path: Path, keys: list[Path], trust_dir: Path | None) -> None:
+    """Recompute the manifest, every hash chain and checkpoint; name the first problem."""
     from stellaorch.engine.export import verify_file  # the engine, only for this command
 
-    report = verify_file(path)
+    report = verify_file(path, trusted_keys(keys, trust_dir))
     printer.one(
         "verify",
         {
             "file": str(path),
             "ok": report.ok,
             "count": report.count,
+            "checkpoints": report.checkpoints,
             "line": report.line,
             "problem": report.problem,
         },

@@ -30,6 +30,7 @@ from stellaorch.cli.common import (
 from stellaorch.cli.dag_commands import dag_app
 from stellaorch.cli.deadletter_commands import deadletter_app
 from stellaorch.cli.jsonlog import LogLevel, configure_logging
+from stellaorch.cli.kit_commands import export_app
 from stellaorch.cli.ledger_commands import ledger_app
 from stellaorch.cli.ops_commands import audit_app, quota_app
 from stellaorch.cli.queue_commands import queue_app
@@ -51,6 +52,7 @@ for name, sub in (
     ("dag", dag_app),
     ("bundle", bundle_app),
     ("ledger", ledger_app),
+    ("export", export_app),
     ("schedule", schedule_app),
     ("queue", queue_app),
     ("quota", quota_app),

@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Mapping
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 from rich.console import Console
 from rich.progress import (
     BarColumn,
+    DownloadColumn,
     MofNCompleteColumn,
     Progress,
     SpinnerColumn,
@@ -87,16 +88,12 @@ def _describe(entry: LedgerEntry) -> str:
     return f"{subject} {event}{attempt}"
 
 
-class RemoteRunProgress:
-    """The same display for a run watched over the API: fed by run views and stream events."""
+class _Shown:
+    """A Rich display drawn while the `with` block runs."""
 
-    def __init__(self, dag_id: str) -> None:
-        self._progress = _bar()
-        self._label = dag_id
-        self._steps: dict[str, str] = {}
-        self._task = self._progress.add_task(dag_id, total=None)
+    _progress: Progress
 
-    def __enter__(self) -> RemoteRunProgress:
+    def __enter__(self) -> Self:
         self._progress.start()
         return self
 
@@ -107,6 +104,16 @@ class RemoteRunProgress:
         tb: TracebackType | None,
     ) -> None:
         self._progress.stop()
+
+
+class RemoteRunProgress(_Shown):
+    """The same display for a run watched over the API: fed by run views and stream events."""
+
+    def __init__(self, dag_id: str) -> None:
+        self._progress = _bar()
+        self._label = dag_id
+        self._steps: dict[str, str] = {}
+        self._task = self._progress.add_task(dag_id, total=None)
 
     def show(self, view: Mapping[str, Any]) -> None:
         """Take every step's status from a run view (GET /runs/{id})."""
@@ -129,3 +136,26 @@ class RemoteRunProgress:
             completed=done,
             description=f"{self._label}: {latest}",
         )
+
+
+class StageProgress(_Shown):
+    """A spinner with what a long command is doing now, and bytes moved when there are any."""
+
+    def __init__(self, label: str) -> None:
+        self._progress = Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            DownloadColumn(),
+            TimeElapsedColumn(),
+            console=Console(stderr=True),
+        )
+        self._label = label
+        self._task = self._progress.add_task(label, total=None)
+
+    def stage(self, what: str) -> None:
+        """Say what is being done now (`checking ledger.ndjson`)."""
+        self._progress.update(self._task, description=f"{self._label}: {what}")
+
+    def moved(self, size: int, total: int | None = None) -> None:
+        """Count `size` more bytes (of `total`, when known)."""
+        self._progress.update(self._task, advance=size, total=total)

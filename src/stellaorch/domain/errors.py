@@ -220,6 +220,12 @@ class ServiceFailed(StellaError):
     code = "SERVICE_FAILED"
 
 
+class ExportTooLarge(ValidationError):
+    """An offline kit whose files would exceed the server's export limit: use shorter windows."""
+
+    code = "EXPORT_TOO_LARGE"
+
+
 # -- signatures and bundles (docs/bundles.md) ----------------------------------------------
 class SignatureInvalid(ValidationError):
     """A DSSE envelope that is malformed, or whose signature does not verify (HTTP 400)."""

@@ -13,10 +13,12 @@ from stellaorch.engine.alerts import AlertService
 from stellaorch.engine.audit import AuditService
 from stellaorch.engine.backfill import BackfillService
 from stellaorch.engine.catalog import DagCatalog, Published
+from stellaorch.engine.checkpoints import CheckpointLoop, CheckpointWriter
 from stellaorch.engine.deadletter import DeadLetterService
 from stellaorch.engine.env import EngineEnv
 from stellaorch.engine.export import LedgerExport
 from stellaorch.engine.health import StoreProbe, admit_store, check_opened
+from stellaorch.engine.kit import OfflineKit
 from stellaorch.engine.queues import QueueService
 from stellaorch.engine.runs import RunService
 from stellaorch.engine.scheduler import Scheduler
@@ -46,7 +48,11 @@ class Orchestrator:
         self.queues = QueueService(env)
         self.audit = AuditService(env)
         self.dead_letter = DeadLetterService(env)
+        self.checkpoints = CheckpointWriter(env)
         self.exports = LedgerExport(env.db)
+        self.kits = OfflineKit(env)
+        self._checkpoint_loop: CheckpointLoop | None = None
+        self._checkpoint_task: asyncio.Task[None] | None = None
         self.secrets = SecretService(env)
         self.warming = Warming(env)
         self.workers = WorkerRegistry(env)
@@ -192,9 +198,28 @@ class Orchestrator:
         loop.stop()
         await task
 
+    def start_checkpoints(self, *, interval_seconds: float, lease_ttl_seconds: float) -> None:
+        """Sign ledger checkpoints every `interval_seconds` while this process holds the lease."""
+        if self._checkpoint_task is not None and not self._checkpoint_task.done():
+            return
+        self._checkpoint_loop = CheckpointLoop(
+            self.checkpoints, interval_seconds, lease_ttl_seconds
+        )
+        self._checkpoint_task = asyncio.create_task(self._checkpoint_loop.run())
+
+    async def stop_checkpoints(self) -> None:
+        """Stop the checkpoint loop and give its lease up."""
+        loop, task = self._checkpoint_loop, self._checkpoint_task
+        self._checkpoint_loop, self._checkpoint_task = None, None
+        if loop is None or task is None or task.done():
+            return
+        loop.stop()
+        await task
+
     async def close(self) -> None:
-        """Stop the alert loop, the scheduler and the worker, then release the store."""
+        """Stop the alert and checkpoint loops, the scheduler and the worker, then release the store."""
         await self.stop_alerts()
+        await self.stop_checkpoints()
         await self.stop_scheduler()
         await self.stop_worker()
         await asyncio.to_thread(self.env.notifier.close)

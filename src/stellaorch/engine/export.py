@@ -8,21 +8,22 @@ export of any size holds at most one chunk in memory.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 from collections import defaultdict
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-from stellaorch.domain.canonical import canonical_json, sha256_hex
+from stellaorch.domain.canonical import canonical_json
 from stellaorch.domain.errors import ValidationError
-from stellaorch.domain.ledger import StoredEntry, verify_chain
-from stellaorch.domain.projection import state_problem
+from stellaorch.domain.providers import format_utc
+from stellaorch.engine.export_check import ExportReport, verify_export, verify_file
+from stellaorch.engine.export_manifest import Manifest, ManifestBuilder
 from stellaorch.engine.views import run_view
 from stellaorch.store import Connection
+from stellaorch.store.checkpoints import read_checkpoints
 from stellaorch.store.database import Database
 from stellaorch.store.export import (
     Cursor,
@@ -34,7 +35,11 @@ from stellaorch.store.export import (
 )
 from stellaorch.store.runs import RunState
 
+__all__ = ["ExportReport", "ExportWindow", "Manifest", "verify_export", "verify_file"]
+
 CHUNK_RUNS = 200  # runs per read: one short transaction, bounded memory
+CHUNK_CHECKPOINTS = 500
+LAST_US = 253_402_300_799_999_000  # 9999-12-31T23:59:59.999Z: the last time RFC 3339 prints
 _WRITE_BUFFER = 1 << 20  # bytes gathered before one file write
 
 
@@ -49,6 +54,13 @@ class ExportWindow:
     def __post_init__(self) -> None:
         if self.from_us >= self.to_us:
             raise ValidationError("the export window is empty: from must be before to")
+        if self.from_us < 0 or self.to_us > LAST_US:
+            raise ValidationError("the export window must lie within years 1970 to 9999")
+
+    @property
+    def labels(self) -> tuple[str, str]:
+        """`from` and `to` as the manifest prints them (RFC 3339, milliseconds)."""
+        return (str(format_utc(self.from_us)), str(format_utc(self.to_us)))
 
 
 # -- run lines ----------------------------------------------------------------------------
@@ -133,52 +145,47 @@ async def run_lines(
         after = part.cursor
 
 
-# -- manifest -----------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Manifest:
-    """What the trailing line promises about the run lines before it."""
+async def checkpoint_lines(
+    db: Database, window: ExportWindow, *, chunk: int = CHUNK_CHECKPOINTS
+) -> AsyncIterator[bytes]:
+    """The tenant's checkpoints created at or after `from`, by seq (docs/ledger.md)."""
+    after = 0
+    while True:
+        rows = await db.read(
+            partial(
+                read_checkpoints,
+                tenant=window.tenant,
+                from_us=window.from_us,
+                after_seq=after,
+                limit=chunk,
+            )
+        )
+        for row in rows:
+            envelope = json.loads(row.envelope_json)
+            yield canonical_json({"checkpoint": envelope}).encode("utf-8") + b"\n"
+        if len(rows) < chunk:
+            return
+        after = rows[-1].seq
 
-    count: int
-    sha256: str
-    root_hash: str
 
-    def document(self) -> dict[str, Any]:
-        """The manifest as JSON (`?manifest=1`)."""
-        return {"count": self.count, "sha256": self.sha256, "rootHash": self.root_hash}
-
-    def line(self) -> bytes:
-        """The trailing NDJSON line."""
-        return canonical_json({"manifest": self.document()}).encode("utf-8") + b"\n"
-
-
-class ManifestBuilder:
-    """Hashes run lines as they pass, in constant memory."""
-
-    def __init__(self) -> None:
-        self.count = 0
-        self._all = hashlib.sha256()
-        self._root = hashlib.sha256()
-
-    def add(self, line: bytes) -> None:
-        """Account for one run line (with its trailing newline)."""
-        self._all.update(line)
-        # rootHash covers the per-line digests joined by "\n" (see docs/ledger-export.md).
-        separator = b"\n" if self.count else b""
-        self._root.update(separator + sha256_hex(line.removesuffix(b"\n")).encode("ascii"))
-        self.count += 1
-
-    def manifest(self) -> Manifest:
-        """The manifest of the lines added so far."""
-        return Manifest(self.count, self._all.hexdigest(), "sha256:" + self._root.hexdigest())
+async def body_lines(
+    db: Database, window: ExportWindow, builder: ManifestBuilder, *, chunk: int = CHUNK_RUNS
+) -> AsyncIterator[bytes]:
+    """Run lines, then checkpoint lines, each accounted for in `builder` as it passes."""
+    async for line in run_lines(db, window, chunk=chunk):
+        builder.add(line)
+        yield line
+    async for line in checkpoint_lines(db, window):
+        builder.add_checkpoint(line)
+        yield line
 
 
 async def export_lines(
     db: Database, window: ExportWindow, *, chunk: int = CHUNK_RUNS
 ) -> AsyncIterator[bytes]:
-    """The whole export: run lines, then the manifest line."""
-    builder = ManifestBuilder()
-    async for line in run_lines(db, window, chunk=chunk):
-        builder.add(line)
+    """The whole export: run lines, checkpoint lines, then the manifest line."""
+    builder = ManifestBuilder(window.labels)
+    async for line in body_lines(db, window, builder, chunk=chunk):
         yield line
     yield builder.manifest().line()
 
@@ -187,9 +194,9 @@ async def export_manifest(
     db: Database, window: ExportWindow, *, chunk: int = CHUNK_RUNS
 ) -> Manifest:
     """Only the manifest, computed over the same lines without keeping them."""
-    builder = ManifestBuilder()
-    async for line in run_lines(db, window, chunk=chunk):
-        builder.add(line)
+    builder = ManifestBuilder(window.labels)
+    async for _ in body_lines(db, window, builder, chunk=chunk):
+        pass
     return builder.manifest()
 
 
@@ -213,11 +220,10 @@ async def write_export(
 ) -> Manifest:
     """Write the export to `path` (via a .partial file, so no half export looks complete)."""
     partial = path.with_name(path.name + ".partial")
-    builder = ManifestBuilder()
+    builder = ManifestBuilder(window.labels)
     with partial.open("wb") as out:
         buffer = bytearray()
-        async for line in run_lines(db, window, chunk=chunk):
-            builder.add(line)
+        async for line in body_lines(db, window, builder, chunk=chunk):
             buffer += line
             if len(buffer) >= _WRITE_BUFFER:
                 await asyncio.to_thread(out.write, bytes(buffer))
@@ -226,122 +232,3 @@ async def write_export(
         await asyncio.to_thread(out.write, bytes(buffer))
     partial.replace(path)
     return builder.manifest()
-
-
-# -- verification -------------------------------------------------------------------------
-@dataclass(frozen=True)
-class ExportReport:
-    """Outcome of verifying an export; `line` is where the first problem was found."""
-
-    ok: bool
-    count: int
-    problem: str | None = None
-    line: int | None = None
-
-
-def verify_file(path: Path) -> ExportReport:
-    """Verify an export file (see `verify_export`)."""
-    with path.open("rb") as lines:
-        return verify_export(lines)
-
-
-def verify_export(lines: Iterable[bytes]) -> ExportReport:
-    """Recompute the manifest and re-verify every run's hash chain from its inline events."""
-    check = _ExportCheck()
-    number = 0
-    for number, raw in enumerate(lines, start=1):
-        problem = check.feed(raw)
-        if problem is not None:
-            return ExportReport(False, check.builder.count, problem, number)
-    problem = check.finish()
-    if problem is not None:
-        return ExportReport(False, check.builder.count, problem, number or None)
-    return ExportReport(True, check.builder.count)
-
-
-class _ExportCheck:
-    """Line-by-line state of one verification."""
-
-    def __init__(self) -> None:
-        self.builder = ManifestBuilder()
-        self.manifest: Any = None
-        self.last_key: tuple[str, str] | None = None
-        self.tenant: str | None = None
-
-    def feed(self, raw: bytes) -> str | None:
-        """Check one line; the first problem found, or None."""
-        if self.manifest is not None:
-            return "content after the manifest line"
-        text = raw.removesuffix(b"\n")
-        try:
-            doc = json.loads(text)
-        except ValueError:
-            return "line is not JSON"
-        if not isinstance(doc, dict):
-            return "line is not a JSON object"
-        if set(doc) == {"manifest"}:
-            self.manifest = doc["manifest"]
-            return None
-        self.builder.add(text + b"\n")
-        return self._run_problem(doc)
-
-    def _run_problem(self, doc: dict[str, Any]) -> str | None:
-        run_id = doc.get("runId")
-        if not isinstance(run_id, str):
-            return "run line without a runId"
-        problem = self._place_problem(doc, run_id) or _chain_problem(doc, run_id)
-        return problem or state_problem(doc, doc["events"])
-
-    def _place_problem(self, doc: dict[str, Any], run_id: str) -> str | None:
-        """Lines must be one tenant's, ordered by startedUtc then runId."""
-        tenant, started = doc.get("tenant"), doc.get("startedUtc")
-        if not isinstance(tenant, str) or not isinstance(started, str):
-            return f"run {run_id}: tenant or startedUtc missing"
-        if self.tenant not in (None, tenant):
-            return f"run {run_id}: tenant {tenant} in an export of tenant {self.tenant}"
-        key = (started, run_id)
-        if self.last_key is not None and key <= self.last_key:
-            return f"run {run_id}: out of order (lines go by startedUtc, then runId)"
-        self.tenant, self.last_key = tenant, key
-        return None
-
-    def finish(self) -> str | None:
-        """Compare the recomputed manifest with the one the export carries."""
-        if not isinstance(self.manifest, dict):
-            return "no manifest line: the export is incomplete"
-        expected = self.builder.manifest().document()
-        for name, value in expected.items():
-            if self.manifest.get(name) != value:
-                return f"manifest {name} is {self.manifest.get(name)!r}, recomputed {value!r}"
-        return None
-
-
-def _stored_entries(run_id: str, events: list[Any]) -> list[StoredEntry] | str:
-    """Rebuild the stored entries from inline events, or say why they are malformed."""
-    entries: list[StoredEntry] = []
-    for event in events:
-        if not isinstance(event, dict):
-            return f"run {run_id}: an event is not a JSON object"
-        body = {k: v for k, v in event.items() if k != "entryHash"}
-        seq, entry_hash = event.get("seq"), event.get("entryHash")
-        if not isinstance(seq, int) or not isinstance(entry_hash, str):
-            return f"run {run_id}: an event lacks seq or entryHash"
-        try:
-            entries.append(StoredEntry(run_id, seq, canonical_json(body), entry_hash))
-        except ValueError:
-            return f"run {run_id}: event {seq} holds a number JSON cannot represent"
-    return entries
-
-
-def _chain_problem(doc: dict[str, Any], run_id: str) -> str | None:
-    events = doc.get("events")
-    if not isinstance(events, list):
-        return f"run {run_id}: no events list"
-    entries = _stored_entries(run_id, events)
-    if isinstance(entries, str):
-        return entries
-    report = verify_chain(run_id, entries, doc.get("ledgerHead"))
-    if not report.ok:
-        return f"run {run_id}: ledger chain broken at seq {report.broken_seq}: {report.reason}"
-    foreign = [e for e in events if e.get("tenant") != doc["tenant"]]
-    return f"run {run_id}: an event belongs to another tenant" if foreign else None

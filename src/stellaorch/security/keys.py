@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPubl
 from jwt.algorithms import OKPAlgorithm, RSAAlgorithm
 
 from stellaorch.domain.errors import ValidationError
+from stellaorch.security.trust import load_private_key
 
 JWKS_FILE = "jwks.json"
 PublicKey = Ed25519PublicKey | RSAPublicKey
@@ -118,3 +119,14 @@ def load_signing_key(directory: Path, kid: str | None = None) -> tuple[str, Priv
     if not isinstance(key, Ed25519PrivateKey | RSAPrivateKey):
         raise ValidationError(f"{path} is neither an Ed25519 nor an RSA private key")
     return path.name.removesuffix(".private.pem"), key
+
+
+def newest_ed25519_key(directory: Path) -> Ed25519PrivateKey | None:
+    """The newest Ed25519 `*.private.pem` of the directory (RSA token keys are skipped)."""
+    candidates = sorted(directory.glob("*.private.pem"), key=lambda p: p.stat().st_mtime)
+    for path in reversed(candidates):
+        try:
+            return load_private_key(path)
+        except ValidationError:
+            continue  # an RSA token key: it cannot sign DSSE envelopes here
+    return None

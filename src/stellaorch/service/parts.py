@@ -71,6 +71,12 @@ class ServiceParts:
             )
             # Alerts ride with the scheduler: a loop that logs its own failures, never fatal.
             orchestrator.start_alerts(lease_ttl_seconds=settings.scheduler_lease_ttl_seconds)
+            if settings.checkpoint_interval_seconds > 0:
+                # The leader of the checkpoint lease signs; standbys only try to take it.
+                orchestrator.start_checkpoints(
+                    interval_seconds=settings.checkpoint_interval_seconds,
+                    lease_ttl_seconds=settings.scheduler_lease_ttl_seconds,
+                )
 
     async def start_api(self) -> str | None:
         """Serve the API (or only `/metrics` when a metrics port is set); its URL, if any."""
@@ -94,6 +100,7 @@ class ServiceParts:
         if self.api is not None:
             await self.api.stop()
         await self.orchestrator.stop_alerts()
+        await self.orchestrator.stop_checkpoints()
         await self.orchestrator.stop_scheduler()
         if self.worker is not None:
             await self.worker.stop()

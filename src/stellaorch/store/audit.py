@@ -36,3 +36,14 @@ def select_audit_page(
     if action is not None:
         query = query.where(a.action == action)
     return [dict(r._mapping) for r in conn.execute(query.order_by(a.id).limit(limit))]
+
+
+def select_audit_window(
+    conn: Connection, tenant: str, window: tuple[int, int], after_id: int, limit: int
+) -> list[dict[str, Any]]:
+    """select_audit_window: a tenant's entries made in [from, to), in id order (ix_audit)."""
+    a = audit_log.c
+    query = select(audit_log).where(
+        a.tenant == tenant, a.id > after_id, a.ts_us >= window[0], a.ts_us < window[1]
+    )
+    return [dict(r._mapping) for r in conn.execute(query.order_by(a.id).limit(limit))]

@@ -330,6 +330,7 @@ store_probe = Table(
 # The worker registry (0011): one row per live worker process, rewritten by its heartbeat,
 # deleted when it stops cleanly; rows not seen within the TTL are ignored, then pruned.
 workers = Table(
+    "warm_reports",
     "workers",
     metadata,
     Column("worker_id", String(200), primary_key=True),  # host:pid:suffix
@@ -453,6 +454,29 @@ attempt_log_chunks = Table(
     PrimaryKeyConstraint("tenant", "run_id", "step_id", "attempt", "seq"),
 )
 
+# Signed checkpoints of each tenant's ledger heads: append-only, chained per tenant (0014).
+ledger_checkpoints = Table(
+    "ledger_checkpoints",
+    metadata,
+    Column("tenant", String(128), nullable=False),
+    Column("seq", Integer, nullable=False),  # 1, 2, ... per tenant
+    Column("created_us", BigInteger, nullable=False),
+    Column("through_id", BigInteger, nullable=False),  # newest ledger_entries.id covered
+    Column("entries", BigInteger, nullable=False),  # the tenant's entries through it
+    Column("last_entry_hash", String(80), nullable=False),
+    Column("checkpoint_hash", String(80), nullable=False),  # sha256 of the payload
+    Column("envelope_json", Text, nullable=False),  # the DSSE envelope (payload inside)
+    PrimaryKeyConstraint("tenant", "seq"),
+)
+# the writer's cursor: the newest checkpoint of all tenants
+Index("ix_ledger_checkpoints_through", ledger_checkpoints.c.through_id)
+# export: a tenant's checkpoints from a time on
+Index(
+    "ix_ledger_checkpoints_tenant_created",
+    ledger_checkpoints.c.tenant,
+    ledger_checkpoints.c.created_us,
+)
+
 __all__ = [
     "alert_deliveries",
     "alert_rules",
@@ -464,6 +488,7 @@ __all__ = [
     "dag_versions",
     "idempotency_keys",
     "leader_leases",
+    "ledger_checkpoints",
     "ledger_entries",
     "metadata",
     "queue_items",
@@ -475,5 +500,6 @@ __all__ = [
     "step_executions",
     "store_probe",
     "tenant_queues",
+    "warm_reports",
     "workers",
 ]

@@ -1,14 +1,14 @@
-"""GET /ledger/export: the tenant's runs started in a window, as NDJSON closed by a manifest."""
+"""GET /ledger/export (runs as NDJSON, manifest), GET /export (offline kit), checkpoints."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from stellaorch.api.auth import AdminReader
+from stellaorch.api.auth import AdminCaller, AdminReader
 from stellaorch.api.state import orchestrator
 from stellaorch.domain.errors import ValidationError
 from stellaorch.domain.providers import parse_utc
@@ -37,6 +37,26 @@ async def export_ledger(
     # Read the first chunk now, so a store failure is an error response, not a cut stream.
     first = await anext(lines)
     return StreamingResponse(_prepend(first, lines), media_type=NDJSON, headers=_NO_STORE)
+
+
+@router.get("/export", response_class=Response)
+async def export_kit(
+    request: Request,
+    caller: AdminReader,
+    from_: Annotated[str | None, Query(alias="from")] = None,
+    to: str | None = None,
+) -> Response:
+    """The offline kit of runs started in [from, to): a signed, deterministic .tgz."""
+    window = ExportWindow(caller.tenant, _time(from_, "from"), _time(to, "to"))
+    archive = await orchestrator(request).kits.build(window)
+    disposition = {"Content-Disposition": 'attachment; filename="stella-export.tgz"'}
+    return Response(archive, media_type="application/gzip", headers={**_NO_STORE, **disposition})
+
+
+@router.post("/ledger/checkpoints")
+async def checkpoint_ledger(request: Request, caller: AdminCaller) -> dict[str, Any]:
+    """Sign a checkpoint of the ledger heads now; the caller's tenant's newest (docs/ledger.md)."""
+    return await orchestrator(request).checkpoints.on_demand(caller.tenant, caller.operator)
 
 
 def _time(text: str | None, name: str) -> int:

@@ -1,0 +1,183 @@
+"""The offline kit: a window of one tenant's ledger, checkpoints, audit and step logs, signed.
+
+`stella orch export` writes it as a deterministic .tgz (or its files into a directory):
+`manifest.json` (each file's `count`, `sha256` and `size`, and a `rootHash` over them),
+`manifest.dsse.json` (the manifest signed with the server's key), then the NDJSON files sorted
+by name. The same window of an unchanged store gives the same bytes. Format and checks:
+docs/ledger-export.md#the-offline-kit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from stellaorch.domain.canonical import canonical_json
+from stellaorch.domain.errors import ExportTooLarge
+from stellaorch.engine.audit import audit_view
+from stellaorch.engine.bundle_format import Entry, root_hash, write_archive
+from stellaorch.engine.checkpoints import server_signing_key
+from stellaorch.engine.env import EngineEnv
+from stellaorch.engine.export import ExportWindow, checkpoint_lines, run_lines
+from stellaorch.security import dsse
+from stellaorch.store import blobs
+from stellaorch.store.audit import select_audit_window
+
+KIT_FORMAT = "stella.export/v1"
+KIT_MANIFEST = "manifest.json"
+KIT_SIGNATURE = "manifest.dsse.json"
+KIT_MANIFEST_TYPE = "application/vnd.stella.export.manifest+json"
+LEDGER, CHECKPOINTS, AUDIT, LOGS = (
+    "ledger.ndjson",
+    "checkpoints.ndjson",
+    "audit.ndjson",
+    "logs.ndjson",
+)
+KIT_FILES = (AUDIT, CHECKPOINTS, LEDGER, LOGS)  # sorted: the archive's order after the manifest
+AUDIT_CHUNK = 500
+
+
+@dataclass
+class KitFile:
+    """One NDJSON file of the kit as it is gathered: its lines, counted and bounded."""
+
+    name: str
+    lines: list[bytes] = field(default_factory=list)
+    size: int = 0
+
+    def entry(self) -> Entry:
+        """The file as the manifest lists it (and rootHash covers it)."""
+        data = self.content()
+        return Entry(self.name, hashlib.sha256(data).hexdigest(), len(data), False)
+
+    def content(self) -> bytes:
+        """The file's bytes."""
+        return b"".join(self.lines)
+
+
+class KitBuilder:
+    """Gathers the kit's files while staying under the export limit."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.total = 0
+        self.files = {name: KitFile(name) for name in KIT_FILES}
+
+    def add(self, name: str, document: Any) -> None:
+        """Append one canonical JSON line to a file."""
+        self.add_line(name, canonical_json(document).encode("utf-8") + b"\n")
+
+    def add_line(self, name: str, line: bytes) -> None:
+        """Append a line made elsewhere (the ledger export's run lines)."""
+        self.total += len(line)
+        if self.total > self.limit:
+            raise ExportTooLarge(
+                f"the export of this window exceeds {self.limit} bytes "
+                "(STELLA_ORCH_EXPORT_MAX_BYTES): export shorter windows"
+            )
+        kit_file = self.files[name]
+        kit_file.lines.append(line)
+        kit_file.size += len(line)
+
+
+def kit_manifest(window: ExportWindow, files: list[KitFile]) -> dict[str, Any]:
+    """The manifest document: format, tenant, window, files (by name) and their rootHash."""
+    entries = [f.entry() for f in files]
+    listed = [
+        {"path": e.path, "count": len(f.lines), "sha256": e.sha256, "size": e.size}
+        for e, f in zip(entries, files, strict=True)
+    ]
+    start, end = window.labels
+    return {
+        "format": KIT_FORMAT,
+        "tenant": window.tenant,
+        "from": start,
+        "to": end,
+        "files": listed,
+        "rootHash": root_hash(entries),
+    }
+
+
+class OfflineKit:
+    """Builds the signed offline kit of a window from the engine's store."""
+
+    def __init__(self, env: EngineEnv, key: Ed25519PrivateKey | None = None) -> None:
+        self.env = env
+        self._key = key
+
+    async def build(self, window: ExportWindow) -> bytes:
+        """The kit as a deterministic .tgz."""
+        key = self._key or server_signing_key(self.env)
+        builder = KitBuilder(self.env.settings.export_max_bytes)
+        await self._gather(window, builder)
+        files = [builder.files[name] for name in KIT_FILES]
+        manifest = canonical_json(kit_manifest(window, files)).encode("utf-8")
+        envelope = dsse.sign(KIT_MANIFEST_TYPE, manifest, key).to_json()
+        signature = canonical_json(envelope).encode("utf-8")
+        members = [(f.name, f.content(), False) for f in files]
+        return write_archive(
+            [(KIT_MANIFEST, manifest, False), (KIT_SIGNATURE, signature, False), *members]
+        )
+
+    async def _gather(self, window: ExportWindow, builder: KitBuilder) -> None:
+        async for line in run_lines(self.env.db, window):
+            builder.add_line(LEDGER, line)
+            for log in await self._logs_of(window.tenant, json.loads(line)):
+                builder.add(LOGS, log)
+        async for line in checkpoint_lines(self.env.db, window):
+            builder.add(CHECKPOINTS, json.loads(line)["checkpoint"])
+        async for entry in self._audit(window):
+            builder.add(AUDIT, entry)
+
+    async def _logs_of(self, tenant: str, run: dict[str, Any]) -> list[dict[str, Any]]:
+        """Every attempt's log of a run: steps in DAG order, attempts in order."""
+        wanted = [
+            (step["stepId"], attempt["attempt"], attempt["logsRef"])
+            for step in run.get("steps") or []
+            for attempt in step.get("attempts") or []
+            if attempt.get("logsRef")
+        ]
+        if not wanted:
+            return []
+
+        def read(conn: Any) -> list[dict[str, Any]]:
+            found = []
+            for step_id, attempt, ref in wanted:
+                blob = blobs.get_blob(conn, tenant, ref)
+                text = blob[0].decode("utf-8", "replace") if blob else None
+                found.append(_log_line(run["runId"], step_id, attempt, ref, text))
+            return found
+
+        return await self.env.db.read(read)
+
+    async def _audit(self, window: ExportWindow) -> AsyncIterator[dict[str, Any]]:
+        """The tenant's audit entries made in the window, by id, a chunk per transaction."""
+        after, span = 0, (window.from_us, window.to_us)
+        while True:
+            rows = await self.env.db.read(
+                partial(
+                    select_audit_window,
+                    tenant=window.tenant,
+                    window=span,
+                    after_id=after,
+                    limit=AUDIT_CHUNK,
+                )
+            )
+            for row in rows:
+                yield audit_view(row)
+            if len(rows) < AUDIT_CHUNK:
+                return
+            after = rows[-1]["id"]
+
+
+def _log_line(
+    run_id: str, step_id: str, attempt: int, ref: str, text: str | None
+) -> dict[str, Any]:
+    """One attempt's log; `text` is null when the store no longer holds it."""
+    return {"runId": run_id, "stepId": step_id, "attempt": attempt, "logsRef": ref, "text": text}

@@ -217,7 +217,7 @@ class Orchestrator:
         await task
 
     async def close(self) -> None:
-        """Stop the alert and checkpoint loops, the scheduler and the worker, then release the store."""
+        """Stop the alert and checkpoint loops, the scheduler, the worker; release the store."""
         await self.stop_alerts()
         await self.stop_checkpoints()
         await self.stop_scheduler()

@@ -330,7 +330,6 @@ store_probe = Table(
 # The worker registry (0011): one row per live worker process, rewritten by its heartbeat,
 # deleted when it stops cleanly; rows not seen within the TTL are ignored, then pruned.
 workers = Table(
-    "warm_reports",
     "workers",
     metadata,
     Column("worker_id", String(200), primary_key=True),  # host:pid:suffix

@@ -17,15 +17,31 @@ from stellaorch.cli.output import print_json, say, warn
 from stellaorch.cli.render import Printer
 from stellaorch.domain.errors import ValidationError
 from stellaorch.domain.limits import MAX_OPERATOR_REASON_CHARS, MAX_OPERATOR_TICKET_CHARS
-from stellaorch.domain.spec import compile_dag, load_spec_file
+from stellaorch.domain.spec import compile_dag, load_spec_file, spec_invalid
+from stellaorch.engine.catalog import plugin_problems
 from stellaorch.engine.dag_signing import sign_spec
+from stellaorch.plugins.builtin import builtin_registry
 from stellaorch.security.keys import newest_ed25519_key
 from stellaorch.security.trust import load_private_key
 
 
 def validate_file(path: Path) -> dict[str, Any]:
-    """Parse and compile a spec file; SpecInvalid lists every problem with its path."""
-    compiled = compile_dag(load_spec_file(path))
+    """Parse and compile a spec file; SpecInvalid lists every problem with its path.
+
+    Built-in plugins' names and static parameters are checked too, as publish checks them.
+    A bundle reference (`name@version`) names a tenant's imported bundle, which only the
+    server knows: it is checked at publish.
+    """
+    spec = load_spec_file(path)
+    compiled = compile_dag(spec)
+    local = [i for i, step in enumerate(spec.steps) if "@" not in step.plugin]
+    problems = [
+        p
+        for p in plugin_problems(spec, builtin_registry())
+        if any(p["path"].startswith(f"steps[{i}].") for i in local)
+    ]
+    if problems:
+        raise spec_invalid(problems)
     return {
         "file": str(path),
         "dagId": compiled.spec.dag_id,

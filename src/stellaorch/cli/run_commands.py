@@ -255,11 +255,21 @@ def run_stream(
     api_url: ApiUrl = None,
     token: Token = None,
     tenant: ClientTenant = None,
+    output: Annotated[
+        OutputFormat,
+        typer.Option(
+            "--output",
+            "-o",
+            help="ndjson (default) or json: each message as received, one per line; "
+            "table: one fixed-column line per event.",
+        ),
+    ] = OutputFormat.NDJSON,
 ) -> None:
-    """Print the tenant's run events as NDJSON, one WebSocket message per line, until stopped."""
+    """Print the tenant's run events, one WebSocket message per line, until stopped."""
     params = stream_params(dag_id, status, run_id, after)
     remote = Remote(api_url, token, tenant)
-    run_remote(ctx, remote, lambda client, _out: print_stream(client.target, params))
+    table = output is OutputFormat.TABLE
+    run_remote(ctx, remote, lambda client, _out: print_stream(client.target, params, table=table))
 
 
 @run_app.command("bulk-cancel")

@@ -109,13 +109,15 @@ def seq_of(text: str) -> int | None:
     return seq if isinstance(seq, int) else None
 
 
-async def print_stream(target: ApiTarget, params: Params) -> None:
-    """Print every event message on its own line, exactly as received, until stopped."""
+async def print_stream(target: ApiTarget, params: Params, *, table: bool = False) -> None:
+    """Print every event message on its own line until stopped: as received, or as columns."""
     last: int | None = None
     async with open_stream(target, params) as socket:
         try:
+            if table:
+                say(event_row(STREAM_COLUMNS))
             async for text in messages(socket):
-                say(text)
+                say(event_row(event_cells(text)) if table else text)
                 last = seq_of(text) or last
         except ApiUnreachable as exc:
             if last is not None:
@@ -133,3 +135,23 @@ def parse_event(text: str) -> dict[str, Any] | None:
     except ValueError:
         return None
     return event if isinstance(event, dict) else None
+
+
+# `run stream -o table`: one fixed-width line per event.
+STREAM_COLUMNS = ("SEQ", "TIMESTAMP", "TYPE", "RUN_ID", "STEP_ID", "ATTEMPT", "STATUS")
+_WIDTHS = (8, 24, 14, 36, 24, 7, 10)
+
+
+def event_cells(text: str) -> tuple[str, ...]:
+    """The table cells of one message; a message that is not an event shows as its text."""
+    event = parse_event(text)
+    if event is None or "type" not in event:
+        return ("-", "-", "message", "-", "-", "-", text[:200])
+    keys = ("seq", "timestamp", "type", "runId", "stepId", "attempt", "status")
+    return tuple("-" if event.get(k) is None else str(event[k]) for k in keys)
+
+
+def event_row(cells: tuple[str, ...]) -> str:
+    """Cells padded to the stream table's column widths (the last one unpadded)."""
+    padded = [c.ljust(w) for c, w in zip(cells[:-1], _WIDTHS, strict=False)]
+    return "  ".join([*padded, cells[-1]]).rstrip()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
 import re
 from collections.abc import AsyncIterator
 from typing import Any
@@ -372,3 +373,18 @@ async def test_concurrent_cancels_with_one_key_run_once(api: Api) -> None:
     assert sum("Idempotent-Replayed" not in r.headers for r in responses) == 1
     rows = await api.sql("SELECT count(*) AS n FROM idempotency_keys")
     assert rows[0]["n"] == 1
+
+
+async def test_every_error_response_is_logged_with_its_trace_id(
+    api: Api, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="stellaorch.api")
+    response = await api.client.get(
+        f"{BASE}/runs/00000000-0000-7000-8000-000000000000", headers=api.headers("acme")
+    )
+    assert response.status_code == 404
+    trace_id = response.json()["error"]["traceId"]
+    [record] = [r for r in caplog.records if getattr(r, "trace_id", None) == trace_id]
+    assert record.getMessage() == "request.failed"
+    assert vars(record)["status"] == 404 and vars(record)["code"] == "RUN_NOT_FOUND"
+    assert vars(record)["route"].endswith("/runs/{runId}") and vars(record)["method"] == "GET"

@@ -48,8 +48,16 @@ def envelope(
     message: str,
     details: dict[str, Any] | None = None,
 ) -> JSONResponse:
-    """The error envelope (`domain.errors.error_envelope`) as a response with `status`."""
-    body = e.error_envelope(code, message, trace_id_of(request), details)
+    """The error envelope (`domain.errors.error_envelope`) as a response with `status`.
+
+    Each one is logged with its traceId, so the id a client shows can be found in the log.
+    """
+    trace_id = trace_id_of(request)
+    route = getattr(request.scope.get("route"), "path", None) or request.url.path
+    context = {"trace_id": trace_id, "method": request.method, "route": route[:200]}
+    level = logging.ERROR if status >= 500 else logging.INFO
+    log.log(level, "request.failed", extra={**context, "status": status, "code": code})
+    body = e.error_envelope(code, message, trace_id, details)
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
     return JSONResponse(body, status_code=status, headers=headers)
 

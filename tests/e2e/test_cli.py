@@ -334,3 +334,13 @@ def test_run_samples_without_dags_is_a_usage_error(tmp_path: Path) -> None:
     done = stella("serve", "--run-samples", "--db", f"sqlite:///{tmp_path}/o.db", cwd=tmp_path)
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1].startswith("error: USAGE_INVALID: ")
+
+
+def test_local_run_prints_tables_with_output_table(db: list[str], tmp_path: Path) -> None:
+    args = ["local", "run", "--dags", str(EXAMPLES), "--dag-id", "long-chain", "-o", "table"]
+    done = stella(*args, *db, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].split()[:4] == ["RUN_ID", "DAG_ID", "VERSION", "STATUS"]
+    assert lines[1].split()[3] == "completed"
+    assert any(line.startswith("STEP_ID ") for line in lines)

@@ -13,6 +13,7 @@ from stellaorch.cli.follow import require_completed
 from stellaorch.cli.inputs import read_inputs
 from stellaorch.cli.output import print_json, say, stderr_is_terminal
 from stellaorch.cli.progress import RunProgress
+from stellaorch.cli.render import OutputFormat, Printer
 from stellaorch.domain.ledger import ChainReport
 from stellaorch.engine.app import Orchestrator
 from stellaorch.engine.health import check_store, corrupt_error, display_url, usable_url
@@ -30,6 +31,7 @@ class LocalRun:
     version: str | None = None
     run_token: str | None = None
     dags_dir: Path | None = None
+    output: OutputFormat = OutputFormat.JSON
 
 
 async def run_locally(settings: Settings, job: LocalRun) -> None:
@@ -41,7 +43,7 @@ async def run_locally(settings: Settings, job: LocalRun) -> None:
         if job.dags_dir is not None:
             await orchestrator.load_dags(job.dags_dir)
         view = await _run_to_end(orchestrator, request)
-    print_json(view)
+    Printer(job.output).run_with_steps(view)
     require_completed(view)
 
 
@@ -74,10 +76,13 @@ async def cancel_run(settings: Settings, run_id: str, reason: str | None) -> Non
         raise CancelRejected(f"run {run_id} had already ended ({view['status']}); not cancelled")
 
 
-async def show_run(settings: Settings, run_id: str) -> None:
-    """Print a run with its steps and attempts."""
+async def show_run(
+    settings: Settings, run_id: str, output: OutputFormat = OutputFormat.JSON
+) -> None:
+    """Print a run with its steps and attempts (JSON), or as the run and step tables."""
     async with opened(settings) as orchestrator:
-        print_json(await orchestrator.runs.get(settings.default_tenant, run_id))
+        view = await orchestrator.runs.get(settings.default_tenant, run_id)
+    Printer(output).run_with_steps(view)
 
 
 async def verify_run(settings: Settings, run_id: str) -> None:

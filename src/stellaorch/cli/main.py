@@ -34,6 +34,7 @@ from stellaorch.cli.kit_commands import export_app
 from stellaorch.cli.ledger_commands import ledger_app
 from stellaorch.cli.ops_commands import audit_app, quota_app
 from stellaorch.cli.queue_commands import queue_app
+from stellaorch.cli.render import OutputFormat
 from stellaorch.cli.run_commands import run_app
 from stellaorch.cli.schedule_commands import schedule_app
 from stellaorch.cli.secret_commands import admin_app, secret_app
@@ -242,6 +243,12 @@ def token_issue(
 
 
 # --- local (embedded) commands -------------------------------------------------------------------
+# JSON by default here (scripts read these); table prints the run and its steps as `run show`.
+LocalOutput = Annotated[
+    OutputFormat, typer.Option("--output", "-o", help="json (default), ndjson or table.")
+]
+
+
 @local_app.command("run")
 def local_run(
     ctx: typer.Context,
@@ -259,11 +266,12 @@ def local_run(
     dags_dir: DagsDir = None,
     db: Db = None,
     concurrency: Concurrency = None,
+    output: LocalOutput = OutputFormat.JSON,
 ) -> None:
-    """Start a run, work it here until it ends, print it as JSON (exit 1 unless completed)."""
+    """Start a run, work it here until it ends, print it (exit 1 unless completed)."""
     from stellaorch.cli import local
 
-    job = local.LocalRun(dag_id, inputs, version, run_token, dags_dir)
+    job = local.LocalRun(dag_id, inputs, version, run_token, dags_dir, output)
     flags = {"db": db, "tenant": tenant, "concurrency": concurrency}
     run_local(ctx, lambda s: local.run_locally(s, job), **flags)
 
@@ -283,11 +291,17 @@ def local_cancel(
 
 
 @local_app.command("show")
-def local_show(ctx: typer.Context, run_id: RunId, tenant: Tenant = None, db: Db = None) -> None:
-    """Print a run with its steps and attempts as JSON."""
+def local_show(
+    ctx: typer.Context,
+    run_id: RunId,
+    tenant: Tenant = None,
+    db: Db = None,
+    output: LocalOutput = OutputFormat.JSON,
+) -> None:
+    """Print a run with its steps and attempts (JSON by default)."""
     from stellaorch.cli import local
 
-    run_local(ctx, lambda s: local.show_run(s, run_id), db=db, tenant=tenant)
+    run_local(ctx, lambda s: local.show_run(s, run_id, output), db=db, tenant=tenant)
 
 
 @local_app.command("verify")

@@ -229,3 +229,47 @@ async def test_cli_run_logs_follow_prints_the_first_line_before_the_step_ends(
             await api.orchestrator.stop_worker()
     assert (first, status) == (b"first\n", "running")
     assert rest == b"second\n"
+
+
+async def test_cli_run_logs_without_a_step_prints_every_started_step_in_dag_order(
+    tmp_path: Path,
+) -> None:
+    steps = [
+        {
+            "id": "first",
+            "plugin": "script",
+            "with": {"command": [sys.executable, "-c", "print(1)"]},
+        },
+        {
+            "id": "second",
+            "plugin": "script",
+            "with": {"command": [sys.executable, "-c", "print(2)"]},
+        },
+    ]
+    async with served(tmp_path, **FAST, require_dag_signatures=False) as api:
+        headers = {"Authorization": f"Bearer {api.token()}", "X-Stella-Tenant": TENANT}
+        async with httpx.AsyncClient(base_url=api.url + BASE, headers=headers) as client:
+            reason = {"X-Stella-Operator-Reason": "test"}
+            published = await client.post(
+                "/dags", json=spec("two", steps, [("first", "second")]), headers=reason
+            )
+            assert published.status_code in (200, 201), published.text
+            api.orchestrator.start_worker()
+            run = (await client.post("/runs", json={"dagId": "two", "inputs": {}})).json()
+            async with asyncio.timeout(20):
+                while (await client.get(f"/runs/{run['runId']}")).json()["status"] != "completed":
+                    await asyncio.sleep(0.05)
+            cli = await asyncio.create_subprocess_exec(
+                str(Path(sys.executable).with_name("stella")),
+                *("orch", "run", "logs", "--run-id", run["runId"], "-o", "json"),
+                *("--api-url", api.url, "--token", api.token(), "--tenant", TENANT),
+                stdout=asyncio.subprocess.PIPE,
+            )
+            out, _ = await cli.communicate()
+            await api.orchestrator.stop_worker()
+    assert cli.returncode == 0
+    items = json.loads(out)["items"]
+    assert [(i["stepId"], i["attempt"], i["line"]) for i in items] == [
+        ("first", 1, "1"),
+        ("second", 1, "2"),
+    ]

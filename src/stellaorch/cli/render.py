@@ -74,6 +74,7 @@ COLUMNS: Mapping[str, tuple[tuple[str, str], ...]] = {
         ("NEXT_ATTEMPT", "nextAttemptUtc"),
     ),
     "log": (("ATTEMPT", "attempt"), ("LINE", "line")),
+    "run-log": (("STEP", "stepId"), ("ATTEMPT", "attempt"), ("LINE", "line")),
     "difference": (("FIELD", "field"), ("A", "a"), ("B", "b")),
     "manifest": (
         ("COUNT", "count"),

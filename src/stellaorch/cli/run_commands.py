@@ -199,7 +199,10 @@ def run_steps(
 def run_logs(
     ctx: typer.Context,
     run_id: RunId,
-    step_id: Annotated[str, typer.Option("--step-id", "--step", help="The step.")],
+    step_id: Annotated[
+        str | None,
+        typer.Option("--step-id", "--step", help="The step (default: every started step)."),
+    ] = None,
     attempt: Annotated[
         int | None, typer.Option(min=1, max=10_000, help="Only this attempt (default: all).")
     ] = None,
@@ -216,6 +219,11 @@ def run_logs(
 ) -> None:
     """A step's log lines, attempt by attempt (secrets redacted); --follow streams them live."""
     remote = Remote(api_url, token, tenant, output)
+    if step_id is None:
+        if follow:
+            raise typer.BadParameter("--follow needs --step-id: it follows one step's attempt")
+        run_remote(ctx, remote, lambda client, out: runs.run_logs(client, out, run_id, attempt))
+        return
     if follow:
         run_remote(
             ctx, remote, lambda client, out: runs.follow_logs(client, out, run_id, step_id, attempt)

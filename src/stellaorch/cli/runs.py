@@ -160,6 +160,23 @@ async def logs(
     printer.listing("log", await client.get(path, params))
 
 
+async def run_logs(
+    client: ApiClient, printer: Printer, run_id: str, attempt: int | None = None
+) -> None:
+    """Every started step's (redacted) log lines in DAG order, each line naming its step."""
+    items: list[Any] = []
+    async for page in client.pages(run_path(run_id, "/steps"), {"page_size": 500}, every_page=True):
+        for step in page.get("items") or []:
+            if not step.get("attempts"):
+                continue  # never started: no log to ask for
+            step_id = str(step["stepId"])
+            path = run_path(run_id, f"/steps/{quote(step_id, safe='')}/logs")
+            params = {"attempt": attempt} if attempt is not None else {}
+            answer = await client.get(path, params)
+            items += [{"stepId": step_id, **line} for line in answer.get("items") or []]
+    printer.listing("run-log", {"items": items})
+
+
 async def follow_logs(
     client: ApiClient, printer: Printer, run_id: str, step_id: str, attempt: int | None
 ) -> None:

@@ -19,7 +19,14 @@ run_check() {
 
 run_check ruff .venv/bin/ruff check --no-cache src tests
 run_check mypy .venv/bin/mypy src
-run_check pytest .venv/bin/pytest "$@"
+# Two test processes by default (the suite mostly waits on subprocesses and sockets); each
+# file stays in one process so module fixtures are shared. STELLA_TEST_WORKERS=0: in-process.
+workers="${STELLA_TEST_WORKERS:-2}"
+parallel=()
+if [ "$workers" != "0" ]; then
+    parallel=(-n "$workers" --dist loadfile)
+fi
+run_check pytest .venv/bin/pytest "${parallel[@]}" "$@"
 
 if [ "${#failed[@]}" -gt 0 ]; then
     echo "FAILED: ${failed[*]}" >&2

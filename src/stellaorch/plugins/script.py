@@ -162,7 +162,7 @@ class ScriptPlugin:
     ) -> PluginResult:
         """Spawn, supervise and judge the command; `limits` is None when unconfined."""
         capture = OutputCapture(self._max_log_bytes, sink)
-        transport, protocol = await _spawn(params, argv, env, cwd, capture)
+        transport, protocol = await self._spawn_whole(params, argv, env, cwd, capture)
         try:
             await self._supervise(transport, protocol, params.stdin)
         finally:
@@ -172,6 +172,33 @@ class ScriptPlugin:
         if limits is not None:
             return _sandboxed_result(params, returncode, capture, limits)
         return _result(params, returncode, capture)
+
+    async def _spawn_whole(
+        self,
+        params: ScriptParams,
+        argv: list[str],
+        env: dict[str, str],
+        cwd: str,
+        capture: OutputCapture,
+    ) -> tuple[SubprocessTransport, _StepProtocol]:
+        """`_spawn`, never cut short: a cancellation that lands while the pipes connect (the
+        command already runs) stops the whole group once the spawn is done. Left to asyncio,
+        it kills only the leader and then waits for pipes the leader's children hold open."""
+        spawning = asyncio.ensure_future(_spawn(params, argv, env, cwd, capture))
+        try:
+            return await asyncio.shield(spawning)
+        except asyncio.CancelledError:
+            try:
+                transport, protocol = await spawning
+            except Exception:  # noqa: S110 - it never started; the cancellation is what counts
+                pass
+            else:
+                try:
+                    await self._stop_group(transport.get_pid(), protocol)
+                    await _drain(protocol)
+                finally:
+                    transport.close()
+            raise
 
     async def _supervise(
         self, transport: SubprocessTransport, protocol: _StepProtocol, stdin: bytes | None

@@ -19,9 +19,9 @@ run_check() {
 
 run_check ruff .venv/bin/ruff check --no-cache src tests
 run_check mypy .venv/bin/mypy src
-# Two test processes by default (the suite mostly waits on subprocesses and sockets); each
-# file stays in one process so module fixtures are shared. STELLA_TEST_WORKERS=0: in-process.
-workers="${STELLA_TEST_WORKERS:-2}"
+# In-process by default (timing-sensitive tests are steadier); STELLA_TEST_WORKERS=2 runs two
+# test processes (pytest-xdist), each file kept in one process so module fixtures are shared.
+workers="${STELLA_TEST_WORKERS:-0}"
 parallel=()
 if [ "$workers" != "0" ]; then
     parallel=(-n "$workers" --dist loadfile)

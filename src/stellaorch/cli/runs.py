@@ -151,11 +151,16 @@ async def steps(client: ApiClient, printer: Printer, run_id: str) -> None:
     await print_pages(client, printer, "step", run_path(run_id, "/steps"), {}, paging)
 
 
+def _logs_path(run_id: str, step_id: str) -> str:
+    """The route of a step's log lines."""
+    return run_path(run_id, f"/steps/{quote(step_id, safe='')}/logs")
+
+
 async def logs(
     client: ApiClient, printer: Printer, run_id: str, step_id: str, attempt: int | None = None
 ) -> None:
     """A step's (redacted) log lines, attempt by attempt (or of one attempt)."""
-    path = run_path(run_id, f"/steps/{quote(step_id, safe='')}/logs")
+    path = _logs_path(run_id, step_id)
     params = {"attempt": attempt} if attempt is not None else {}
     printer.listing("log", await client.get(path, params))
 
@@ -170,7 +175,7 @@ async def run_logs(
             if not step.get("attempts"):
                 continue  # never started: no log to ask for
             step_id = str(step["stepId"])
-            path = run_path(run_id, f"/steps/{quote(step_id, safe='')}/logs")
+            path = _logs_path(run_id, step_id)
             params = {"attempt": attempt} if attempt is not None else {}
             answer = await client.get(path, params)
             items += [{"stepId": step_id, **line} for line in answer.get("items") or []]
@@ -181,7 +186,7 @@ async def follow_logs(
     client: ApiClient, printer: Printer, run_id: str, step_id: str, attempt: int | None
 ) -> None:
     """Print an attempt's log lines as they arrive until it ends (table: the bare lines)."""
-    path = run_path(run_id, f"/steps/{quote(step_id, safe='')}/logs")
+    path = _logs_path(run_id, step_id)
     params: dict[str, str | int | None] = {"follow": "true", "attempt": attempt}
     async with client.download(path, params, read_timeout=None) as response:
         async for text in response.aiter_lines():

@@ -194,8 +194,7 @@ class ScriptPlugin:
                 pass
             else:
                 try:
-                    await self._stop_group(transport.get_pid(), protocol)
-                    await _drain(protocol)
+                    await self._end_group(transport, protocol)
                 finally:
                     transport.close()
             raise
@@ -210,8 +209,12 @@ class ScriptPlugin:
             await protocol.exited.wait()
         finally:
             # On exit and on cancellation alike: nothing the step started may outlive it.
-            await self._stop_group(transport.get_pid(), protocol)
-            await _drain(protocol)
+            await self._end_group(transport, protocol)
+
+    async def _end_group(self, transport: SubprocessTransport, protocol: _StepProtocol) -> None:
+        """Stop whatever of the group still runs, then drain its pipes so the log is whole."""
+        await self._stop_group(transport.get_pid(), protocol)
+        await _drain(protocol)
 
     async def _stop_group(self, pgid: int, protocol: _StepProtocol) -> None:
         """SIGTERM the process group, SIGKILL what is left after the grace, await the leader."""

@@ -92,6 +92,17 @@ async def test_follow_over_http_is_ndjson_ending_with_the_attempt(make_api: Make
     assert items == [{"attempt": 1, "line": "one"}, {"attempt": 1, "line": "two"}]
 
 
+async def test_a_stored_log_replaces_the_attempts_live_chunks(make_api: MakeApi) -> None:
+    api = await make_api(**FAST)
+    code = "import time; print('first', flush=True); time.sleep(0.5); print('second')"
+    run_id = await started(api, script(code))
+    assert "first" in await until_stored(api, run_id)
+    assert await api.wait(A, run_id) == "completed"
+    await api.stop_worker()
+    assert await chunks(api, run_id) == []  # the whole log is stored; the copy is gone
+    assert await log_lines(api, run_id) == ["first", "second"]
+
+
 async def test_a_cancelled_attempt_keeps_what_it_printed(make_api: MakeApi) -> None:
     api = await make_api(**FAST)
     code = "import time; print('before cancel', flush=True); time.sleep(60)"

@@ -70,7 +70,7 @@ def _record_outcomes(txn: Txn, outcomes: Sequence[Outcome]) -> list[Outcome]:
 
 def _record(txn: Txn, outcome: Outcome) -> None:
     lease = outcome.lease
-    logs_ref = txn.put_logs(lease.tenant, outcome.logs)
+    logs_ref = txn.put_logs(lease, outcome.logs)
     if outcome.status is AttemptStatus.SUCCEEDED:
         txn.machine.succeed(
             lease.run_id,

@@ -65,10 +65,13 @@ class LiveLog:
         elif self._timer is None and self._flushing is None:
             self._timer = asyncio.get_running_loop().call_later(self._interval(), self._kick)
 
-    def discard(self) -> None:
-        """The attempt's whole log is in its outcome: stop writing chunks."""
+    async def discard(self) -> None:
+        """The attempt's whole log is in its outcome: stop writing chunks, and let a write
+        under way end first (its chunks must not land after the completion drops them)."""
         self._closed = True
         self._cancel_timer()
+        if self._flushing is not None:
+            await asyncio.shield(self._flushing)
 
     async def close(self) -> None:
         """The attempt ended without a log in its outcome: write everything still buffered."""

@@ -16,7 +16,8 @@ from stellaorch.domain.spec import CompiledDag
 from stellaorch.domain.status import TERMINAL_STEP, AttemptStatus
 from stellaorch.domain.transitions import EndFacts, Limits, RunRecord, StepKey
 from stellaorch.engine.env import EngineEnv
-from stellaorch.store import Connection, blobs, queue, runs, writer
+from stellaorch.engine.requests import Lease
+from stellaorch.store import Connection, blobs, logs, queue, runs, writer
 from stellaorch.store.notify import Topic, notify_committed
 
 
@@ -100,11 +101,16 @@ class Txn:
             queue.ensure_tenant(self.conn, tenant, self.now)
             self._known_tenants.add(tenant)
 
-    def put_logs(self, tenant: str, logs: str) -> str | None:
-        """Store an attempt's logs; their reference, or None when there are none."""
-        if not logs:
+    def put_logs(self, lease: Lease, text: str) -> str | None:
+        """Store an attempt's whole log (its live chunks go: they were a copy); its reference,
+        or None when the outcome carries none (then the live chunks are the log)."""
+        if not text:
             return None
-        return blobs.put_blob(self.conn, tenant, logs.encode("utf-8"), "text/plain", self.now)
+        ref = blobs.put_blob(self.conn, lease.tenant, text.encode("utf-8"), "text/plain", self.now)
+        logs.drop_attempt_chunks(
+            self.conn, lease.tenant, lease.run_id, lease.step_id, lease.attempt
+        )
+        return ref
 
     def settle(self) -> None:
         """Write the queue changes so far: a claim in this transaction reads them.

@@ -232,7 +232,7 @@ class Worker:
         finally:
             self._slots.pop(lease.lease_id, None)
         if outcome.logs:
-            live.discard()
+            await live.discard()
         else:
             await live.close()  # timed out or crashed: the live chunks are its log
         self._outcomes.append(outcome)

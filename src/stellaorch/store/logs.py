@@ -6,7 +6,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import Connection, delete, insert, select
 
 from stellaorch.store.schema import attempt_log_chunks
 
@@ -63,3 +63,17 @@ def step_chunk_texts(conn: Connection, tenant: str, run_id: str, step_id: str) -
     for attempt, content in conn.execute(query):
         texts[int(attempt)].append(str(content))
     return {attempt: "".join(parts) for attempt, parts in texts.items()}
+
+
+def drop_attempt_chunks(
+    conn: Connection, tenant: str, run_id: str, step_id: str, attempt: int
+) -> None:
+    """Delete one attempt's live chunks: its whole log is stored, so they are a copy."""
+    conn.execute(
+        delete(attempt_log_chunks).where(
+            _c.tenant == tenant,
+            _c.run_id == run_id,
+            _c.step_id == step_id,
+            _c.attempt == attempt,
+        )
+    )

@@ -33,6 +33,8 @@ class Settings(BaseSettings):
     database_url: str = "sqlite:///.stella/orchestrator.db"
     default_tenant: str = "default"
     lease_ttl_seconds: float = Field(default=30.0, gt=0)
+    # External workers' leases of queue steps (the worker API): lapse without a heartbeat.
+    task_lease_ttl_seconds: float = Field(default=30.0, gt=0)
     heartbeat_interval_seconds: float | None = Field(default=None, gt=0)
     worker_concurrency: int = Field(default=64, ge=1, le=10_000)
     claim_batch: int = Field(default=256, ge=1, le=5_000)
@@ -111,6 +113,14 @@ class Settings(BaseSettings):
     metrics_store_cache_seconds: float = Field(default=5.0, ge=0, le=3600)
     # Workers and schedulers: serve their own /metrics on this port (on api_host); unset: none.
     metrics_port: int | None = Field(default=None, ge=1, le=65535)
+
+    # Traces (docs/observability.md): finished spans are appended to `trace_file` as NDJSON
+    # until it holds `trace_file_max_bytes` (later spans are dropped); `trace_enabled=false`
+    # makes none. OTLP export only when `otlp_endpoint` is set (needs the OTLP exporter).
+    trace_enabled: bool = True
+    trace_file: Path = Path(".stella/traces.ndjson")
+    trace_file_max_bytes: int = Field(default=64 * 1024 * 1024, ge=1024, le=2**40)
+    otlp_endpoint: str | None = Field(default=None, max_length=2048)
 
     # Ledger checkpoints (docs/ledger.md): how often the leader signs the heads of a ledger
     # that moved (0: only on demand), and the Ed25519 key it signs with (unset: the newest

@@ -81,6 +81,8 @@ async def service(
         **base_env(),
         "STELLA_ORCH_DATABASE_URL": database_url,
         "PYTHONUNBUFFERED": "1",
+        # Each process's spans next to its log, never in a path other tests share.
+        "STELLA_ORCH_TRACE_FILE": str(log.with_suffix(".traces.ndjson")),
         **(env or {}),
     }
     argv = [sys.executable, "-m", "stellaorch.cli.main", "orch", role, *args]

@@ -53,6 +53,7 @@ async def serving(dags: Path, url: str, log: Path) -> AsyncIterator[asyncio.subp
         "STELLA_ORCH_LEASE_TTL_SECONDS": "1",
         "STELLA_ORCH_POLL_INTERVAL_SECONDS": "0.05",
         "PYTHONUNBUFFERED": "1",
+        "STELLA_ORCH_TRACE_FILE": str(log.with_suffix(".traces.ndjson")),  # not a shared path
     }
     env.pop("STELLA_ORCH_CONFIG", None)
     command = ["-m", "stellaorch.cli.main", "orch", "serve", "--dags", str(dags)]

@@ -21,6 +21,7 @@ from fastapi import FastAPI
 from sqlalchemy import text
 
 from stellaorch.api.app import create_app
+from stellaorch.console.web import mount as mount_console
 from stellaorch.engine.app import Orchestrator
 from stellaorch.security.keys import generate_key
 from stellaorch.security.tokens import issue_token
@@ -172,7 +173,7 @@ async def open_api(url: str, keys_dir: Path, **overrides: Any) -> AsyncIterator[
     """An app on the store at `url`; its worker is stopped and its store closed on exit."""
     settings = api_settings(url, keys_dir, **overrides)
     orch = Orchestrator.open(settings)
-    app = create_app(orch)
+    app = mount_console(create_app(orch))  # as `serve` builds it: API plus console
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     client = httpx.AsyncClient(transport=transport, base_url="http://testserver")
     try:

@@ -50,6 +50,7 @@ EXPECTED = {
     ("get", f"{BASE}/runs/{{runId}}/steps"),
     ("get", f"{BASE}/runs/{{runId}}/steps/{{stepId}}"),
     ("get", f"{BASE}/runs/{{runId}}/steps/{{stepId}}/logs"),
+    ("get", f"{BASE}/runs/{{runId}}/steps/{{stepId}}/metrics"),
     ("get", f"{BASE}/artifacts/{{hash}}"),
     ("get", f"{BASE}/admin/health"),
     ("get", f"{BASE}/admin/metrics"),
@@ -65,6 +66,16 @@ EXPECTED = {
     ("put", f"{BASE}/alerts/{{ruleId}}"),
     ("delete", f"{BASE}/alerts/{{ruleId}}"),
     ("get", f"{BASE}/alert-deliveries"),
+    ("post", f"{BASE}/console/links"),
+    # The worker API (docs/workers.md): a tenant-B worker claims nothing of A's, and A's
+    # lease ids are refused with the one answer every unheld lease gets.
+    ("post", f"{BASE}/tasks:claim"),
+    ("post", f"{BASE}/tasks:heartbeat"),
+    ("post", f"{BASE}/tasks/{{leaseId}}:progress"),
+    ("post", f"{BASE}/tasks/{{leaseId}}:log"),
+    ("post", f"{BASE}/tasks/{{leaseId}}:complete"),
+    ("post", f"{BASE}/tasks/{{leaseId}}:release"),
+    ("post", f"{BASE}/tasks:complete"),
 }
 # B publishing must not touch A's namespace, so its DAG body names B's own DAG.
 BODY_OVERRIDES: dict[tuple[str, str], Any] = {

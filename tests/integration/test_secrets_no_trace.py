@@ -16,7 +16,7 @@ pytest.register_assert_rewrite("api_fixtures")
 pytest_plugins = ("api_fixtures",)
 from api_fixtures import BASE, Api, open_api, spec  # noqa: E402
 
-from stellaorch.cli.jsonlog import JsonLineFormatter  # noqa: E402
+from stellaorch.observability.logs import line_formatter  # noqa: E402
 from stellaorch.observability.secret_values import REDACTED  # noqa: E402
 from stellaorch.plugins.base import PluginResult, StepContext  # noqa: E402
 
@@ -170,7 +170,7 @@ async def test_no_form_is_in_the_service_log(
     run = await api.start(A, "leaky")
     await api.wait(A, run["runId"])
     logging.getLogger("stellaorch.test").warning("echo %s", VALUE)  # what a careless line does
-    formatter = JsonLineFormatter()
+    formatter = line_formatter()
     lines = "\n".join(formatter.format(r) for r in caplog.records).encode()
     assert b"echo " + REDACTED.encode() in lines
     assert b"plugin crashed" in lines and b"bad token " + REDACTED.encode() in lines

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from stellaorch.cli.jsonlog import configure_logging
+from stellaorch.observability.logs import configure_logging
 from stellaorch.observability.redaction import REDACTED, redact
 
 JWT = "eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJl"

@@ -99,7 +99,8 @@ def test_registry_rejects_a_version_that_is_not_registered() -> None:
 def test_registry_rejects_an_unknown_name_and_lists_known_plugins() -> None:
     with pytest.raises(PluginNotFound) as raised:
         builtin_registry().resolve("teleport")
-    assert "known plugins: fail@1, http@1, noop@1, script@1, sleep@1" in raised.value.message
+    known = "known plugins: fail@1, http@1, noop@1, queue@1, script@1, sleep@1"
+    assert known in raised.value.message
     assert raised.value.details["ref"] == "teleport"
 
 
@@ -126,7 +127,8 @@ def test_names_are_sorted_name_at_version() -> None:
 
 
 def test_builtin_registry_holds_noop_sleep_fail_http_and_script() -> None:
-    assert builtin_registry().names() == ["fail@1", "http@1", "noop@1", "script@1", "sleep@1"]
+    names = ["fail@1", "http@1", "noop@1", "queue@1", "script@1", "sleep@1"]
+    assert builtin_registry().names() == names
 
 
 # --- check_outputs -----------------------------------------------------------------------

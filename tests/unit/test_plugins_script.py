@@ -69,8 +69,12 @@ async def survivors(pgid: int, within: float = 3.0) -> dict[int, str]:
     return running_group_members(pgid)
 
 
+# The shell's process group (field 5 of its /proc stat): the measuring leader's, not `$$`.
+WRITE_PGID = "cut -d' ' -f5 /proc/$$/stat >"
+
+
 def read_pgid(pidfile: Path) -> int | None:
-    """The group id a script wrote with `echo $$ > pidfile`, once fully written."""
+    """The group id a script wrote with `{WRITE_PGID} pidfile`, once fully written."""
     text = pidfile.read_text() if pidfile.exists() else ""
     return int(text) if text.endswith("\n") else None
 
@@ -289,7 +293,7 @@ async def test_cancelling_a_hanging_command_kills_its_whole_group_within_seconds
     tmp_path: Path,
 ) -> None:
     pidfile = tmp_path / "pgid"
-    command = f"echo $$ > {pidfile}; sleep 100 & sleep 100"
+    command = f"{WRITE_PGID} {pidfile}; sleep 100 & sleep 100"
     task = asyncio.create_task(run_script(command=command))
     pgid = await wait_for_sleepers(pidfile, count=2)
     assert await cancel_and_time(task) < 3
@@ -306,7 +310,7 @@ async def test_timeout_of_a_hanging_command_raises_promptly() -> None:
 
 async def test_processes_ignoring_sigterm_are_killed_after_the_grace(tmp_path: Path) -> None:
     pidfile = tmp_path / "pgid"
-    command = f"trap '' TERM; echo $$ > {pidfile}; sleep 100 & sleep 100"
+    command = f"trap '' TERM; {WRITE_PGID} {pidfile}; sleep 100 & sleep 100"
     plugin = ScriptPlugin(kill_grace_seconds=0.3)
     task = asyncio.create_task(run_script(plugin, command=command))
     pgid = await wait_for_sleepers(pidfile, count=2)
@@ -317,7 +321,7 @@ async def test_processes_ignoring_sigterm_are_killed_after_the_grace(tmp_path: P
 
 async def test_background_process_does_not_outlive_a_finished_step(tmp_path: Path) -> None:
     pidfile = tmp_path / "pgid"
-    command = f"echo $$ > {pidfile}; sleep 100 & echo '{{\"ok\": true}}'"
+    command = f"{WRITE_PGID} {pidfile}; sleep 100 & echo '{{\"ok\": true}}'"
     result = await asyncio.wait_for(run_script(command=command), timeout=10)
     assert result.outputs == {"ok": True}
     pgid = read_pgid(pidfile)

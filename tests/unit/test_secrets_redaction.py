@@ -9,9 +9,9 @@ from urllib.parse import quote, quote_plus
 
 import pytest
 
-from stellaorch.cli.jsonlog import JsonLineFormatter
 from stellaorch.domain.secrets import SecretInvalid, check_secret_name, check_secret_value
 from stellaorch.domain.templating import secret_names
+from stellaorch.observability.logs import line_formatter
 from stellaorch.observability.secret_values import (
     REDACTED,
     KnownSecrets,
@@ -86,7 +86,7 @@ def test_the_json_log_line_never_holds_a_resolved_value() -> None:
     KNOWN_SECRETS.add([VALUE])
     record = logging.makeLogRecord({"msg": "got %s", "args": (VALUE,), "levelno": 30})
     record.detail = {"nested": VALUE}
-    line = JsonLineFormatter().format(record)
+    line = line_formatter().format(record)
     assert REDACTED in line and VALUE not in line and json.dumps(VALUE)[1:-1] not in line
 
 

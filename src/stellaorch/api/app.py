@@ -29,6 +29,7 @@ from stellaorch.api.routers import (
     schedules,
     secrets,
     stream,
+    tasks,
     workers,
 )
 from stellaorch.engine.app import Orchestrator
@@ -96,6 +97,7 @@ def create_app(orch: Orchestrator, auth: Authenticator | None = None) -> FastAPI
         lifespan=_lifespan,
     )
     app.state.stream_hub = StreamHub(orch.env)
+    tasks.announce_progress(orch, app.state.stream_hub)
     # Routers go straight onto the app: each level of nesting costs every request a walk.
     for module in (
         dags,
@@ -113,6 +115,7 @@ def create_app(orch: Orchestrator, auth: Authenticator | None = None) -> FastAPI
         secrets,
         workers,
         alerts,
+        tasks,
     ):
         app.include_router(module.router, prefix=BASE)
     app.include_router(admin.root_router)

@@ -27,6 +27,7 @@ from stellaorch.security.tokens import (
     GRANTABLE_SCOPES,
     METRICS_SCOPE,
     SCOPES,
+    WORKER_SCOPE,
     Principal,
     TokenVerifier,
 )
@@ -34,6 +35,7 @@ from stellaorch.settings import Settings
 
 READ, WRITE, ADMIN = SCOPES
 METRICS = METRICS_SCOPE
+WORKER = WORKER_SCOPE
 # A scrape without X-Stella-Tenant by a token for every tenant: the scrape covers them all.
 EVERY_TENANT = "*"
 TENANT_ID = re.compile(r"^[a-z0-9][a-z0-9._-]{0,127}$")

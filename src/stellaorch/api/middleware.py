@@ -1,19 +1,23 @@
-"""ASGI middleware: W3C traceparent (honoured and echoed), the request body size and depth."""
+"""ASGI middleware: server spans and access lines (traceparent honoured and echoed), the
+request body size and depth."""
 
 from __future__ import annotations
 
 import json
+import logging
 import random
-import re
+import time
 from collections.abc import Mapping
 
+import structlog
+from opentelemetry import trace
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from stellaorch.domain.errors import error_envelope
 from stellaorch.domain.limits import MAX_JSON_DEPTH, NestingTooDeep, text_depth_exceeds
-
-_TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
+from stellaorch.observability import tracing
+from stellaorch.observability.http import method_label, route_label
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
@@ -23,13 +27,18 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
-# Trace and span ids must be unique, not unguessable (they are echoed to every caller): a
-# seeded PRNG per process spares each request two urandom system calls.
+# Trace ids when no tracer provider is installed (the no-op API makes none): unique, not
+# unguessable (they are echoed to every caller), so a seeded PRNG per process will do.
 _ids = random.Random()
+access_log = logging.getLogger("stellaorch.access")
 
 
 class TraceMiddleware:
-    """Adopt the caller's trace id (or start one) and echo `traceparent` on the response."""
+    """A server span parented on the caller's `traceparent` (echoed back), and one access line.
+
+    The W3C header is read by OpenTelemetry's propagator; the request's trace id is bound to
+    the log context, so every line logged while it is served carries `traceId`.
+    """
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -39,26 +48,62 @@ class TraceMiddleware:
             await self.app(scope, receive, send)
             return
         incoming = _header(scope, b"traceparent")
-        match = _TRACEPARENT.match(incoming or "")
-        if match and match.group(1) != "0" * 32:
-            trace_id = match.group(1)
+        parent = tracing.extract({"traceparent": incoming} if incoming else {})
+        method = method_label(scope)
+        started = time.perf_counter()
+        span = tracing.project_tracer().start_span(
+            f"{method} {scope.get('path', '')[:200]}", context=parent, kind=tracing.SpanKind.SERVER
+        )
+        context = span.get_span_context()
+        if context.is_valid and span.is_recording():
+            trace_id, echo = f"{context.trace_id:032x}", tracing.traceparent_of(span)
         else:
-            trace_id = f"{_ids.getrandbits(128) or 1:032x}"
+            caller = trace.get_current_span(parent).get_span_context()
+            drawn = caller.trace_id if caller.is_valid else _ids.getrandbits(128) or 1
+            trace_id = f"{drawn:032x}"
+            echo = f"00-{trace_id}-{_ids.getrandbits(64) or 1:016x}-01"
         scope.setdefault("state", {})["trace_id"] = trace_id
-        if scope["type"] == "websocket":
-            # Only an HTTP response carries the echo: a stream's messages go out unwrapped.
-            await self.app(scope, receive, send)
-            return
-        span_id = f"{_ids.getrandbits(64) or 1:016x}"
-        echo = f"00-{trace_id}-{span_id}-01".encode()
+        status = 500  # what the server answers when the app raises before responding
 
         async def send_with_trace(message: Message) -> None:
+            nonlocal status
             if message["type"] == "http.response.start":
+                status = int(message["status"])
                 message.setdefault("headers", [])
-                message["headers"] = [*message["headers"], (b"traceparent", echo)]
+                message["headers"] = [*message["headers"], (b"traceparent", echo.encode())]
             await send(message)
 
-        await self.app(scope, receive, send_with_trace)
+        try:
+            with (
+                trace.use_span(span, end_on_exit=False),
+                structlog.contextvars.bound_contextvars(trace_id=trace_id),
+            ):
+                if scope["type"] == "websocket":
+                    # Only an HTTP response carries the echo: a stream's messages go unwrapped.
+                    await self.app(scope, receive, send)
+                else:
+                    await self.app(scope, receive, send_with_trace)
+        finally:
+            route = route_label(scope)
+            span.update_name(f"{method} {route}")
+            span.set_attribute("http.request.method", method)
+            span.set_attribute("http.route", route)
+            if scope["type"] == "http":
+                span.set_attribute("http.response.status_code", status)
+            if status >= 500:
+                span.set_status(trace.StatusCode.ERROR)
+            span.end()
+            duration_ms = round((time.perf_counter() - started) * 1000, 3)
+            access_log.info(
+                "request",
+                extra={
+                    "method": method,
+                    "route": route,
+                    "status": status if scope["type"] == "http" else None,
+                    "duration_ms": duration_ms,
+                    "trace_id": trace_id,
+                },
+            )
 
 
 class BodyLimitMiddleware:

@@ -220,6 +220,14 @@ def _envelope(content: bytes) -> dict[str, Any]:
 
 
 def _trace_of(headers: httpx.Headers) -> str | None:
-    """The trace id echoed in `traceparent` (00-<trace>-<span>-<flags>)."""
-    parts = headers.get("traceparent", "").split("-")
-    return parts[1] if len(parts) == 4 else None
+    """The trace id echoed in `traceparent`, read by the W3C propagator (None: absent or bad)."""
+    echoed = headers.get("traceparent")
+    if not echoed:
+        return None
+    # Imported here: only an error answer needs it, and the CLI starts faster without it.
+    from opentelemetry import trace
+
+    from stellaorch.observability.tracing import extract
+
+    span = trace.get_current_span(extract({"traceparent": echoed})).get_span_context()
+    return f"{span.trace_id:032x}" if span.is_valid else None

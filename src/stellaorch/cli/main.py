@@ -27,9 +27,9 @@ from stellaorch.cli.common import (
     remember_verbose,
     run_local,
 )
+from stellaorch.cli.console_commands import console_app
 from stellaorch.cli.dag_commands import dag_app
 from stellaorch.cli.deadletter_commands import deadletter_app
-from stellaorch.cli.jsonlog import LogLevel, configure_logging
 from stellaorch.cli.kit_commands import export_app
 from stellaorch.cli.ledger_commands import ledger_app
 from stellaorch.cli.ops_commands import audit_app, quota_app
@@ -39,6 +39,7 @@ from stellaorch.cli.run_commands import run_app
 from stellaorch.cli.schedule_commands import schedule_app
 from stellaorch.cli.secret_commands import admin_app, secret_app
 from stellaorch.cli.worker_commands import worker_app
+from stellaorch.observability.logs import LogLevel, configure_logging
 
 app = group("Stella command line.")
 orch = group("Stella Orchestrator: DAG runs with a hash-chained ledger.")
@@ -67,6 +68,7 @@ for name, sub in (
     ("keys", keys_app),
     ("token", token_app),
     ("worker", worker_app),
+    ("console", console_app),
 ):
     orch.add_typer(sub, name=name)
 

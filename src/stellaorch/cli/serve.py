@@ -22,11 +22,11 @@ from stellaorch.cli.errors import UsageInvalid, error_lines
 from stellaorch.cli.inputs import read_inputs
 from stellaorch.cli.output import say, warn
 from stellaorch.domain.errors import StellaError
-from stellaorch.domain.ledger import LedgerEntry
 from stellaorch.engine.app import Orchestrator
 from stellaorch.engine.catalog import Published
 from stellaorch.engine.health import display_url
 from stellaorch.engine.requests import RunRequest
+from stellaorch.observability.tracing import configure_tracing
 from stellaorch.service.embedded import opened
 from stellaorch.service.parts import Role as Role
 from stellaorch.service.parts import ServiceParts, with_role_defaults
@@ -68,17 +68,22 @@ async def serve(settings: Settings, options: ServeOptions) -> None:
     if role.serves_api or settings.metrics_port is not None:
         prepare_auth(settings)
     signer = prepare_dag_signing(settings) if role is Role.SERVE else None
+    if settings.trace_enabled or settings.otlp_endpoint:
+        trace_file = settings.trace_file if settings.trace_enabled else None
+        max_bytes = settings.trace_file_max_bytes
+        service = f"stella-orch-{role.value}"
+        provider = configure_tracing(service, trace_file, max_bytes, settings.otlp_endpoint)
+        atexit_flush = provider.shutdown
+    else:
+        atexit_flush = _nothing
     # Signals are caught from the start, so a stop during startup still shuts down cleanly.
     with _stop_on_signals() as stop:
         async with opened(settings) as orchestrator:
             loaded = await _publish(orchestrator, options.dags_dir, tenant, signer)
             samples = _samples(options.dags_dir, loaded) if options.run_samples else []
-            unsubscribe = orchestrator.env.bus.subscribe(_log_entry)
-            try:
-                await _run_parts(orchestrator, options, len(loaded), samples, stop)
-            finally:
-                unsubscribe()
+            await _run_parts(orchestrator, options, len(loaded), samples, stop)
     log.info("orchestrator.stopped", extra={"tenant": tenant, "role": role.value})
+    atexit_flush()  # the spans still batched reach the trace file before the process ends
     say("stopped")
 
 
@@ -119,6 +124,8 @@ def _announce_ready(settings: Settings, role: Role, dag_count: int, api_url: str
         what = f"scheduler on {where} (fires triggers while it holds the leader lease)"
     if api_url is not None and not role.serves_api:
         what += f"; metrics on {api_url}/metrics"
+    if api_url is not None and role.serves_api:
+        say(f"console: {api_url}/console/ (sign in with a token or `stella orch console url`)")
     say(f"ready: {what}; Ctrl-C stops")
     log.info("orchestrator.ready", extra={"tenant": tenant, "role": role.value, "api": api_url})
 
@@ -185,19 +192,8 @@ async def _report_outcome(orchestrator: Orchestrator, tenant: str, run_id: str) 
     say(f"run {run_id} of {view['dagId']}: {view['status']} in {duration} ms{cause}")
 
 
-def _log_entry(entry: LedgerEntry) -> None:
-    """Log committed ledger entries: runs at info, steps at debug (they are many)."""
-    level = logging.DEBUG if entry.step_id else logging.INFO
-    if log.isEnabledFor(level):
-        fields = {
-            "tenant": entry.tenant,
-            "dag_id": entry.dag_id,
-            "run_id": entry.run_id,
-            "step_id": entry.step_id,
-            "status": entry.status,
-            "trace_id": entry.trace_id,
-        }
-        log.log(level, entry.entry_type, extra=fields)
+def _nothing() -> None:
+    """Nothing to flush."""
 
 
 @contextlib.contextmanager

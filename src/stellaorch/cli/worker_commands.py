@@ -1,9 +1,15 @@
-"""`stella orch worker list`: the live worker processes of the store, over the API.
+"""`stella orch worker list`: the live worker processes of the store, over the API;
+`stella orch worker run module:worker`: an SDK worker process.
 
 `stella orch worker` itself (no subcommand) runs a worker process; see main.py.
 """
 
 from __future__ import annotations
+
+import importlib
+import os
+import sys
+from typing import Annotated
 
 import typer
 
@@ -18,9 +24,12 @@ from stellaorch.cli.common import (
     Remote,
     Token,
 )
+from stellaorch.cli.errors import run_command
 from stellaorch.cli.listing import Paging, print_pages
 from stellaorch.cli.ops_commands import OpsPrinter, run_ops
 from stellaorch.cli.render import OutputFormat
+from stellaorch.domain.errors import UsageInvalid
+from stellaorch.sdk import Worker as SdkWorker
 
 # Without a subcommand the group's callback runs the worker process itself.
 worker_app = typer.Typer(
@@ -53,3 +62,36 @@ def worker_list(
         await print_pages(client, out, "worker", "/workers", {}, paging)
 
     run_ops(ctx, Remote(api_url, token, tenant, output), work)
+
+
+@worker_app.command("run")
+def worker_run(
+    target: Annotated[str, typer.Argument(help="module:attribute naming a stellaorch.sdk Worker.")],
+) -> None:
+    """Run an SDK worker (`module:worker`) until SIGTERM/SIGINT; it talks to the API only.
+
+    The module is imported from the current directory or the Python path; URL, token and
+    tenant come from the Worker's arguments or STELLA_API_URL, STELLA_TOKEN, STELLA_TENANT.
+    """
+
+    async def work() -> None:
+        await load_sdk_worker(target).serve(handle_signals=True)
+
+    run_command(work(), verbose=False)
+
+
+def load_sdk_worker(target: str) -> SdkWorker:
+    """The Worker that `module:attribute` names; UsageInvalid when it names none."""
+    module_name, sep, attribute = target.partition(":")
+    if not sep or not module_name or not attribute:
+        raise UsageInvalid(f"expected module:attribute, got {target!r}")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise UsageInvalid(f"cannot import {module_name!r}: {exc}") from exc
+    worker = getattr(module, attribute, None)
+    if not isinstance(worker, SdkWorker):
+        raise UsageInvalid(f"{target!r} is not a stellaorch.sdk.Worker")
+    return worker

@@ -132,9 +132,9 @@ class AlertLoop:
         try:
             await self.step()
         except StoreUnavailable as exc:
-            log.warning("alerts.store_unavailable: %s", exc)
+            log.warning("alerts.store_unavailable", extra={"error": str(exc)})
         except Exception:  # a bug must not stop every alert: log it, try again later
-            log.exception("alerts.pass_failed holder=%s", self.holder)
+            log.exception("alerts.pass_failed", extra={"holder": self.holder})
 
     # -- one pass -------------------------------------------------------------------------
     async def step(self) -> Pass:
@@ -275,15 +275,20 @@ def _log_attempt(
     delivery: DeliveryRow, status: DeliveryStatus, tries: int, error: str | None
 ) -> None:
     """One event per attempt (no URL: it may carry a token the receiver expects)."""
-    fields = (delivery.tenant, delivery.rule_id, delivery.id, tries)
+    fields = {
+        "tenant": delivery.tenant,
+        "rule_id": delivery.rule_id,
+        "delivery": delivery.id,
+        "attempts": tries,
+    }
     if status is DeliveryStatus.DELIVERED:
-        log.info("alert.delivered tenant=%s rule_id=%s delivery=%d attempts=%d", *fields)
+        log.info("alert.delivered", extra=fields)
     elif status is DeliveryStatus.FAILED:
-        log.warning("alert.failed tenant=%s rule_id=%s delivery=%d attempts=%d", *fields)
+        log.warning("alert.failed", extra=fields)
     else:
-        log.info("alert.retry tenant=%s rule_id=%s delivery=%d attempts=%d", *fields)
+        log.info("alert.retry", extra=fields)
     if error:
-        log.debug("alert.error delivery=%d error=%s", delivery.id, error)
+        log.debug("alert.error", extra={"delivery": delivery.id, "error": error})
 
 
 def _failed_payload(run: FailedRun) -> dict[str, Any]:

@@ -224,13 +224,13 @@ class CheckpointLoop:
             if self._leader:
                 written = await self.writer.write()
                 if written:
-                    log.info("ledger.checkpointed tenants=%d", len(written))
+                    log.info("ledger.checkpointed", extra={"tenants": len(written)})
         except StoreUnavailable as exc:
-            log.warning("ledger.checkpoint_store_unavailable: %s", exc)
+            log.warning("ledger.checkpoint_store_unavailable", extra={"error": str(exc)})
         except StellaError as exc:
-            log.warning("ledger.checkpoint_failed code=%s: %s", exc.code, exc.message)
+            log.warning("ledger.checkpoint_failed", extra={"code": exc.code, "error": exc.message})
         except Exception:  # a bug must not stop checkpoints for good: log it, try again later
-            log.exception("ledger.checkpoint_failed holder=%s", self.holder)
+            log.exception("ledger.checkpoint_failed", extra={"holder": self.holder})
 
     async def _release(self) -> None:
         if self._leader:

@@ -5,12 +5,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from stellaorch.domain.status import AttemptStatus, StepStatus
+from stellaorch.engine import step_metrics
 from stellaorch.engine.claim import claim_into
 from stellaorch.engine.env import EngineEnv
 from stellaorch.engine.requests import Claimed, Completed, Outcome
 from stellaorch.engine.txn import Txn
-from stellaorch.store import Connection, queue
+from stellaorch.store import Connection, blobs, queue
 from stellaorch.store.notify import Topic, notify_committed
+from stellaorch.store.step_metrics import link_metrics
 
 _NO_ERROR = {"code": "STEP_FAILED", "message": "", "retryable": False}
 
@@ -71,6 +73,11 @@ def _record_outcomes(txn: Txn, outcomes: Sequence[Outcome]) -> list[Outcome]:
 def _record(txn: Txn, outcome: Outcome) -> None:
     lease = outcome.lease
     logs_ref = txn.put_logs(lease, outcome.logs)
+    if outcome.metrics is not None:
+        content = step_metrics.encode(outcome.metrics)
+        ref = blobs.put_blob(txn.conn, lease.tenant, content, step_metrics.MEDIA_TYPE, txn.now)
+        key = (lease.run_id, lease.step_id, lease.attempt)
+        link_metrics(txn.conn, lease.tenant, key, ref, txn.now)
     if outcome.status is AttemptStatus.SUCCEEDED:
         txn.machine.succeed(
             lease.run_id,

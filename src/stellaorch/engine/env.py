@@ -14,6 +14,7 @@ from stellaorch.plugins.base import PluginRegistry
 from stellaorch.plugins.builtin import builtin_registry
 from stellaorch.plugins.bundle_source import BundleSource
 from stellaorch.plugins.sandbox import Sandbox, SandboxConfig
+from stellaorch.plugins.task_hub import TaskHub
 from stellaorch.settings import Settings
 from stellaorch.store.database import Database
 from stellaorch.store.notify import Notifier
@@ -68,6 +69,7 @@ class EngineEnv:
             sandbox=sandbox,
             inline_scripts=settings.inline_scripts_enabled,
             bundles=bundles or store,
+            task_hub=TaskHub(settings.task_lease_ttl_seconds),
         )
         return cls(
             db=db,

@@ -10,6 +10,7 @@ from stellaorch.domain.ledger import LedgerEntry
 Listener = Callable[[LedgerEntry], None]
 
 log = logging.getLogger("stellaorch.events")
+state_log = logging.getLogger("stellaorch.ledger")
 
 
 class EventBus:
@@ -20,7 +21,8 @@ class EventBus:
     """
 
     def __init__(self) -> None:
-        self._listeners: list[Listener] = []
+        # Every committed state change is logged, in whichever process committed it.
+        self._listeners: list[Listener] = [log_state_change]
 
     def subscribe(self, listener: Listener) -> Callable[[], None]:
         """Add a listener; returns a function that removes it."""
@@ -43,3 +45,22 @@ def _call(listener: Listener, entry: LedgerEntry) -> None:
             "event.listener_failed",
             extra={"listener": repr(listener), "run_id": entry.run_id, "type": entry.entry_type},
         )
+
+
+def log_state_change(entry: LedgerEntry) -> None:
+    """Log a committed state change at info; a failure names its error code and step."""
+    if not state_log.isEnabledFor(logging.INFO):
+        return
+    error = entry.data.get("error")
+    error = error if isinstance(error, dict) else {}
+    fields = {
+        "tenant": entry.tenant,
+        "dag_id": entry.dag_id,
+        "run_id": entry.run_id,
+        "step_id": entry.step_id or error.get("stepId"),
+        "attempt": entry.attempt,
+        "status": entry.status,
+        "trace_id": entry.trace_id,
+        "error_code": error.get("code"),
+    }
+    state_log.info(entry.entry_type, extra=fields)

@@ -91,6 +91,8 @@ class Outcome:
     error: Mapping[str, Any] | None = None
     # `PluginIdentity.as_json()` of the code that ran; None when none was loaded.
     plugin: Mapping[str, Any] | None = None
+    # The attempt's resource metrics document (`engine.step_metrics`); None: not measured.
+    metrics: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)

@@ -19,11 +19,20 @@ from stellaorch.engine.env import EngineEnv
 from stellaorch.engine.first_signal import FirstSignal, FirstSignals
 from stellaorch.engine.requests import Cancelled, Created, ReplayOrigin, ReplayTarget, RunRequest
 from stellaorch.engine.run_check import check_run
+from stellaorch.engine.spans import run_admitted
 from stellaorch.engine.step_logs import StepLogs, StepNotFound
-from stellaorch.engine.views import mark_retries, run_summary, run_view, step_view, steps_view
+from stellaorch.engine.views import (
+    mark_metrics,
+    mark_retries,
+    run_summary,
+    run_view,
+    step_view,
+    steps_view,
+)
 from stellaorch.store import Connection, blobs, ledger, queue, runs
 from stellaorch.store.runs import RunFilter as RunFilter
 from stellaorch.store.runs import RunState
+from stellaorch.store.step_metrics import metrics_refs
 
 FINISHED_CACHE_SIZE = 2_000  # views of finished runs kept in memory (a few MB at most)
 
@@ -46,7 +55,10 @@ class RunService:
 
     async def create(self, request: RunRequest) -> Created:
         """Create (or find, for a repeated runToken) a run; its ready steps are queued."""
-        return await self._batcher.submit(request)
+        created = await self._batcher.submit(request)
+        if created.created:
+            run_admitted(created.run)
+        return created
 
     async def cancel(self, tenant: str, run_id: str, reason: str | None = None) -> Cancelled:
         """Cancel a run (idempotent); a finished run comes back with `rejected` set."""
@@ -86,6 +98,7 @@ class RunService:
                 run, runs.list_steps(conn, tenant, run_id), runs.list_attempts(conn, tenant, run_id)
             )
             mark_retries(view["steps"], queue.waiting_retries(conn, tenant, run_id))
+            mark_metrics(view["steps"], metrics_refs(conn, tenant, run_id))
             return run.status in TERMINAL_RUN, json.dumps(view, separators=(",", ":")).encode()
 
         finished, body = await self.env.db.read(work)
@@ -122,7 +135,8 @@ class RunService:
                 by_step[row["step_id"]].append(row)
             cursor = int(page[-1]["position"]) if more and page else None
             due = queue.waiting_retries(conn, tenant, run_id)
-            return mark_retries(steps_view(page, by_step), due), cursor
+            refs = metrics_refs(conn, tenant, run_id, [r["step_id"] for r in page])
+            return mark_metrics(mark_retries(steps_view(page, by_step), due), refs), cursor
 
         return await self.env.db.read(work)
 
@@ -135,7 +149,26 @@ class RunService:
             if row is None:
                 raise StepNotFound(f"step {step_id} not found in run {run_id}")
             view = step_view(row, runs.step_attempts(conn, tenant, run_id, step_id))
+            mark_metrics([view], metrics_refs(conn, tenant, run_id, [step_id]))
             return mark_retries([view], queue.waiting_retries(conn, tenant, run_id))[0]
+
+        return await self.env.db.read(work)
+
+    async def step_metrics(self, tenant: str, run_id: str, step_id: str) -> dict[str, Any]:
+        """Each attempt's metrics document of one step, oldest attempt first."""
+
+        def work(conn: Connection) -> dict[str, Any]:
+            _require(conn, tenant, run_id)
+            if runs.get_step(conn, tenant, run_id, step_id) is None:
+                raise StepNotFound(f"step {step_id} not found in run {run_id}")
+            attempts = []
+            for (_step, number), ref in sorted(
+                metrics_refs(conn, tenant, run_id, [step_id]).items()
+            ):
+                found = blobs.get_blob(conn, tenant, ref)
+                document = json.loads(found[0]) if found else None
+                attempts.append({"attempt": number, "metricsRef": ref, "metrics": document})
+            return {"runId": run_id, "stepId": step_id, "attempts": attempts}
 
         return await self.env.db.read(work)
 

@@ -157,11 +157,11 @@ class Scheduler:
         try:
             tick = await self.step()
         except StoreUnavailable as exc:
-            log.warning("scheduler.store_unavailable: %s", exc)
+            log.warning("scheduler.store_unavailable", extra={"error": str(exc)})
             self._leader = False
             return self.poll_us / US
         except Exception:  # a bug must not stop every schedule: log it, try again later
-            log.exception("scheduler.tick_failed holder=%s", self.holder)
+            log.exception("scheduler.tick_failed", extra={"holder": self.holder})
             return self.poll_us / US
         return self._delay(tick) / US
 
@@ -239,7 +239,7 @@ class Scheduler:
         # A full batch means more are waiting: come back at the next pass, not in 10 minutes.
         self._prune_at = now if pruned >= PRUNE_BATCH else now + PRUNE_EVERY_US
         if pruned:
-            log.info("scheduler.pruned firings=%d", pruned)
+            log.info("scheduler.pruned", extra={"firings": pruned})
         return pruned
 
     # -- (1) decide and record triggers, on the store thread ------------------------------
@@ -277,7 +277,14 @@ class Scheduler:
         timing = timing_of(row)
         plan = timing.plan(row.next_fire_us, now, self.grace_us, CATCHUP_LIMIT)
         if plan.dropped:
-            log.info("schedule.missed schedule_id=%s dropped=%d", row.schedule_id, plan.dropped)
+            log.info(
+                "schedule.missed",
+                extra={
+                    "tenant": row.tenant,
+                    "schedule_id": row.schedule_id,
+                    "dropped": plan.dropped,
+                },
+            )
         enabled = claim.version_enabled(conn, row) if plan.fire else True
         held = bool(plan.fire) and bool(controls.draining_tenants(conn, [row.tenant]))
         if not (enabled or held):  # record the trigger once, then pause instead of each tick
@@ -353,7 +360,7 @@ class Scheduler:
                 continue
             tick.outcomes[_refusal(result).value] += 1
             sid = firing.schedule.schedule_id
-            log.warning("schedule.rejected schedule_id=%s code=%s", sid, result.code)
+            log.warning("schedule.rejected", extra={"schedule_id": sid, "code": result.code})
 
 
 def _refusal(error: StellaError) -> Outcome:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import threading
 from collections import OrderedDict, defaultdict, deque
@@ -317,6 +318,19 @@ class StreamHub:
                 self.last_seen = row.id
             if len(rows) < batch:
                 return
+
+    def push(self, fields: Event) -> None:
+        """Fan out an event that is no ledger entry (`step.progress`): it carries the last seq.
+
+        Best effort, as progress is: a subscriber whose buffer is full just misses it.
+        """
+        subs = self._subscribers.get(fields["tenant"])
+        if not subs:
+            return
+        event = StreamEvent(self.last_seen, fields, json.dumps(fields, separators=(",", ":")))
+        for subscription in list(subs):
+            if subscription.where.matches(fields) and subscription.pending < subscription.limit:
+                subscription.offer(event)
 
     def _fan_out(self, row: LedgerRow) -> None:
         subs = self._subscribers.get(row.tenant)

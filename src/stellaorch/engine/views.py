@@ -129,6 +129,17 @@ def steps_view(
     return views
 
 
+def mark_metrics(
+    steps: list[dict[str, Any]], refs: dict[tuple[str, int], str]
+) -> list[dict[str, Any]]:
+    """Fill `metricsRef` of each step view (its current attempt's) and of each attempt."""
+    for view in steps:
+        view["metricsRef"] = refs.get((view["stepId"], view["attempt"]))
+        for attempt in view.get("attempts") or []:
+            attempt["metricsRef"] = refs.get((view["stepId"], attempt["attempt"]))
+    return steps
+
+
 def mark_retries(steps: list[dict[str, Any]], due: dict[str, int]) -> list[dict[str, Any]]:
     """Add `nextAttemptUtc` to each step view waiting on a retry's backoff (`due` by step)."""
     for view in steps:

@@ -10,10 +10,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
+
+import structlog
+from opentelemetry import trace
 
 from stellaorch.domain.errors import StellaError, StepFailed, StoreUnavailable
 from stellaorch.domain.ledger import RUN_STOPPED, EntryType, LedgerEntry
@@ -24,8 +27,10 @@ from stellaorch.engine.env import EngineEnv
 from stellaorch.engine.live_log import LiveLog
 from stellaorch.engine.redact_outcome import redacted
 from stellaorch.engine.requests import Lease, Outcome
+from stellaorch.engine.spans import step_span
+from stellaorch.engine.step_metrics import AttemptProbe
 from stellaorch.engine.workers import WorkerRegistry, presence
-from stellaorch.plugins.base import PluginRegistry, StepContext, check_outputs
+from stellaorch.plugins.base import PluginRegistry, StepContext, attempt_span_id, check_outputs
 from stellaorch.store.notify import Topic
 from stellaorch.store.retries import outlast
 
@@ -221,8 +226,29 @@ class Worker:
     # -- executing -----------------------------------------------------------------------
     async def _execute(self, lease: Lease) -> None:
         live = LiveLog(self.env, lease)
+        # This task's own context: every line it logs names the attempt.
+        structlog.contextvars.bind_contextvars(
+            tenant=lease.tenant,
+            dag_id=lease.dag_id,
+            run_id=lease.run_id,
+            step_id=lease.step_id,
+            attempt=lease.attempt,
+            trace_id=lease.trace_id,
+        )
         try:
-            outcome = redacted(await self._attempt(lease, live))
+            with step_span(
+                lease, attempt_span_id(lease.run_id, lease.step_id, lease.attempt)
+            ) as span:
+                try:
+                    outcome = redacted(await self._measured(lease, live))
+                except asyncio.CancelledError:
+                    span.set_attribute("outcome", "cancelled")
+                    raise
+                span.set_attribute("outcome", str(outcome.status))
+                if outcome.plugin:
+                    span.set_attribute("plugin", _plugin_label(outcome.plugin, lease))
+                if outcome.status != AttemptStatus.SUCCEEDED:
+                    span.set_status(trace.StatusCode.ERROR, (outcome.error or {}).get("code"))
         except asyncio.CancelledError:
             self._room.set()  # no outcome follows, so no completion claims for this slot
             # Run cancelled, lease revoked, or shutdown: the store already knows; what the
@@ -238,7 +264,17 @@ class Worker:
         self._outcomes.append(outcome)
         self._outcome_ready.set()
 
-    async def _attempt(self, lease: Lease, live: LiveLog) -> Outcome:
+    async def _measured(self, lease: Lease, live: LiveLog) -> Outcome:
+        """`_attempt`, with its wall time, output bytes and process usage attached."""
+        probe = AttemptProbe(live.feed)
+        outcome = await self._attempt(lease, probe)
+        if lease.problem is not None:
+            return outcome  # it never ran
+        name = str(outcome.plugin.get("name")) if outcome.plugin else lease.step.plugin
+        metrics = probe.metrics(outcome.logs, outcome.outputs, name)
+        return replace(outcome, metrics=metrics)
+
+    async def _attempt(self, lease: Lease, live: AttemptProbe) -> Outcome:
         if lease.problem is not None:
             return _failure(lease, lease.problem.code, lease.problem.message, False)
         plugin: dict[str, Any] | None = None  # the identity, once the plugin is loaded
@@ -263,7 +299,7 @@ class Worker:
             return _failure(lease, "PLUGIN_CRASHED", message, True, plugin=plugin)
         return Outcome(lease, AttemptStatus.SUCCEEDED, outputs, result.logs, plugin=plugin)
 
-    def _context(self, lease: Lease, live: LiveLog) -> StepContext:
+    def _context(self, lease: Lease, probe: AttemptProbe) -> StepContext:
         return StepContext(
             tenant=lease.tenant,
             run_id=lease.run_id,
@@ -276,7 +312,8 @@ class Worker:
             network=tuple(lease.step.network),
             resources=dict(lease.step.resources or {}),
             secrets=lease.secrets.values,
-            log_sink=live.feed,
+            log_sink=probe.feed,
+            usage_sink=probe.report_usage,
         )
 
     # -- completing ----------------------------------------------------------------------
@@ -374,6 +411,12 @@ async def _resilient(loop: Callable[[], Awaitable[None]], stopping: asyncio.Even
 def _log_outage(exc: BaseException, delay: float) -> None:
     message = exc.message if isinstance(exc, StellaError) else str(exc)
     log.warning("store unavailable, retrying in %.2fs: %s", delay, message)
+
+
+def _plugin_label(identity: Mapping[str, Any], lease: Lease) -> str:
+    """`name@version` of the plugin that ran (the step's reference when it has no version)."""
+    name, version = identity.get("name"), identity.get("version")
+    return f"{name}@{version}" if name and version else lease.step.plugin
 
 
 def _failure(

@@ -17,6 +17,11 @@ MAX_OUTPUT_BYTES = 1024 * 1024
 _COMPACT_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
+def attempt_span_id(run_id: str, step_id: str, attempt: int) -> str:
+    """16 hex digits naming one attempt's span, the same in every process."""
+    return hashlib.sha256(f"{run_id}/{step_id}/{attempt}".encode()).hexdigest()[:16]
+
+
 @dataclass(frozen=True)
 class StepContext:
     """Everything one attempt of one step may know about itself."""
@@ -37,12 +42,16 @@ class StepContext:
     # Where a plugin hands the log bytes it keeps while it runs (the worker's live log);
     # None: nobody listens, the log is only what the result carries.
     log_sink: Callable[[bytes], None] | None = field(default=None, repr=False, compare=False)
+    # Where a plugin that runs processes reports their resource usage once they ended
+    # (`cpuUserSeconds`, `cpuSystemSeconds`, `maxRssKiB`); None: nobody records it.
+    usage_sink: Callable[[dict[str, Any]], None] | None = field(
+        default=None, repr=False, compare=False
+    )
 
     @property
     def span_id(self) -> str:
         """16 hex digits naming this attempt's span, stable across processes and restarts."""
-        seed = f"{self.run_id}/{self.step_id}/{self.attempt}".encode()
-        return hashlib.sha256(seed).hexdigest()[:16]
+        return attempt_span_id(self.run_id, self.step_id, self.attempt)
 
     @property
     def traceparent(self) -> str:

@@ -20,9 +20,11 @@ from stellaorch.plugins.bundle_source import BundleSource
 from stellaorch.plugins.http import HttpPlugin
 from stellaorch.plugins.http_params import check_http_params
 from stellaorch.plugins.params import parsed_at, unknown_keys
+from stellaorch.plugins.queue_task import QueuePlugin, check_queue_params
 from stellaorch.plugins.sandbox import Sandbox
 from stellaorch.plugins.script import ScriptPlugin
 from stellaorch.plugins.script_rules import check_script_params
+from stellaorch.plugins.task_hub import TaskHub
 
 _DEFAULT_FAIL_CODE = "INJECTED_FAILURE"
 _DEFAULT_FAIL_MESSAGE = "failure injected by the fail plugin"
@@ -165,8 +167,11 @@ def builtin_registry(
     sandbox: Sandbox | None = None,
     inline_scripts: bool = True,
     bundles: BundleSource | None = None,
+    task_hub: TaskHub | None = None,
 ) -> PluginRegistry:
-    """Noop, sleep, fail, http and script, all at version 1, with their checks.
+    """Noop, sleep, fail, http, queue and script, all at version 1, with their checks.
+
+    `queue` offers its steps to external workers through `task_hub` (a fresh one if None).
 
     `script` runs inline commands in `sandbox` unless `inline_scripts` is False; with a
     `bundles` source, `name@version` references resolve to the tenant's bundles.
@@ -177,6 +182,7 @@ def builtin_registry(
     registry.register(SleepPlugin(), check_sleep_params)
     registry.register(FailPlugin(), check_fail_params)
     registry.register(HttpPlugin(max_log_bytes=max_log_bytes), check_http_params)
+    registry.register(QueuePlugin(task_hub or TaskHub()), check_queue_params)
     if inline_scripts:
         registry.register(runner, check_script_params)
     else:

@@ -19,18 +19,19 @@ import signal
 import tempfile
 from asyncio import SubprocessTransport
 from asyncio.subprocess import DEVNULL, PIPE
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from stellaorch.domain.errors import StepFailed
 from stellaorch.plugins.base import PluginResult, StepContext, check_outputs, params_invalid
-from stellaorch.plugins.capture import LogSink, OutputCapture
+from stellaorch.plugins.capture import OutputCapture
 from stellaorch.plugins.egress_forward import EXEC_FAILED
 from stellaorch.plugins.egress_step import step_network
 from stellaorch.plugins.overrun import limit_failure
 from stellaorch.plugins.procgroup import terminate_group
 from stellaorch.plugins.sandbox import TMP_DIR, WORK_DIR, Limits, Sandbox, sandbox_cwd
+from stellaorch.plugins.usage import UsageMeter
 
 DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
 SHELL = "/bin/sh"
@@ -105,7 +106,7 @@ class ScriptPlugin:
         try:
             cwd = _host_cwd(workdir, params.cwd)
             env = child_env(ctx, workdir, params.env)
-            return await self._run_in(params, list(params.argv), env, cwd, None, ctx.log_sink)
+            return await self._run_in(params, lambda m: m.wrap([*params.argv]), env, cwd, None, ctx)
         finally:
             await asyncio.to_thread(shutil.rmtree, workdir, ignore_errors=True)
 
@@ -142,33 +143,49 @@ class ScriptPlugin:
         async with step_network(ctx.network, owner=owner) as network:
             env.update(network.env)
             argv = [*network.argv_prefix, *params.argv]
-            command = sandbox.launch(
-                argv,
-                limits,
-                cwd=params.cwd,
-                binds=network.binds,
-                ro_binds=[*network.ro_binds, *ro_binds],
-            )
-            return await self._run_in(params, command, env, "/", limits, ctx.log_sink)
+
+            def command(meter: UsageMeter) -> list[str]:
+                return sandbox.launch(
+                    meter.wrap_inside(argv),
+                    limits,
+                    cwd=params.cwd,
+                    binds=network.binds,
+                    ro_binds=[*network.ro_binds, *ro_binds],
+                )
+
+            return await self._run_in(params, command, env, "/", limits, ctx)
 
     async def _run_in(
         self,
         params: ScriptParams,
-        argv: list[str],
+        command: Callable[[UsageMeter], list[str]],
         env: dict[str, str],
         cwd: str,
         limits: Limits | None,
-        sink: LogSink | None,
+        ctx: StepContext,
     ) -> PluginResult:
-        """Spawn, supervise and judge the command; `limits` is None when unconfined."""
-        capture = OutputCapture(self._max_log_bytes, sink)
-        transport, protocol = await self._spawn_whole(params, argv, env, cwd, capture)
+        """Spawn, supervise and judge the command; `limits` is None when unconfined.
+
+        `command` builds the argv around the leader that measures the process tree."""
+        capture = OutputCapture(self._max_log_bytes, ctx.log_sink)
+        meter = UsageMeter()  # the leader reports the tree's CPU time and peak RSS on it
         try:
-            await self._supervise(transport, protocol, params.stdin)
+            spawn = (params, command(meter), env, cwd, capture, meter)
+            transport, protocol = await self._spawn_whole(*spawn)
+            try:
+                await self._supervise(transport, protocol, params.stdin)
+            finally:
+                transport.close()
+            report = meter.read()
         finally:
-            transport.close()
+            meter.close()
+        if ctx.usage_sink is not None:
+            ctx.usage_sink(report.usage)
         returncode = transport.get_returncode()
         assert returncode is not None  # _supervise returns only once the leader has exited
+        if report.exec_errno is not None:
+            message = f"{params.program} cannot be executed: {os.strerror(report.exec_errno)}"
+            raise StepFailed("SCRIPT_NOT_FOUND", message, logs=capture.logs())
         if limits is not None:
             return _sandboxed_result(params, returncode, capture, limits)
         return _result(params, returncode, capture)
@@ -180,11 +197,12 @@ class ScriptPlugin:
         env: dict[str, str],
         cwd: str,
         capture: OutputCapture,
+        meter: UsageMeter,
     ) -> tuple[SubprocessTransport, _StepProtocol]:
         """`_spawn`, never cut short: a cancellation that lands while the pipes connect (the
         command already runs) stops the whole group once the spawn is done. Left to asyncio,
         it kills only the leader and then waits for pipes the leader's children hold open."""
-        spawning = asyncio.ensure_future(_spawn(params, argv, env, cwd, capture))
+        spawning = asyncio.ensure_future(_spawn(params, argv, env, cwd, capture, meter))
         try:
             return await asyncio.shield(spawning)
         except asyncio.CancelledError:
@@ -270,12 +288,17 @@ def child_env(ctx: StepContext, home: str, extra: Mapping[str, str]) -> dict[str
 
 
 async def _spawn(
-    params: ScriptParams, argv: list[str], env: dict[str, str], cwd: str, capture: OutputCapture
+    params: ScriptParams,
+    argv: list[str],
+    env: dict[str, str],
+    cwd: str,
+    capture: OutputCapture,
+    meter: UsageMeter,
 ) -> tuple[SubprocessTransport, _StepProtocol]:
     """Start the command as leader of a new session, so its whole group can be signalled."""
     loop = asyncio.get_running_loop()
     try:
-        return await loop.subprocess_exec(
+        spawned = await loop.subprocess_exec(
             lambda: _StepProtocol(capture),
             *argv,
             stdin=DEVNULL if params.stdin is None else PIPE,
@@ -284,7 +307,10 @@ async def _spawn(
             env=env,
             cwd=cwd,
             start_new_session=True,
+            pass_fds=meter.fds,
         )
+        meter.spawned()
+        return spawned
     except OSError as exc:
         # subprocess names the directory when chdir failed and the program when exec failed.
         if exc.filename == cwd:

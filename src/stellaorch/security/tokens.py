@@ -24,7 +24,9 @@ RELOAD_SECONDS = 1.0  # the least time between two reads of the key directory
 SCOPES = ("orchestrator:read", "orchestrator:write", "orchestrator:admin")
 # Prometheus metrics only: a scraper's token reads /metrics and nothing else.
 METRICS_SCOPE = "orchestrator:metrics"
-GRANTABLE_SCOPES = (*SCOPES, METRICS_SCOPE)
+# External workers: the worker API's routes (claim, heartbeat, progress, log, complete) only.
+WORKER_SCOPE = "orchestrator:worker"
+GRANTABLE_SCOPES = (*SCOPES, METRICS_SCOPE, WORKER_SCOPE)
 # admin implies write implies read: an operator never needs three scopes for one job
 _IMPLIED = {
     "orchestrator:admin": {
@@ -32,6 +34,7 @@ _IMPLIED = {
         "orchestrator:write",
         "orchestrator:read",
         METRICS_SCOPE,
+        WORKER_SCOPE,
     },
     "orchestrator:write": {"orchestrator:write", "orchestrator:read"},
     "orchestrator:read": {"orchestrator:read"},

@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 import uvicorn
 
 from stellaorch.api.app import create_app, create_metrics_app
+from stellaorch.console.web import mount as mount_console
 from stellaorch.domain.errors import ServiceFailed
 from stellaorch.engine.app import Orchestrator
 from stellaorch.observability.redaction import redact_server_loggers
@@ -72,7 +73,7 @@ class ApiServer:
             assert settings.metrics_port is not None
             app, port = create_metrics_app(orchestrator), settings.metrics_port
         else:
-            app, port = create_app(orchestrator), settings.api_port
+            app, port = mount_console(create_app(orchestrator)), settings.api_port
         sock = listen(settings.api_host, port)
         # the access log would print `?access_token=...` of every stream URL
         redact_server_loggers()
@@ -137,6 +138,9 @@ def server_config(app: Any, settings: Settings) -> uvicorn.Config:
         # subscriber (41 % of the loop in a 300-client burst); without, one text goes to all.
         ws_per_message_deflate=False,
         log_config=None,  # records go to the root logger: our JSON lines
+        # One access line per request is the API's own structured `request` line (route
+        # template, status, durationMs, traceId); uvicorn's free-text one would double it.
+        access_log=False,
         lifespan="on",
         timeout_graceful_shutdown=GRACEFUL_SECONDS,
     )

@@ -36,6 +36,13 @@ from stellaorch.store.retries import retry_conflicts
 
 T = TypeVar("T")
 log = logging.getLogger("stellaorch.store")
+_AFTER_COMMIT = "stella.after_commit"
+
+
+def after_commit(conn: Connection, hook: Callable[[], None]) -> None:
+    """Call `hook` once the transaction `conn` is in has committed (never on a rollback)."""
+    conn.info.setdefault(_AFTER_COMMIT, []).append(hook)
+
 
 # SQLSTATEs after which PostgreSQL rolled the transaction back and running it again is right:
 # deadlock_detected and serialization_failure (a competing transaction won), unique_violation
@@ -241,7 +248,18 @@ class Database:
 
     def _transaction(self, work: Callable[[Connection], T]) -> T:
         with self.engine.begin() as conn:
-            return work(conn)
+            try:
+                result = work(conn)
+            finally:
+                # `info` outlives the transaction (it is the pooled connection's): never leak
+                # a rolled-back transaction's hooks into the next one.
+                hooks: list[Callable[[], None]] = conn.info.pop(_AFTER_COMMIT, [])
+        for hook in hooks:  # reached only once the commit succeeded
+            try:
+                hook()
+            except Exception:
+                log.exception("store.after_commit_failed")
+        return result
 
     async def transact(self, work: Callable[[Connection], T]) -> T:
         """Run `work` in one transaction on a store thread and await its result."""

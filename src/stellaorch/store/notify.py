@@ -141,4 +141,6 @@ class Notifier:
 
 
 def _log_listen_failed(exc: BaseException, delay: float) -> None:
-    log.warning("notify.listen_failed, retrying in %.1fs: %s", delay, exc)
+    log.warning(
+        "notify.listen_failed", extra={"retry_in_seconds": round(delay, 1), "error": str(exc)}
+    )

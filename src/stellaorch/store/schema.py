@@ -10,6 +10,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
+    Float,
     ForeignKeyConstraint,
     Index,
     Integer,
@@ -381,6 +382,32 @@ secret_versions = Table(
 
 # One row per process: what its latest warm refreshed. A process that hears a warm NOTIFY
 # writes here, so the process answering POST /admin/warm can report every process's figures.
+# Resource usage of each attempt: the `sha256:` blob of its metrics document (`metricsRef`).
+step_metrics = Table(
+    "step_metrics",
+    metadata,
+    Column("tenant", String(128), nullable=False),
+    Column("run_id", String(36), nullable=False),
+    Column("step_id", String(64), nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("metrics_ref", String(80), nullable=False),
+    Column("recorded_us", BigInteger, nullable=False),
+    PrimaryKeyConstraint("tenant", "run_id", "step_id", "attempt"),
+)
+
+# A tenant's own objective for one SLO (the built-in default applies where there is none).
+slo_objectives = Table(
+    "slo_objectives",
+    metadata,
+    Column("tenant", String(128), nullable=False),
+    Column("slo_id", String(32), nullable=False),
+    Column("objective", Float, nullable=False),  # the good fraction, e.g. 0.999
+    Column("threshold", Float, nullable=True),  # seconds or a count, where the SLO has one
+    Column("updated_us", BigInteger, nullable=False),
+    Column("actor", String(200), nullable=False),
+    PrimaryKeyConstraint("tenant", "slo_id"),
+)
+
 warm_reports = Table(
     "warm_reports",
     metadata,
@@ -496,7 +523,9 @@ __all__ = [
     "schedule_firings",
     "schedules",
     "secret_versions",
+    "slo_objectives",
     "step_executions",
+    "step_metrics",
     "store_probe",
     "tenant_queues",
     "warm_reports",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 from collections.abc import AsyncIterator, Iterator
 from typing import Annotated, Any
 
@@ -20,6 +21,7 @@ from stellaorch.api.idempotency import (
     idempotent_run,
 )
 from stellaorch.api.paging import PageSize, PageToken, decode_position, encode_token
+from stellaorch.api.routers.tasks import with_progress
 from stellaorch.api.state import orchestrator
 from stellaorch.domain.errors import RunTokenConflict, ValidationError
 from stellaorch.domain.providers import parse_utc
@@ -28,8 +30,10 @@ from stellaorch.engine.records import IdempotencyClaim
 from stellaorch.engine.requests import ReplayOrigin, ReplayTarget, RunRequest
 from stellaorch.engine.runs import RunFilter
 from stellaorch.engine.views import run_summary
+from stellaorch.plugins.queue_task import task_hub_of
 
 router = APIRouter(tags=["runs"])
+audit_log = logging.getLogger("stellaorch.audit")
 MAX_SEQ = 2**62  # a ledger seq fits a signed 64-bit column; larger would only overflow
 MAX_ATTEMPT = 10_000  # far above any maxAttempts a spec may set
 NDJSON = "application/x-ndjson"
@@ -142,8 +146,9 @@ def parse_time(text: str | None, name: str) -> int | None:
 @router.get("/runs/{runId}")
 async def get_run(runId: str, request: Request, caller: ReadCaller) -> Response:
     """The run with its step states, attempts and hashes."""
-    body = await orchestrator(request).runs.get_json(caller.tenant, runId)
-    return Response(body, media_type="application/json")
+    orch = orchestrator(request)
+    body = await orch.runs.get_json(caller.tenant, runId)
+    return with_progress(task_hub_of(orch.plugins), runId, body)
 
 
 @router.get("/runs/{runId}/first-signal", response_class=Response)
@@ -191,6 +196,10 @@ async def cancel_run(
     async def act() -> tuple[int, Any]:
         reason = body.reason if body else None
         result = await orchestrator(request).runs.cancel(caller.tenant, runId, reason)
+        if not result.rejected:  # not an audited action, but an operator's all the same
+            fields = {"tenant": caller.tenant, "action": "run.cancel", "target": f"run:{runId}"}
+            who = {"actor": caller.actor, "reason": reason, "ticket": caller.ticket}
+            audit_log.info("admin.action", extra={**fields, **who})
         return 200, {**run_summary(result.run), "cancelRejected": result.rejected}
 
     return await idempotent(request, caller, body.model_dump() if body else {}, act)
@@ -267,6 +276,17 @@ async def get_step(
 ) -> dict[str, Any]:
     """One step execution with its attempts."""
     return await orchestrator(request).runs.step(caller.tenant, runId, stepId)
+
+
+@router.get("/runs/{runId}/steps/{stepId}/metrics")
+async def get_step_metrics(
+    runId: str,
+    stepId: str,
+    request: Request,
+    caller: ReadCaller,
+) -> dict[str, Any]:
+    """Each attempt's resource metrics (CPU, peak RSS, wall time, output bytes) and its ref."""
+    return await orchestrator(request).runs.step_metrics(caller.tenant, runId, stepId)
 
 
 @router.get("/runs/{runId}/steps/{stepId}/logs", response_model=None)

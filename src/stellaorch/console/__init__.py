@@ -1,0 +1,1 @@
+"""The web console: server-rendered pages at /console/ over the API's own routes."""

@@ -55,6 +55,7 @@ def test_bad_imports_break_the_contracts_they_name(tmp_path: Path) -> None:
             "cli/local.py": "from stellaorch.api import app",
             "engine/runs.py": "from sqlalchemy import select",
             "domain/spec.py": "import stellaorch.engine.views",
+            "sdk/errors.py": "import stellaorch.settings",
         },
     )
     out = lint_imports(tree).stdout
@@ -62,4 +63,5 @@ def test_bad_imports_break_the_contracts_they_name(tmp_path: Path) -> None:
     assert "stellaorch.cli.local -> stellaorch.api" in out  # cli-no-api
     assert "stellaorch.engine.runs -> sqlalchemy" in out  # sql-in-store
     assert "stellaorch.domain.spec -> stellaorch.engine.views" in out  # layers, domain
-    assert "Contracts: 3 kept, 6 broken." in out  # with acyclic: domain <-> engine
+    assert "stellaorch.sdk.errors -> stellaorch.settings" in out  # sdk-standalone
+    assert "Contracts: 3 kept, 7 broken." in out  # with acyclic: domain <-> engine

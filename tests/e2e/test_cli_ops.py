@@ -647,3 +647,33 @@ def _delivered(service: Service, rule_id: str) -> bool:
     rules = ok_json("alert", "list", env=service.env)["items"]
     last = next(r["lastDelivery"] for r in rules if r["ruleId"] == rule_id)
     return last is not None and last["status"] == "delivered"
+
+
+# --- SLOs ---------------------------------------------------------------------------------------
+def test_slo_status_and_set_exit_1_only_while_a_budget_burns_critically(service: Service) -> None:
+    env = service.env
+    stella("run", "start", "--dag-id", "boom", "--wait", env=env)  # one failure at least
+    lenient = ok_json(
+        "slo", "set", "run-failure-rate", "--objective", "0.5", "--reason", "pilot", env=env
+    )
+    assert (lenient["id"], lenient["objective"]) == ("run-failure-rate", 0.5)
+    table = stella("slo", "status", env=env)
+    assert table.returncode == 0, table.stdout + table.stderr
+    assert table.stdout.split()[:4] == ["SLO", "STATUS", "OBJECTIVE", "THRESHOLD"]
+    assert "run-failure-rate" in table.stdout
+
+    strict = stella(
+        "slo", "set", "run-failure-rate", "--objective", "0.99999", "--reason", "strict", env=env
+    )
+    assert strict.returncode == 0, strict.stderr
+    burning = stella("slo", "status", "-o", "json", env=env)
+    assert burning.returncode == 1, burning.stderr
+    items = {s["id"]: s for s in json.loads(burning.stdout)["items"]}
+    assert items["run-failure-rate"]["status"] == "critical"
+
+    unknown = stella("slo", "set", "uptime", "--objective", "0.9", "--reason", "x", env=env)
+    assert unknown.returncode == 2
+    assert_one_error_line(unknown, "VALIDATION_FAILED")
+    too_high = stella("slo", "set", "backlog", "--objective", "2", "--reason", "x", env=env)
+    assert too_high.returncode == 2, too_high.stderr
+    ok_json("slo", "set", "run-failure-rate", "--objective", "0.5", "--reason", "reset", env=env)

@@ -67,6 +67,8 @@ EXPECTED = {
     ("delete", f"{BASE}/alerts/{{ruleId}}"),
     ("get", f"{BASE}/alert-deliveries"),
     ("post", f"{BASE}/console/links"),
+    ("get", f"{BASE}/admin/slos"),
+    ("put", f"{BASE}/admin/slos/{{sloId}}"),
     # The worker API (docs/workers.md): a tenant-B worker claims nothing of A's, and A's
     # lease ids are refused with the one answer every unheld lease gets.
     ("post", f"{BASE}/tasks:claim"),
@@ -107,6 +109,7 @@ class World:
             "to": "2100-01-01T00:00:00Z",
             "scheduleId": self.schedule_id,
             "ruleId": "alpha-failures",
+            "sloId": "run-failure-rate",
             "fromUtc": "2026-01-01T00:00:00Z",  # a valid backfill window: B must get a 404
             "toUtc": "2026-01-01T06:00:00Z",
             # GET .../logs probes its live form: the follow stream of A's first attempt.

@@ -28,6 +28,7 @@ from stellaorch.api.routers import (
     runs,
     schedules,
     secrets,
+    slos,
     stream,
     tasks,
     workers,
@@ -116,6 +117,7 @@ def create_app(orch: Orchestrator, auth: Authenticator | None = None) -> FastAPI
         workers,
         alerts,
         tasks,
+        slos,
     ):
         app.include_router(module.router, prefix=BASE)
     app.include_router(admin.root_router)

@@ -38,6 +38,7 @@ from stellaorch.cli.render import OutputFormat
 from stellaorch.cli.run_commands import run_app
 from stellaorch.cli.schedule_commands import schedule_app
 from stellaorch.cli.secret_commands import admin_app, secret_app
+from stellaorch.cli.slo_commands import slo_app
 from stellaorch.cli.worker_commands import worker_app
 from stellaorch.observability.logs import LogLevel, configure_logging
 
@@ -69,6 +70,7 @@ for name, sub in (
     ("token", token_app),
     ("worker", worker_app),
     ("console", console_app),
+    ("slo", slo_app),
 ):
     orch.add_typer(sub, name=name)
 

@@ -25,6 +25,7 @@ from stellaorch.engine.scheduler import Scheduler
 from stellaorch.engine.schedules import ScheduleService
 from stellaorch.engine.secret_vault import SecretVault
 from stellaorch.engine.secrets import SecretService
+from stellaorch.engine.slo import BacklogSampler, SloService
 from stellaorch.engine.store_figures import StoreFigureReader
 from stellaorch.engine.warm import Warming
 from stellaorch.engine.worker import Worker
@@ -64,6 +65,9 @@ class Orchestrator:
         self.alerts = AlertService(env)
         self._alert_loop: AlertLoop | None = None
         self._alert_task: asyncio.Task[None] | None = None
+        self.slos = SloService(env)
+        self._sampler: BacklogSampler | None = None
+        self._sampler_task: asyncio.Task[None] | None = None
         self._scheduler: Scheduler | None = None
         self._scheduler_task: asyncio.Task[None] | None = None
         self._scheduler_unsubscribe: Callable[[], None] | None = None
@@ -198,6 +202,23 @@ class Orchestrator:
         loop.stop()
         await task
 
+    def start_slo_sampler(self, *, interval_seconds: float = 60.0) -> BacklogSampler:
+        """Sample every tenant's backlog into its 5-minute SLO windows on the running loop."""
+        if self._sampler is not None and self._sampler_task and not self._sampler_task.done():
+            return self._sampler
+        self._sampler = BacklogSampler(self.env, interval_seconds)
+        self._sampler_task = asyncio.create_task(self._sampler.run())
+        return self._sampler
+
+    async def stop_slo_sampler(self) -> None:
+        """Stop the backlog sampler after its sample in progress."""
+        sampler, task = self._sampler, self._sampler_task
+        self._sampler, self._sampler_task = None, None
+        if sampler is None or task is None or task.done():
+            return
+        sampler.stop()
+        await task
+
     def start_checkpoints(self, *, interval_seconds: float, lease_ttl_seconds: float) -> None:
         """Sign ledger checkpoints every `interval_seconds` while this process holds the lease."""
         if self._checkpoint_task is not None and not self._checkpoint_task.done():
@@ -219,6 +240,7 @@ class Orchestrator:
     async def close(self) -> None:
         """Stop the alert and checkpoint loops, the scheduler, the worker; release the store."""
         await self.stop_alerts()
+        await self.stop_slo_sampler()
         await self.stop_checkpoints()
         await self.stop_scheduler()
         await self.stop_worker()

@@ -27,6 +27,7 @@ from stellaorch.domain.ledger import LedgerEntry
 from stellaorch.engine.env import EngineEnv
 from stellaorch.engine.stream_events import Event, StreamEvent, event_of, row_of
 from stellaorch.engine.stream_events import StreamFilter as StreamFilter
+from stellaorch.observability.tally import WindowTally
 from stellaorch.store import Connection
 from stellaorch.store.events import (
     LedgerRow,
@@ -194,6 +195,9 @@ class StreamHub:
         final = snapshot_reads_are_final(env.db.dialect)
         self._read = env.db.read if final else env.db.transact
         self.last_seen = 0
+        # The stream delivery SLO's figures: events handed to subscribers, and those lost
+        # when a slow consumer was cut off.
+        self.delivery = WindowTally()
 
     @property
     def subscriber_count(self) -> int:
@@ -337,13 +341,24 @@ class StreamHub:
         if not subs:
             return
         event = StreamEvent.of(row)
+        delivered = lost = 0
         for subscription in list(subs):
-            if subscription.where.matches(event.fields) and not subscription.offer(event):
-                log.warning(
-                    "stream.slow_consumer",
-                    extra={"tenant": row.tenant, "limit": subscription.limit},
-                )
-                self.unsubscribe(subscription)
+            if not subscription.where.matches(event.fields):
+                continue
+            if subscription.offer(event):
+                delivered += 1
+                continue
+            lost += 1
+            log.warning(
+                "stream.slow_consumer",
+                extra={"tenant": row.tenant, "limit": subscription.limit},
+            )
+            self.unsubscribe(subscription)
+        now_us = self._env.clock.now_us()
+        if delivered:
+            self.delivery.count(row.tenant, now_us, bad=False, n=delivered)
+        if lost:
+            self.delivery.count(row.tenant, now_us, bad=True, n=lost)
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:

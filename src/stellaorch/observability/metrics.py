@@ -3,12 +3,14 @@ entries, and HTTP request figures; all in the app's own registry, never the glob
 
 from __future__ import annotations
 
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from stellaorch.domain.ledger import RUN_ENDED, EntryType, LedgerEntry
+from stellaorch.observability.tally import WindowTally
 
 # Runs last seconds to hours; the default buckets stop at 10 s.
 RUN_DURATION_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200)
@@ -22,6 +24,8 @@ class OrchestratorMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self._run_starts: OrderedDict[str, int] = OrderedDict()
+        # The API availability SLO's figures: every request this process answered (5xx: bad).
+        self.request_tally = WindowTally(max_keys=1)
         self._define_run_metrics()
         self._define_http_metrics()
         self._handlers: dict[str, Callable[[LedgerEntry], None]] = {
@@ -90,6 +94,7 @@ class OrchestratorMetrics:
         """Account for one finished HTTP request."""
         self.http_requests.labels(method, route, str(status)).inc()
         self.http_duration.labels(method, route).observe(seconds)
+        self.request_tally.count("*", time.time_ns() // 1000, bad=status >= 500)
 
     def _count_run(self, entry: LedgerEntry) -> None:
         self.runs.labels(entry.tenant, entry.status).inc()

@@ -71,6 +71,9 @@ class ServiceParts:
             )
             # Alerts ride with the scheduler: a loop that logs its own failures, never fatal.
             orchestrator.start_alerts(lease_ttl_seconds=settings.scheduler_lease_ttl_seconds)
+            # So does the backlog sampler of the SLOs: standbys sample too (a window keeps
+            # the highest depth any of them saw).
+            orchestrator.start_slo_sampler()
             if settings.checkpoint_interval_seconds > 0:
                 # The leader of the checkpoint lease signs; standbys only try to take it.
                 orchestrator.start_checkpoints(
@@ -100,6 +103,7 @@ class ServiceParts:
         if self.api is not None:
             await self.api.stop()
         await self.orchestrator.stop_alerts()
+        await self.orchestrator.stop_slo_sampler()
         await self.orchestrator.stop_checkpoints()
         await self.orchestrator.stop_scheduler()
         if self.worker is not None:

@@ -408,6 +408,20 @@ slo_objectives = Table(
     PrimaryKeyConstraint("tenant", "slo_id"),
 )
 
+# The highest value an SLO sampler saw in one window (backlog: the tenant's queue depth per
+# 5-minute window); rows older than the 28-day budget window are pruned (0019).
+slo_windows = Table(
+    "slo_windows",
+    metadata,
+    Column("tenant", String(128), nullable=False),
+    Column("slo_id", String(32), nullable=False),
+    Column("window_us", BigInteger, nullable=False),  # the window's start
+    Column("peak", BigInteger, nullable=False),
+    PrimaryKeyConstraint("tenant", "slo_id", "window_us"),
+)
+# the SLO figures of runs: a tenant's runs by when they ended
+Index("ix_runs_tenant_ended", runs.c.tenant, runs.c.ended_us)
+
 warm_reports = Table(
     "warm_reports",
     metadata,
@@ -524,6 +538,7 @@ __all__ = [
     "schedules",
     "secret_versions",
     "slo_objectives",
+    "slo_windows",
     "step_executions",
     "step_metrics",
     "store_probe",

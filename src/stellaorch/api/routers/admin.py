@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 
 from stellaorch.api.auth import ADMIN, AdminCaller, Caller, ReadCaller, Scraper
 from stellaorch.api.errors import trace_id_of
+from stellaorch.api.routers.slos import slo_documents
 from stellaorch.api.state import orchestrator
 from stellaorch.domain.errors import ScopeRequired, StellaError, error_envelope
 from stellaorch.engine.app import Orchestrator
@@ -127,7 +128,25 @@ async def admin_health(
     bundles = await _bundle_status(orch, caller.tenant, store)
     serving = await _serving_workers(orch, caller.tenant, store)
     document = health_document(request, orch, store, bundles, serving)
+    document["slos"] = await _slo_status(request, caller, store)
+    critical = [s["id"] for s in document["slos"] or () if s["status"] == "critical"]
+    if critical:
+        message = f"error budget burning at the critical rate: {', '.join(critical)}"
+        document["reasons"].append({"code": "SLO_BURN_CRITICAL", "message": message})
+        document["status"] = "degraded"
     return JSONResponse(document, status_code=200 if store.ready else 503)
+
+
+async def _slo_status(
+    request: Request, caller: Caller, store: StoreHealth
+) -> list[dict[str, Any]] | None:
+    """The tenant's SLOs with their burn; None while the store cannot be read."""
+    if not store.ready:
+        return None
+    try:
+        return await slo_documents(request, caller)
+    except StellaError:
+        return None
 
 
 async def _bundle_status(orch: Orchestrator, tenant: str, store: StoreHealth) -> dict[str, Any]:

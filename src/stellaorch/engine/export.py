@@ -21,7 +21,7 @@ from stellaorch.domain.errors import ValidationError
 from stellaorch.domain.providers import format_utc
 from stellaorch.engine.export_check import ExportReport, verify_export, verify_file
 from stellaorch.engine.export_manifest import Manifest, ManifestBuilder
-from stellaorch.engine.views import run_view
+from stellaorch.engine.views import mark_metrics, run_view
 from stellaorch.store import Connection
 from stellaorch.store.checkpoints import read_checkpoints
 from stellaorch.store.database import Database
@@ -34,6 +34,7 @@ from stellaorch.store.export import (
     read_steps_of,
 )
 from stellaorch.store.runs import RunState
+from stellaorch.store.step_metrics import metrics_refs_of
 
 __all__ = ["ExportReport", "ExportWindow", "Manifest", "verify_export", "verify_file"]
 
@@ -72,6 +73,7 @@ class RunChunk:
     steps: list[dict[str, Any]]
     attempts: list[dict[str, Any]]
     entries: list[EntryRow]
+    metrics: dict[tuple[str, str, int], str]
 
     @property
     def cursor(self) -> Cursor | None:
@@ -90,8 +92,13 @@ class RunChunk:
             tries[row["run_id"]].append(row)
         for run_id, body, entry_hash in self.entries:
             events[run_id].append(_entry_document(body, entry_hash))
+        refs: dict[str, dict[tuple[str, int], str]] = defaultdict(dict)
+        for (run_id, step_id, attempt), ref in self.metrics.items():
+            refs[run_id][(step_id, attempt)] = ref
         return [
-            run_line(run, steps[run.run_id], tries[run.run_id], events[run.run_id])
+            run_line(
+                run, steps[run.run_id], tries[run.run_id], events[run.run_id], refs[run.run_id]
+            )
             for run in self.runs
         ]
 
@@ -103,12 +110,13 @@ def read_chunk(
     page = read_started_runs(conn, window.tenant, (window.from_us, window.to_us), after, limit)
     ids = [r.run_id for r in page]
     if not ids:
-        return RunChunk([], [], [], [])
+        return RunChunk([], [], [], [], {})
     return RunChunk(
         page,
         read_steps_of(conn, window.tenant, ids),
         read_attempts_of(conn, window.tenant, ids),
         read_entries_of(conn, window.tenant, ids),
+        metrics_refs_of(conn, window.tenant, ids),
     )
 
 
@@ -123,9 +131,11 @@ def run_line(
     steps: list[dict[str, Any]],
     attempt_rows: list[dict[str, Any]],
     events: list[dict[str, Any]],
+    metrics: dict[tuple[str, int], str],
 ) -> bytes:
     """The run view plus its chain head and ledger entries, as one canonical JSON line."""
     doc = run_view(run, steps, attempt_rows, whole=True)  # an audit copy keeps every output
+    mark_metrics(doc["steps"], metrics)
     doc["ledgerHead"] = run.ledger_head
     doc["events"] = events
     return canonical_json(doc).encode("utf-8") + b"\n"

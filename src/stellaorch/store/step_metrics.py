@@ -38,3 +38,13 @@ def metrics_refs(
     if step_ids is not None:
         query = query.where(_m.step_id.in_(step_ids))
     return {(str(r[0]), int(r[1])): str(r[2]) for r in conn.execute(query)}
+
+
+def metrics_refs_of(
+    conn: Connection, tenant: str, run_ids: list[str]
+) -> dict[tuple[str, str, int], str]:
+    """The metrics references of several runs' attempts by (run, step, attempt)."""
+    query = select(_m.run_id, _m.step_id, _m.attempt, _m.metrics_ref).where(
+        _m.tenant == tenant, _m.run_id.in_(run_ids)
+    )
+    return {(str(r[0]), str(r[1]), int(r[2])): str(r[3]) for r in conn.execute(query)}

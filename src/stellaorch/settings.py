@@ -35,6 +35,8 @@ class Settings(BaseSettings):
     lease_ttl_seconds: float = Field(default=30.0, gt=0)
     # External workers' leases of queue steps (the worker API): lapse without a heartbeat.
     task_lease_ttl_seconds: float = Field(default=30.0, gt=0)
+    # The longest a `tasks:claim` long-poll is held open, whatever waitSeconds asks for.
+    task_claim_max_wait_seconds: float = Field(default=30.0, ge=0, le=30)
     heartbeat_interval_seconds: float | None = Field(default=None, gt=0)
     worker_concurrency: int = Field(default=64, ge=1, le=10_000)
     claim_batch: int = Field(default=256, ge=1, le=5_000)

@@ -113,7 +113,8 @@ def fuzz(
 def test_fuzzed_requests_never_get_a_5xx_and_4xx_are_envelopes(
     store_url: str, keys_dir: Path
 ) -> None:
-    config = api_settings(store_url, keys_dir)
+    # A claim long-polls up to 30 s by default: longer than the fuzzer waits for an answer.
+    config = api_settings(store_url, keys_dir, task_claim_max_wait_seconds=0.5)
     orch = Orchestrator.open(config)
     try:
         known = asyncio.run(seed(orch))

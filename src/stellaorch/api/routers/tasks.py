@@ -138,7 +138,7 @@ async def claim_tasks(body: Claim, request: Request, caller: WorkerCaller) -> di
         body.tasks,
         body.queues,
         body.capacity,
-        body.waitSeconds,
+        min(body.waitSeconds, orchestrator(request).env.settings.task_claim_max_wait_seconds),
     )
     return {"leases": [lease_view(g) for g in granted]}
 

@@ -4,6 +4,7 @@ is, the dashboard is well formed, and the systemd units name real commands and s
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from collections.abc import Iterable, Iterator
@@ -319,10 +320,9 @@ def exec_lines(unit: Path) -> list[list[str]]:
 
 
 def command_help(args: list[str]) -> str:
-    """`stella ARGS --help` with the options left out; fails if the command does not exist."""
-    command = [a for a in args if not a.startswith("-") and not a.isdigit()]
-    command = [a for a in command if a not in {"info", "debug", "warning", "error"}]
-    result = CliRunner().invoke(cli_app, [*command, "--help"], env={"COLUMNS": "200"})
+    """`stella <command path> --help` (the words before the first option); the command exists."""
+    path = list(itertools.takewhile(lambda arg: not arg.startswith("-"), args))
+    result = CliRunner().invoke(cli_app, [*path, "--help"], env={"COLUMNS": "200"})
     assert result.exit_code == 0, (args, result.output)
     return result.output
 
@@ -352,10 +352,24 @@ def test_a_command_that_does_not_exist_is_caught() -> None:
         command_help(["orch", "apiserver"])
 
 
+def environment_file() -> dict[str, str]:
+    """Every STELLA_* assignment of the example file, commented-out examples included (an
+    operator uncomments them as they are)."""
+    lines = (SYSTEMD / "stella-orch.env").read_text().splitlines()
+    matches = map(re.compile(r"^#?(STELLA_\w+)=(.*)$").match, lines)
+    return {m.group(1): m.group(2) for m in matches if m}
+
+
 def test_the_environment_file_names_only_existing_settings() -> None:
     settings = {f"STELLA_ORCH_{name.upper()}" for name in Settings.model_fields}
-    lines = (SYSTEMD / "stella-orch.env").read_text().splitlines()
-    # commented-out examples count too: an operator uncomments them as they are
-    named = [m.group(1) for m in map(re.compile(r"^#?(STELLA_\w+)=").match, lines) if m]
+    named = set(environment_file())
     assert named, "no settings in the environment file"
-    assert set(named) <= settings, set(named) - settings
+    assert named <= settings, named - settings
+
+
+def test_the_environment_file_values_are_valid_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in environment_file().items():
+        monkeypatch.setenv(name, value)
+    settings = Settings()
+    assert settings.database_url.startswith("postgresql://")
+    assert settings.worker_tenants == ["acme", "globex"]

@@ -94,6 +94,12 @@ def dashboard_exprs(document: dict[str, Any]) -> list[str]:
     ]
 
 
+def variable_metrics(document: dict[str, Any]) -> set[str]:
+    """The metrics the dashboard's `label_values(metric, label)` variables read."""
+    queries = [v["definition"] for v in document["templating"]["list"] if "definition" in v]
+    return {m.group(1) for q in queries for m in re.finditer(r"label_values\((\w+),", q)}
+
+
 def all_exprs() -> list[str]:
     rules = [str(rule["expr"]) for rule in all_rules(rules_document())]
     return rules + dashboard_exprs(dashboard())
@@ -254,8 +260,11 @@ async def test_every_metric_in_rules_and_dashboard_is_exported_or_recorded(api: 
     exprs = all_exprs()
     assert unknown_metrics(exprs, known) == {}
     assert unknown_buckets(exprs, exposition.buckets) == set()
+    assert variable_metrics(dashboard()) - exposition.names == set()
 
 
+# The check itself does not depend on the store: one is enough.
+@pytest.mark.parametrize("store_kind", ["sqlite"], indirect=True)
 async def test_a_misspelt_metric_or_bucket_is_caught(api: Api) -> None:
     exposition = await scraped(api)
     known = exposition.names | recorded_names(rules_document())
@@ -285,6 +294,7 @@ def test_dashboard_has_a_datasource_and_a_tenant_variable() -> None:
     assert variables["datasource"]["type"] == "datasource"
     assert variables["datasource"]["query"] == "prometheus"
     assert variables["tenant"]["type"] == "query"
+    assert variable_metrics(document), "the tenant variable reads no metric"
     assert document["schemaVersion"] >= 36
 
 

@@ -104,6 +104,7 @@ async def test_the_diff_page_shows_both_runs_side_by_side(world: World) -> None:
     assert "inputs.day" in page.text and "&#34;2026-01-01&#34;" in page.text
     assert "&#34;2026-01-02&#34;" in page.text
     assert page.text.count("— same") == len(STEPS)  # every step's record agrees
+    assert "noop v1" in page.text  # the plugin as a name and version, not a Python dict
 
 
 async def test_a_run_compared_with_itself_is_identical(world: World) -> None:

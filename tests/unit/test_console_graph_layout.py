@@ -102,3 +102,11 @@ def test_run_graph_takes_steps_from_the_spec_and_statuses_from_the_run() -> None
     }
     svg = run_graph(run, spec)
     assert "✓ succeeded" in svg and "◷ pending" in svg and svg.count("dag-edge") == 1
+
+
+def test_a_dense_dag_draws_a_bounded_number_of_edges_and_says_so() -> None:
+    ids = [f"s{i:03d}" for i in range(60)]
+    edges = [(a, b) for i, a in enumerate(ids) for b in ids[i + 1 :]]  # 1,770 edges
+    drawn = layout(ids, edges, {})
+    assert len(drawn.nodes) == 60 and len(drawn.edges) == MAX_DRAWN_EDGES
+    assert f"(first {MAX_DRAWN_EDGES} of 1770 edges drawn)" in render_svg(drawn)

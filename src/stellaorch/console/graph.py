@@ -162,8 +162,10 @@ def summary(drawn: Layout) -> str:
         counts[node.status] = counts.get(node.status, 0) + 1
     parts = ", ".join(f"{counts[s]} {_cut(s, 16)}" for s in sorted(counts))
     text = f"DAG graph of {drawn.total_steps} steps in {drawn.columns} layers"
-    if drawn.truncated:
+    if len(drawn.nodes) < drawn.total_steps:
         text += f" (first {len(drawn.nodes)} steps drawn)"
+    elif drawn.truncated:
+        text += f" (first {len(drawn.edges)} of {drawn.total_edges} edges drawn)"
     return f"{text}: {parts}" if parts else text
 
 

@@ -216,19 +216,22 @@ def test_every_view_passes_axe_and_fits_a_phone(page: Page, server: Server) -> N
 
     axe = Axe()
     runs = server.api("GET", "/runs")["items"]
-    targets = [*(f"/console/{v}" for v in VIEWS), f"/console/runs/{runs[0]['runId']}"]
+    first, last = runs[0]["runId"], runs[-1]["runId"]
+    run_pages = [f"/console/runs/{first}", f"/console/runs/{first}/diff/{last}"]
+    targets = [*(f"/console/{v}" for v in VIEWS), *run_pages]
     problems: list[str] = []
     for target in targets:
         page.goto(f"{server.url}{target}")
         found = axe.run(page).response["violations"]
         bad = [v for v in found if v.get("impact") in ("serious", "critical")]
         problems += [f"{target}: {v['id']} ({v['impact']}): {v['help']}" for v in bad]
-        name = target.strip("/").replace("/", "-")
+        names = {run_pages[0]: "console-run-detail", run_pages[1]: "console-run-diff"}
+        name = names.get(target) or target.strip("/").replace("/", "-")
         page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
     assert not problems, "\n".join(problems)
     page.set_viewport_size({"width": 390, "height": 844})
     try:
-        for target in ("/console/runs", "/console/dags"):
+        for target in ("/console/runs", "/console/dags", *run_pages):
             page.goto(f"{server.url}{target}")
             width = page.evaluate("document.documentElement.scrollWidth")
             assert width <= 390, f"{target} scrolls sideways on a phone ({width}px)"

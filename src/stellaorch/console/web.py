@@ -10,17 +10,19 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
-from typing import Any
-from urllib.parse import parse_qs, urlencode
+from typing import Annotated, Any
+from urllib.parse import parse_qs, quote, urlencode
 
 import httpx
-from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi import APIRouter, FastAPI, Query, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
-from jinja2 import Environment, PackageLoader, select_autoescape
+from markupsafe import Markup
 
 from stellaorch.api.auth import READ, Authenticator, ReadCaller
 from stellaorch.api.state import orchestrator
+from stellaorch.console.graph import run_graph
+from stellaorch.console.render import PREFIX, templates
 from stellaorch.console.sessions import LINK_TTL_SECONDS, Session, SessionStore
 from stellaorch.domain.audit import Operator
 from stellaorch.domain.errors import StellaError
@@ -28,29 +30,14 @@ from stellaorch.domain.providers import format_utc
 from stellaorch.engine.records import record_audit
 
 BASE = "/api/v1/orchestrator"
-PREFIX = "/console"
 COOKIE = "stella_console"
 MAX_FORM_BYTES = 256 * 1024
 MAX_INPUTS_CHARS = 64 * 1024
 MAX_REASON_CHARS = 2000
 PAGE_SIZE = 50
+MAX_DIFF_ROWS = 500  # differences and steps shown on the diff page; the API has them all
 RUN_STATUSES = ("queued", "running", "completed", "failed", "cancelled")
 FINAL = frozenset({"completed", "failed", "cancelled", "succeeded", "skipped"})
-# Icon and text for every status a badge shows; the icon is decoration, the text is the label.
-BADGES = {
-    "queued": "◷",
-    "pending": "◷",
-    "running": "▶",
-    "completed": "✓",
-    "succeeded": "✓",
-    "failed": "✗",
-    "cancelled": "⊘",
-    "skipped": "↷",
-    "active": "▶",
-    "paused": "❚❚",
-    "enabled": "✓",
-    "disabled": "⊘",
-}
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
         "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -76,38 +63,6 @@ class ApiFailure(Exception):
 
 class Refused(Exception):
     """A console form that cannot be acted on (bad CSRF field, bad input)."""
-
-
-def _duration(ms: Any) -> str:
-    """A duration for people: ms below a second, then seconds, minutes, hours."""
-    if ms is None:
-        return "—"
-    value = float(ms)
-    if value < 1000:
-        return f"{value:.0f} ms"
-    if value < 60_000:
-        return f"{value / 1000:.1f} s"
-    if value < 3_600_000:
-        return f"{value / 60_000:.1f} min"
-    return f"{value / 3_600_000:.1f} h"
-
-
-def _short(value: Any, keep: int = 12) -> str:
-    """A long id or hash cut for a table cell (the full value goes in a title)."""
-    text = "" if value is None else str(value)
-    return text if len(text) <= keep + 1 else text[:keep] + "…"
-
-
-templates = Environment(
-    loader=PackageLoader("stellaorch.console", "templates"),
-    autoescape=select_autoescape(["html"]),
-    trim_blocks=True,
-    lstrip_blocks=True,
-)
-templates.filters["duration"] = _duration
-templates.filters["short"] = _short
-templates.globals["badge_icon"] = lambda status: BADGES.get(str(status), "•")
-templates.globals["PREFIX"] = PREFIX
 
 
 def mount(app: FastAPI) -> FastAPI:
@@ -438,7 +393,39 @@ async def run_page(request: Request, run_id: str, verify: bool = False) -> Respo
     if verify:  # the API has just shown this run to this caller for this tenant
         chain = await orchestrator(request).runs.verify(signed.session.tenant, run["runId"])
     live = run["status"] not in FINAL
-    return _page(request, "run", signed, data=run, failure=None, chain=chain, live=live)
+    graph = await _graph(request, signed.session, run)
+    return _page(
+        request, "run", signed, data=run, failure=None, chain=chain, live=live, graph=graph
+    )
+
+
+async def _graph(request: Request, session: Session, run: dict[str, Any]) -> Markup | None:
+    """The run's DAG as inline SVG, or None when the API does not show its version."""
+    path = f"/dags/{quote(str(run['dagId']), safe='')}/{quote(str(run['dagVersion']), safe='')}"
+    try:
+        version = await call_api(request, session, "GET", path)
+    except ApiFailure:
+        return None
+    # run_graph escapes every text and attribute it writes, so its output is markup.
+    return Markup(run_graph(run, version.get("spec") or {}))  # noqa: S704
+
+
+@router.get("/runs/{run_id}/diff")
+async def diff_form(
+    request: Request, run_id: str, other: Annotated[str, Query(alias="with")] = ""
+) -> Response:
+    """The run page's compare form (`?with=<run id>`): on to the diff of the two runs."""
+    other = other.strip()[:128]
+    if not other:
+        return _to(f"/runs/{quote(run_id[:128], safe='')}")
+    return _to(f"/runs/{quote(run_id[:128], safe='')}/diff/{quote(other, safe='')}")
+
+
+@router.get("/runs/{run_id}/diff/{other_id}")
+async def diff_page(request: Request, run_id: str, other_id: str) -> Response:
+    """Two runs side by side: what differs, as `stella orch run diff` shows it."""
+    path = f"/runs/{quote(run_id[:128], safe='')}/diff/{quote(other_id[:128], safe='')}"
+    return await _view(request, "diff", path, max_rows=MAX_DIFF_ROWS)
 
 
 @router.post("/runs/{run_id}/cancel")

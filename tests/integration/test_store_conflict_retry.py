@@ -8,7 +8,8 @@ import pytest
 from sqlalchemy import Connection, text
 from sqlalchemy.exc import DBAPIError
 
-from stellaorch.store.database import CONFLICT_RETRIES, Database
+from stellaorch.domain.errors import StoreUnavailable
+from stellaorch.store.database import CONFLICT_RETRIES, Database, after_commit
 
 
 class DriverError(Exception):
@@ -62,3 +63,18 @@ def test_a_driver_error_that_is_no_conflict_is_not_retried(db: Database) -> None
     with pytest.raises(DBAPIError, match="42P01"):
         db.transact_sync(work)
     assert tries == [1]
+
+
+def test_a_connection_the_server_dropped_surfaces_as_store_unavailable(db: Database) -> None:
+    """Not as PendingRollbackError: the after-commit bookkeeping must not hide the real error."""
+    ran: list[int] = []
+
+    def work(conn: Connection) -> int:
+        after_commit(conn, lambda: ran.append(1))
+        conn.invalidate()  # what SQLAlchemy does when the server closed the connection
+        raise DBAPIError("SELECT 1", {}, DriverError("08006"), connection_invalidated=True)
+
+    with pytest.raises(StoreUnavailable):
+        db.transact_sync(work)
+    assert ran == []
+    assert db.transact_sync(lambda c: int(c.execute(text("SELECT 1")).scalar_one())) == 1

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import DataError, DBAPIError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, OperationalError, PendingRollbackError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from stellaorch.domain.errors import (
@@ -42,6 +42,23 @@ _AFTER_COMMIT = "stella.after_commit"
 def after_commit(conn: Connection, hook: Callable[[], None]) -> None:
     """Call `hook` once the transaction `conn` is in has committed (never on a rollback)."""
     conn.info.setdefault(_AFTER_COMMIT, []).append(hook)
+
+
+def _pop_hooks(conn: Connection) -> list[Callable[[], None]]:
+    """Take the transaction's after-commit hooks off its connection.
+
+    A connection the server dropped is invalidated, and reading its `info` then raises
+    PendingRollbackError, which would hide the real error (a store that went away, retried
+    by the callers) behind one nobody retries. Its pooled connection, hooks and all, is
+    discarded anyway.
+    """
+    if conn.invalidated:
+        return []
+    try:
+        hooks: list[Callable[[], None]] = conn.info.pop(_AFTER_COMMIT, [])
+    except PendingRollbackError:
+        return []
+    return hooks
 
 
 # SQLSTATEs after which PostgreSQL rolled the transaction back and running it again is right:
@@ -253,7 +270,7 @@ class Database:
             finally:
                 # `info` outlives the transaction (it is the pooled connection's): never leak
                 # a rolled-back transaction's hooks into the next one.
-                hooks: list[Callable[[], None]] = conn.info.pop(_AFTER_COMMIT, [])
+                hooks = _pop_hooks(conn)
         for hook in hooks:  # reached only once the commit succeeded
             try:
                 hook()

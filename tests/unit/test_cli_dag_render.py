@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
@@ -39,10 +38,15 @@ def module_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path
     """A fresh directory on sys.path and as the current directory, for throwaway modules."""
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.chdir(tmp_path)
-    before = set(sys.modules)
     yield tmp_path
-    for name in set(sys.modules) - before:
-        del sys.modules[name]
+    forget_modules_in(tmp_path)
+
+
+def forget_modules_in(directory: Path) -> None:
+    """Drop the modules imported from `directory` (only those: the project's stay loaded)."""
+    for name, module in list(sys.modules.items()):
+        if Path(getattr(module, "__file__", None) or "/").is_relative_to(directory):
+            del sys.modules[name]
 
 
 def write_module(directory: Path, source: str) -> str:
@@ -119,9 +123,14 @@ def test_publish_takes_exactly_one_of_file_or_from(module_dir: Path, sources: li
     assert "exactly one of --file or --from" in one_error_line(result, "USAGE_INVALID")
 
 
-def test_the_example_renders_to_its_yaml_spec() -> None:
-    render = [sys.executable, "-m", "stellaorch.cli.main", "orch", "dag", "render", "pipeline:dag"]
-    done = subprocess.run(render, cwd=EXAMPLE, capture_output=True, text=True, timeout=30)
-    assert done.returncode == 0, done.stderr
+def test_the_example_renders_to_its_yaml_spec(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)  # leave the example's tree alone
+    monkeypatch.syspath_prepend(str(EXAMPLE))
+    monkeypatch.chdir(EXAMPLE)
+    try:
+        result = stella("dag", "render", "pipeline:dag")
+    finally:
+        forget_modules_in(EXAMPLE)
+    assert result.exit_code == 0, result.stderr
     expected = yaml.safe_load((EXAMPLE / "dags" / "resize.yaml").read_text())
-    assert yaml.safe_load(done.stdout) == expected
+    assert yaml.safe_load(result.stdout) == expected

@@ -113,3 +113,9 @@ def test_a_duplicate_step_id_is_caught_when_validated() -> None:
     dag.step("a", plugin="noop")
     with pytest.raises(SpecInvalid, match="duplicate"):
         parse_spec(dag.document())
+
+
+def test_editing_the_document_does_not_change_the_dag() -> None:
+    dag = thumbnails()
+    dag.document()["steps"][1]["with"]["task"] = "hijacked"
+    assert dag.document()["steps"][1]["with"]["task"] == "resize-image"

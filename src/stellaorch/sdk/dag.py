@@ -7,6 +7,7 @@ as it checks a YAML file, so a Python DAG hashes, signs, versions and diffs like
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, overload
@@ -176,7 +177,8 @@ class Dag:
         document: dict[str, Any] = {
             "dagId": self.dag_id,
             "version": self.version,
-            "steps": [dict(step.entry) for step in self._steps],
+            # Copies: a caller editing the document must not change the DAG's later renders.
+            "steps": [copy.deepcopy(dict(step.entry)) for step in self._steps],
         }
         if self._edges:
             document["edges"] = [{"from": a, "to": b} for a, b in self._edges]

@@ -1,4 +1,5 @@
-"""`stella orch dag …`: validate a file locally; list, show, publish, disable, enable via API."""
+"""`stella orch dag …`: validate a file or render a Python DAG locally; list, show, publish,
+disable, enable via API."""
 
 from __future__ import annotations
 
@@ -59,6 +60,19 @@ def dag_validate(
     run_command(work, verbose=is_verbose(ctx))
 
 
+@dag_app.command("render")
+def dag_render(
+    ctx: typer.Context,
+    target: Annotated[
+        str, typer.Argument(help="module:attribute naming a stellaorch.sdk Dag.", metavar="REF")
+    ],
+) -> None:
+    """Print the YAML spec of a Python DAG, checked as `dag validate` checks a file (exit 2
+    if invalid or REF names no Dag). The module is imported from the current directory or
+    the Python path."""
+    run_command(dags.render(target), verbose=is_verbose(ctx))
+
+
 @dag_app.command("list")
 def dag_list(
     ctx: typer.Context,
@@ -112,8 +126,18 @@ def dag_sign(
 @dag_app.command("publish")
 def dag_publish(
     ctx: typer.Context,
-    file: Annotated[Path, typer.Option("--file", help="The DAG spec (.yaml, .yml or .json).")],
     reason: Reason,
+    file: Annotated[
+        Path | None, typer.Option("--file", help="The DAG spec (.yaml, .yml or .json).")
+    ] = None,
+    from_python: Annotated[
+        str | None,
+        typer.Option(
+            "--from",
+            metavar="REF",
+            help="A Python DAG instead of --file: module:attribute naming a stellaorch.sdk Dag.",
+        ),
+    ] = None,
     signature: Annotated[
         Path | None, typer.Option("--signature", help="DSSE envelope signing the spec.")
     ] = None,
@@ -131,12 +155,14 @@ def dag_publish(
     tenant: ClientTenant = None,
     output: Output = OutputFormat.TABLE,
 ) -> None:
-    """Publish a DAG version (checked locally first; the same content again is a no-op)."""
+    """Publish a DAG version from --file or --from (checked locally first; the same content
+    again is a no-op)."""
     note = dags.OperatorNote(reason, ticket)
 
     async def work(client: ApiClient, out: Printer) -> None:
+        spec = dags.publish_spec(file, from_python)
         signer = None if signature else dags.local_signing_key(key, build_settings().keys_dir)
-        await dags.publish(client, out, dags.publish_body(file, signature, signer), note)
+        await dags.publish(client, out, dags.publish_body(spec, signature, signer), note)
 
     run_remote(ctx, Remote(api_url, token, tenant, output), work)
 

@@ -1,4 +1,5 @@
-"""`stella orch dag …`: check a spec file locally; list, show, publish, disable over the API."""
+"""`stella orch dag …`: check a spec file or render a Python DAG locally; list, show, publish,
+disable over the API."""
 
 from __future__ import annotations
 
@@ -8,31 +9,44 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import yaml
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from stellaorch.cli.client import ApiClient
 from stellaorch.cli.errors import UsageInvalid
 from stellaorch.cli.listing import Paging, print_pages
 from stellaorch.cli.output import print_json, say, warn
+from stellaorch.cli.pyref import load_object
 from stellaorch.cli.render import Printer
 from stellaorch.domain.errors import ValidationError
 from stellaorch.domain.limits import MAX_OPERATOR_REASON_CHARS, MAX_OPERATOR_TICKET_CHARS
-from stellaorch.domain.spec import compile_dag, load_spec_file, spec_invalid
+from stellaorch.domain.spec import (
+    DagSpec,
+    compile_dag,
+    load_spec_file,
+    parse_spec,
+    spec_invalid,
+)
 from stellaorch.engine.catalog import plugin_problems
 from stellaorch.engine.dag_signing import sign_spec
 from stellaorch.plugins.builtin import builtin_registry
+from stellaorch.sdk import Dag
 from stellaorch.security.keys import newest_ed25519_key
 from stellaorch.security.trust import load_private_key
 
 
 def validate_file(path: Path) -> dict[str, Any]:
-    """Parse and compile a spec file; SpecInvalid lists every problem with its path.
+    """Parse and check a spec file (see `check_spec`); a summary of what it publishes as."""
+    return {"file": str(path), **check_spec(load_spec_file(path))}
+
+
+def check_spec(spec: DagSpec) -> dict[str, Any]:
+    """Compile a parsed spec; SpecInvalid lists every problem with its path.
 
     Built-in plugins' names and static parameters are checked too, as publish checks them.
     A bundle reference (`name@version`) names a tenant's imported bundle, which only the
     server knows: it is checked at publish.
     """
-    spec = load_spec_file(path)
     compiled = compile_dag(spec)
     local = [i for i, step in enumerate(spec.steps) if "@" not in step.plugin]
     problems = [
@@ -43,13 +57,35 @@ def validate_file(path: Path) -> dict[str, Any]:
     if problems:
         raise spec_invalid(problems)
     return {
-        "file": str(path),
         "dagId": compiled.spec.dag_id,
         "version": compiled.spec.version,
         "specHash": compiled.spec_hash,
         "steps": len(compiled.order),
         "order": list(compiled.order),
     }
+
+
+def python_dag(target: str) -> tuple[DagSpec, str]:
+    """The spec and its YAML text for the `stellaorch.sdk.Dag` that `module:attr` names.
+
+    The YAML text is what is validated (exactly as `dag validate` checks a file), so what
+    `dag render` prints is a spec that publishes as this one.
+    """
+    dag = load_object(target)
+    if not isinstance(dag, Dag):
+        raise UsageInvalid(f"{target!r} is not a stellaorch.sdk.Dag")
+    text = yaml.safe_dump(
+        dag.document(), sort_keys=False, allow_unicode=True, default_flow_style=False
+    )
+    spec = parse_spec(text, fmt="yaml")
+    check_spec(spec)
+    return spec, text
+
+
+async def render(target: str) -> None:
+    """Print the YAML spec of a Python DAG (keys in the spec's order, params sorted)."""
+    _, text = python_dag(target)
+    say(text.rstrip("\n"))
 
 
 async def validate(path: Path, *, as_json: bool) -> None:
@@ -111,14 +147,22 @@ async def show_dag(client: ApiClient, printer: Printer, dag_id: str, version: st
     printer.one("dag", await client.get(version_path(dag_id, version)))
 
 
+def publish_spec(spec_file: Path | None, target: str | None) -> DagSpec:
+    """The spec to publish: from exactly one of a file or a Python DAG (`module:attr`)."""
+    if (spec_file is None) == (target is None):
+        raise UsageInvalid("give exactly one of --file or --from")
+    if spec_file is not None:
+        return compile_dag(load_spec_file(spec_file)).spec
+    return python_dag(str(target))[0]
+
+
 def publish_body(
-    spec_file: Path, signature_file: Path | None, key: Ed25519PrivateKey | None = None
+    spec: DagSpec, signature_file: Path | None, key: Ed25519PrivateKey | None = None
 ) -> dict[str, Any]:
     """The spec as checked locally (invalid specs never leave the machine), plus signature.
 
     Without a signature file the spec is signed with `key` when there is one.
     """
-    spec = compile_dag(load_spec_file(spec_file)).spec
     body = spec.to_document()
     if signature_file is not None:
         body["signature"] = _read_envelope(signature_file)

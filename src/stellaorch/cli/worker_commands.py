@@ -6,9 +6,6 @@
 
 from __future__ import annotations
 
-import importlib
-import os
-import sys
 from typing import Annotated
 
 import typer
@@ -27,6 +24,7 @@ from stellaorch.cli.common import (
 from stellaorch.cli.errors import run_command
 from stellaorch.cli.listing import Paging, print_pages
 from stellaorch.cli.ops_commands import OpsPrinter, run_ops
+from stellaorch.cli.pyref import load_object
 from stellaorch.cli.render import OutputFormat
 from stellaorch.domain.errors import UsageInvalid
 from stellaorch.sdk import Worker as SdkWorker
@@ -82,16 +80,7 @@ def worker_run(
 
 def load_sdk_worker(target: str) -> SdkWorker:
     """The Worker that `module:attribute` names; UsageInvalid when it names none."""
-    module_name, sep, attribute = target.partition(":")
-    if not sep or not module_name or not attribute:
-        raise UsageInvalid(f"expected module:attribute, got {target!r}")
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise UsageInvalid(f"cannot import {module_name!r}: {exc}") from exc
-    worker = getattr(module, attribute, None)
+    worker = load_object(target)
     if not isinstance(worker, SdkWorker):
         raise UsageInvalid(f"{target!r} is not a stellaorch.sdk.Worker")
     return worker

@@ -1,9 +1,23 @@
-"""The Python worker SDK: decorate handlers with `@task`, serve them with `Worker`.
+"""The Python worker SDK: decorate handlers with `@task`, serve them with `Worker`, and
+declare the DAGs that use them with `Dag`.
 
 Needs only httpx and pydantic: nothing of the orchestrator's server side is imported.
 """
 
+from stellaorch.sdk.dag import Backoff, Dag, Retry, Step
 from stellaorch.sdk.errors import Fatal, Retryable, TaskError
 from stellaorch.sdk.worker import TaskContext, TaskDef, Worker, task
 
-__all__ = ["Fatal", "Retryable", "TaskContext", "TaskDef", "TaskError", "Worker", "task"]
+__all__ = [
+    "Backoff",
+    "Dag",
+    "Fatal",
+    "Retry",
+    "Retryable",
+    "Step",
+    "TaskContext",
+    "TaskDef",
+    "TaskError",
+    "Worker",
+    "task",
+]

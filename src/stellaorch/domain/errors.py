@@ -227,6 +227,24 @@ class ExportTooLarge(ValidationError):
 
 
 # -- signatures and bundles (docs/bundles.md) ----------------------------------------------
+class PayloadTooLarge(ValidationError):
+    """A request body over the bound its route allows (HTTP 413)."""
+
+    code = "PAYLOAD_TOO_LARGE"
+
+
+class ArtifactTooLarge(PayloadTooLarge):
+    """An uploaded artifact over STELLA_ORCH_MAX_ARTIFACT_BYTES; nothing was stored."""
+
+    code = "ARTIFACT_TOO_LARGE"
+
+
+class ArtifactHashMismatch(ValidationError):
+    """The uploaded bytes do not hash to the sha256 named in the path; nothing was stored."""
+
+    code = "ARTIFACT_HASH_MISMATCH"
+
+
 class SignatureInvalid(ValidationError):
     """A DSSE envelope that is malformed, or whose signature does not verify (HTTP 400)."""
 

@@ -228,15 +228,17 @@ class ExportTooLarge(ValidationError):
 
 # -- signatures and bundles (docs/bundles.md) ----------------------------------------------
 class PayloadTooLarge(ValidationError):
-    """A request body over the bound its route allows (HTTP 413)."""
+    """A request body over the bound its route allows (HTTP 413).
 
-    code = "PAYLOAD_TOO_LARGE"
+    The code is the body-limit middleware's, so a client sees one code whichever layer
+    refused (the middleware on Content-Length or a chunk, or a route counting its stream).
+    """
+
+    code = "BODY_TOO_LARGE"
 
 
 class ArtifactTooLarge(PayloadTooLarge):
     """An uploaded artifact over STELLA_ORCH_MAX_ARTIFACT_BYTES; nothing was stored."""
-
-    code = "ARTIFACT_TOO_LARGE"
 
 
 class ArtifactHashMismatch(ValidationError):

@@ -101,6 +101,8 @@ class Settings(BaseSettings):
     tenants: list[str] = Field(default_factory=list)  # server-side allowlist; empty = any
     insecure_dev: bool = False
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    # One artifact a worker uploads (PUT /tasks/{leaseId}/artifacts/{sha256}); its own body cap.
+    max_artifact_bytes: int = Field(default=16 * 1024 * 1024, ge=1024, le=1024 * 1024 * 1024)
     # What a client controls before a request exists (slowloris, giant headers): the request
     # line and headers together (larger: 431), the time to send them (slower: 408), the idle
     # time between keep-alive requests, and the open connections (more: 503 to new requests).

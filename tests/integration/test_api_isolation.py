@@ -77,6 +77,7 @@ EXPECTED = {
     ("post", f"{BASE}/tasks/{{leaseId}}:log"),
     ("post", f"{BASE}/tasks/{{leaseId}}:complete"),
     ("post", f"{BASE}/tasks/{{leaseId}}:release"),
+    ("put", f"{BASE}/tasks/{{leaseId}}/artifacts/{{sha256}}"),
     ("post", f"{BASE}/tasks:complete"),
 }
 # B publishing must not touch A's namespace, so its DAG body names B's own DAG.
@@ -102,6 +103,7 @@ class World:
             "runId": self.run_id,
             "stepId": "say",
             "hash": self.logs_ref,
+            "sha256": self.logs_ref.removeprefix("sha256:"),  # an upload naming A's blob
             "tenant": A,
             "runToken": A_RUN_TOKEN,
             "reason": "isolation probe",

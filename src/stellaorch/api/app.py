@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -123,10 +124,20 @@ def create_app(orch: Orchestrator, auth: Authenticator | None = None) -> FastAPI
     app.include_router(admin.root_router)
     app.include_router(admin.probes_router)
     archive_route = f"{BASE}{bundles.IMPORT_PATH}"
-    app.add_middleware(JsonDepthMiddleware, binary_paths=frozenset({archive_route}))
-    limits = {("POST", archive_route): orch.env.settings.bundle_max_bytes}
+    artifact_route = re.compile(re.escape(BASE) + tasks.ARTIFACT_PATH)
+    app.add_middleware(
+        JsonDepthMiddleware,
+        binary_paths=frozenset({archive_route}),
+        binary_patterns=[artifact_route],
+    )
     settings = orch.env.settings
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes, overrides=limits)
+    limits = {("POST", archive_route): settings.bundle_max_bytes}
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=settings.max_body_bytes,
+        overrides=limits,
+        patterns=[("PUT", artifact_route, settings.max_artifact_bytes)],
+    )
     app.add_middleware(TraceMiddleware)
     app.add_middleware(HttpMetricsMiddleware, observer=app.state.metrics)
     return app

@@ -20,6 +20,7 @@ _STATUS: tuple[tuple[type[e.StellaError], int], ...] = (
     (e.AccessDenied, 403),
     (e.NotFound, 404),
     (e.Conflict, 409),
+    (e.PayloadTooLarge, 413),
     (e.ValidationError, 400),
     (e.StoreUnavailable, 503),
     (e.ServiceBusy, 503),

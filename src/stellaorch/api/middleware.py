@@ -6,8 +6,9 @@ from __future__ import annotations
 import json
 import logging
 import random
+import re
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import structlog
 from opentelemetry import trace
@@ -110,21 +111,37 @@ class BodyLimitMiddleware:
     """Refuse request bodies over the limit with 413 before they are read into memory.
 
     `overrides` gives routes of their own a different limit, by (method, path): the bundle
-    import takes archives far larger than any JSON body.
+    import takes archives far larger than any JSON body. `patterns` does the same for routes
+    with path parameters, by (method, full-match regex): a worker's artifact upload.
     """
 
     def __init__(
-        self, app: ASGIApp, max_bytes: int, overrides: Mapping[tuple[str, str], int] | None = None
+        self,
+        app: ASGIApp,
+        max_bytes: int,
+        overrides: Mapping[tuple[str, str], int] | None = None,
+        patterns: Sequence[tuple[str, re.Pattern[str], int]] = (),
     ) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.overrides = dict(overrides or {})
+        self.patterns = tuple(patterns)
+
+    def limit_for(self, method: str, path: str) -> int:
+        """The body limit of one request: its route's own, else the default."""
+        found = self.overrides.get((method, path))
+        if found is not None:
+            return found
+        for wanted, pattern, limit in self.patterns:
+            if wanted == method and pattern.fullmatch(path):
+                return limit
+        return self.max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit = self.overrides.get((scope.get("method", ""), scope.get("path", "")), self.max_bytes)
+        limit = self.limit_for(scope.get("method", ""), scope.get("path", ""))
         declared = _header(scope, b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             await _too_large(scope, send, limit)
@@ -165,13 +182,23 @@ class JsonDepthMiddleware:
     (validation, canonical JSON, hashing) then never meets a document deep enough to fail.
     """
 
-    def __init__(self, app: ASGIApp, binary_paths: frozenset[str] = frozenset()) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        binary_paths: frozenset[str] = frozenset(),
+        binary_patterns: Sequence[re.Pattern[str]] = (),
+    ) -> None:
         self.app = app
         self.binary_paths = binary_paths  # routes whose body is not JSON (bundle archives)
+        self.binary_patterns = tuple(binary_patterns)  # the same, with path parameters
+
+    def is_binary(self, path: str) -> bool:
+        """True for a route whose body is not JSON: it is streamed, never buffered here."""
+        return path in self.binary_paths or any(p.fullmatch(path) for p in self.binary_patterns)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         skip = scope.get("method") in ("GET", "HEAD", "OPTIONS")
-        if scope["type"] != "http" or skip or scope.get("path") in self.binary_paths:
+        if scope["type"] != "http" or skip or self.is_binary(scope.get("path", "")):
             await self.app(scope, receive, send)
             return
         messages: list[Message] = []

@@ -227,6 +227,26 @@ class ExportTooLarge(ValidationError):
 
 
 # -- signatures and bundles (docs/bundles.md) ----------------------------------------------
+class PayloadTooLarge(ValidationError):
+    """A request body over the bound its route allows (HTTP 413).
+
+    The code is the body-limit middleware's, so a client sees one code whichever layer
+    refused (the middleware on Content-Length or a chunk, or a route counting its stream).
+    """
+
+    code = "BODY_TOO_LARGE"
+
+
+class ArtifactTooLarge(PayloadTooLarge):
+    """An uploaded artifact over STELLA_ORCH_MAX_ARTIFACT_BYTES; nothing was stored."""
+
+
+class ArtifactHashMismatch(ValidationError):
+    """The uploaded bytes do not hash to the sha256 named in the path; nothing was stored."""
+
+    code = "ARTIFACT_HASH_MISMATCH"
+
+
 class SignatureInvalid(ValidationError):
     """A DSSE envelope that is malformed, or whose signature does not verify (HTTP 400)."""
 

@@ -185,6 +185,15 @@ class RunService:
             raise ArtifactNotFound(f"artifact {ref} not found")
         return found
 
+    async def put_artifact(self, tenant: str, content: bytes, media_type: str) -> str:
+        """Store content once under its hash for the tenant; the `sha256:` reference."""
+        now = self.env.clock.now_us()
+        return await self.env.db.transact(
+            partial(
+                blobs.put_blob, tenant=tenant, content=content, media_type=media_type, now_us=now
+            )
+        )
+
     async def replay(
         self,
         tenant: str,

@@ -20,20 +20,27 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from stellaorch.domain.errors import NotFound
+from stellaorch.domain.errors import NotFound, ValidationError
 
 DEFAULT_QUEUE = "default"
 MAX_CLAIM = 256
+MAX_ARTIFACTS_PER_LEASE = 100  # uploads one attempt may make (each one size-capped)
 
 
 class LeaseLost(NotFound):
-    """A progress, log or completion named a lease nobody holds (HTTP 404, `LEASE_LOST`).
+    """A progress, log, artifact or completion named a lease nobody holds (HTTP 404, `LEASE_LOST`).
 
     Expired, already completed, withdrawn by a cancel and another tenant's all get this one
     answer, so a lease id tells a caller nothing it may not know.
     """
 
     code = "LEASE_LOST"
+
+
+class ArtifactLimitReached(ValidationError):
+    """An attempt tried more than MAX_ARTIFACTS_PER_LEASE uploads (HTTP 400)."""
+
+    code = "ARTIFACT_LIMIT_REACHED"
 
 
 @dataclass(frozen=True)
@@ -65,6 +72,7 @@ class Job:
     expires: float = 0.0  # monotonic seconds
     cancelled: bool = False
     progress: dict[str, Any] | None = None
+    artifacts: int = 0  # uploads admitted under this attempt's leases
     _timer: asyncio.TimerHandle | None = field(default=None, repr=False)
 
     @property
@@ -188,6 +196,20 @@ class TaskHub:
         job = self._require(tenant, lease_id)
         if job.log_sink is not None and lines:
             job.log_sink("".join(f"{line}\n" for line in lines).encode())
+
+    def holding(self, tenant: str, lease_id: str) -> Job:
+        """The attempt behind a held lease of `tenant` (an artifact upload checks this)."""
+        return self._require(tenant, lease_id)
+
+    def admit_artifact(self, tenant: str, lease_id: str) -> Job:
+        """Count one upload against the held lease's attempt; refused past the bound."""
+        job = self._require(tenant, lease_id)
+        if job.artifacts >= MAX_ARTIFACTS_PER_LEASE:
+            raise ArtifactLimitReached(
+                f"an attempt uploads at most {MAX_ARTIFACTS_PER_LEASE} artifacts"
+            )
+        job.artifacts += 1
+        return job
 
     def complete(self, tenant: str, lease_id: str, result: TaskResult) -> Job:
         """Resolve the attempt once; a stale, foreign or repeated lease id is refused."""

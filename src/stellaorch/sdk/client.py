@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -41,8 +42,16 @@ class TaskClient:
 
     async def post(self, path: str, body: Any = None) -> dict[str, Any]:
         """POST once; ApiAway for a transport error or 502-504, Refused for a 4xx."""
+        return await self._send("POST", path, json=body)
+
+    async def put_bytes(self, path: str, content: bytes, content_type: str) -> dict[str, Any]:
+        """PUT a raw body once (an artifact); errors as for `post`."""
+        headers = {"Content-Type": content_type}
+        return await self._send("PUT", path, content=content, headers=headers)
+
+    async def _send(self, method: str, path: str, **request: Any) -> dict[str, Any]:
         try:
-            response = await self.http.post(f"{BASE}{path}", json=body)
+            response = await self.http.request(method, f"{BASE}{path}", **request)
         except httpx.TransportError as exc:
             raise ApiAway(str(exc) or type(exc).__name__) from exc
         if response.status_code in _RETRY_STATUS or response.status_code >= 500:
@@ -60,10 +69,18 @@ class TaskClient:
 
         Returns None if `stopping` is set while the API is away.
         """
+        return await self.until(lambda: self.post(path, body), stopping)
+
+    async def until(
+        self,
+        call: Callable[[], Awaitable[dict[str, Any]]],
+        stopping: asyncio.Event | None = None,
+    ) -> dict[str, Any] | None:
+        """Make `call` until the API takes it, with the backoff of `post_until`."""
         delay = 0.05
         while True:
             try:
-                return await self.post(path, body)
+                return await call()
             except ApiAway as exc:
                 if stopping is not None and stopping.is_set():
                     return None

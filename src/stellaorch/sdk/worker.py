@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import inspect
 import logging
 import os
@@ -19,7 +20,7 @@ from typing import Any, get_type_hints
 
 from pydantic import BaseModel, ValidationError
 
-from stellaorch.sdk.client import Refused, TaskClient
+from stellaorch.sdk.client import ApiAway, Refused, TaskClient
 from stellaorch.sdk.errors import TaskError
 
 log = logging.getLogger("stellaorch.sdk")
@@ -87,6 +88,22 @@ class TaskContext:
         if lines:
             body = {"lines": [line[:8192] for line in lines]}
             self._worker._send(f"/tasks/{self.lease_id}:log", body)
+
+    async def put_artifact(self, data: bytes, *, content_type: str | None = None) -> str:
+        """Upload `data` for this attempt and return its `sha256:` ref (put it in outputs).
+
+        The hash is computed here and checked by the server; a repeated upload is a no-op.
+        An outage is retried with backoff; a refusal (too large, lease lost) raises Refused.
+        """
+        return await self._worker._put_artifact(self.lease_id, bytes(data), content_type)
+
+    def put_artifact_sync(self, data: bytes, *, content_type: str | None = None) -> str:
+        """`put_artifact` for plain handlers (they run in the worker's thread pool)."""
+        loop = self._worker._loop
+        if loop is None or _on_loop(loop):
+            raise RuntimeError("put_artifact_sync is for plain handlers; await put_artifact")
+        upload = self._worker._put_artifact(self.lease_id, bytes(data), content_type)
+        return asyncio.run_coroutine_threadsafe(upload, loop).result()
 
 
 class Worker:
@@ -306,6 +323,19 @@ class Worker:
                         log.warning("completion not accepted: %s", item.get("error"))
             elif self._stopping.is_set() and not self._running:
                 return
+
+    async def _put_artifact(self, lease_id: str, data: bytes, content_type: str | None) -> str:
+        client = self._client
+        if client is None:
+            raise RuntimeError("the worker is not serving")
+        path = f"/tasks/{lease_id}/artifacts/{hashlib.sha256(data).hexdigest()}"
+        media_type = content_type or "application/octet-stream"
+        answer = await client.until(
+            lambda: client.put_bytes(path, data, media_type), self._stopping
+        )
+        if answer is None:  # shutting down while the API is away: the attempt is released
+            raise ApiAway("the worker is stopping and the API is unavailable")
+        return str(answer["ref"])
 
     def _send(self, path: str, body: dict[str, Any]) -> None:
         """Fire a progress or log call from any thread; failures are logged, not raised."""

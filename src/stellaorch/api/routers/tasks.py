@@ -1,9 +1,12 @@
-"""The worker API: external workers claim, heartbeat, report progress and logs, and complete
-the `queue` steps of the tenant they act for (scope `orchestrator:worker`)."""
+"""The worker API: external workers claim, heartbeat, report progress and logs, upload
+artifacts and complete the `queue` steps of the tenant they act for (scope
+`orchestrator:worker`)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response
@@ -11,7 +14,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from stellaorch.api.auth import WORKER, Caller, require
 from stellaorch.api.state import orchestrator
-from stellaorch.domain.errors import NotFound, StellaError
+from stellaorch.domain.errors import (
+    ArtifactHashMismatch,
+    ArtifactTooLarge,
+    NotFound,
+    StellaError,
+    ValidationError,
+)
 from stellaorch.domain.providers import format_utc
 from stellaorch.engine.app import Orchestrator
 from stellaorch.engine.stream import StreamHub
@@ -31,6 +40,19 @@ NAME = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
 LEASE = r"^[0-9a-f]{32}$"
 MAX_WAIT_SECONDS = 30.0
 MAX_LINES = 1000
+# The upload route below the API prefix, for the body-limit and JSON-depth middleware: any
+# last segment matches, so a malformed hash still meets the artifact cap (then a 400).
+ARTIFACT_PATH = r"/tasks/[^/]+/artifacts/[^/]+"
+SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
+MEDIA_TYPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*$")
+MAX_MEDIA_TYPE = 64  # the blobs table's column
+DEFAULT_MEDIA_TYPE = "application/octet-stream"
+_ARTIFACT_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+    }
+}
 Name = Annotated[str, Field(pattern=NAME)]
 LeaseId = Annotated[str, Field(pattern=LEASE)]
 
@@ -180,6 +202,52 @@ async def complete_task(
     """Report one attempt's outcome; a stale or repeated lease is refused (404 LEASE_LOST)."""
     job = hub(request).complete(caller.tenant, leaseId, body.result())
     return {"leaseId": leaseId, "runId": job.run_id, "stepId": job.step_id, "accepted": True}
+
+
+@router.put("/tasks/{leaseId}/artifacts/{sha256}", openapi_extra=_ARTIFACT_BODY)
+async def put_artifact(
+    leaseId: str, sha256: str, request: Request, caller: WorkerCaller
+) -> dict[str, Any]:
+    """Store the body under its sha256 in the tenant's blobs, while the lease is held.
+
+    Content-addressed, so a repeated upload is a no-op that answers the same reference.
+    """
+    tasks = hub(request)
+    tasks.admit_artifact(caller.tenant, leaseId)  # a stale or foreign lease: before reading
+    if not SHA256_HEX.match(sha256):
+        raise ValidationError("the path names the artifact by 64 lowercase hex digits (sha256)")
+    media_type = _media_type(request.headers.get("content-type"))
+    settings = orchestrator(request).env.settings
+    content = await _artifact_body(request, settings.max_artifact_bytes, sha256)
+    tasks.holding(caller.tenant, leaseId)  # the lease may have lapsed while the body arrived
+    ref = await orchestrator(request).runs.put_artifact(caller.tenant, content, media_type)
+    return {"ref": ref, "sizeBytes": len(content), "mediaType": media_type}
+
+
+def _media_type(header: str | None) -> str:
+    """The artifact's media type from Content-Type (parameters dropped), checked and bounded."""
+    if header is None or not header.strip():
+        return DEFAULT_MEDIA_TYPE
+    value = header.split(";", 1)[0].strip().lower()
+    if len(value) > MAX_MEDIA_TYPE or not MEDIA_TYPE.match(value):
+        raise ValidationError(
+            f"Content-Type must be a type/subtype of at most {MAX_MEDIA_TYPE} chars"
+        )
+    return value
+
+
+async def _artifact_body(request: Request, limit: int, sha256: str) -> bytes:
+    """The body, hashed and counted while it arrives; reading stops once it is over `limit`."""
+    digest, chunks, size = hashlib.sha256(), [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ArtifactTooLarge(f"the artifact is larger than {limit} bytes")
+        digest.update(chunk)
+        chunks.append(chunk)
+    if digest.hexdigest() != sha256:
+        raise ArtifactHashMismatch(f"the body's sha256 is {digest.hexdigest()}, not {sha256}")
+    return b"".join(chunks)
 
 
 @router.post("/tasks/{leaseId}:release")

@@ -35,6 +35,7 @@ FLAKY = spec(
 SPEC_METRICS = {
     "orchestrator_runs_total": {"tenant", "status"},
     "orchestrator_queue_depth": {"tenant"},
+    "orchestrator_queue_oldest_age_seconds": {"tenant"},
     "orchestrator_step_retries_total": {"tenant"},
     "orchestrator_run_duration_seconds_count": {"tenant"},
     "orchestrator_run_duration_seconds_bucket": {"tenant", "le"},
@@ -164,6 +165,7 @@ async def test_metrics_cover_runs_retries_durations_and_queue_depth(api: Api) ->
     assert value(text, "orchestrator_step_retries_total", tenant=A) == 1
     assert value(text, "orchestrator_run_duration_seconds_count", tenant=A) == 1
     assert value(text, "orchestrator_queue_depth", tenant=A) == 2
+    assert 0 <= value(text, "orchestrator_queue_oldest_age_seconds", tenant=A) < 60
     assert value(text, "orchestrator_leases_granted_total", tenant=A) == 2
     for name, labels in SPEC_METRICS.items():
         found = [set(got) for n, got, _ in samples(text) if n == name]

@@ -181,13 +181,13 @@ class StoreProbe:
                 self._last = (now, await self.check())
             return self._last[1]
 
-    async def queue_depths(self, tenant: str | None) -> dict[str, int]:
-        """Waiting items per tenant: `tenant`'s only, or every tenant's when it is None."""
+    async def queue_depths(self, tenant: str | None) -> dict[str, QueueStats]:
+        """Queue figures per tenant: `tenant`'s only, or every tenant's with items when None."""
         if tenant is None:
             rows = await self.env.db.transact(health.all_queue_stats)
-            return {s.tenant: s.depth for s in rows}
+            return {s.tenant: s for s in rows}
         own = await self.env.db.transact(lambda c: health.tenant_queue_stats(c, tenant))
-        return {own.tenant: own.depth}
+        return {own.tenant: own}
 
     async def _write(self) -> StellaError | None:
         """Rewrite the probe row; the error that stopped it, or None."""

@@ -25,6 +25,20 @@ def queue_depth_family(depths: Mapping[str, int]) -> GaugeMetricFamily:
     return family
 
 
+def queue_age_family(oldest_us: Mapping[str, int | None], now_us: int) -> GaugeMetricFamily:
+    """`orchestrator_queue_oldest_age_seconds{tenant}`: how long the oldest waiting item has
+    waited (0 for an empty queue), read at scrape."""
+    family = GaugeMetricFamily(
+        "orchestrator_queue_oldest_age_seconds",
+        "Seconds the oldest queued step attempt of the tenant has waited (0: none waiting).",
+        labels=["tenant"],
+    )
+    for tenant in sorted(oldest_us):
+        since = oldest_us[tenant]
+        family.add_metric([tenant], 0.0 if since is None else max(0, now_us - since) / 1e6)
+    return family
+
+
 def store_runs_family(runs: Iterable[tuple[str, str, int]]) -> GaugeMetricFamily:
     """`orchestrator_store_runs{tenant,status}`: runs in the store by current status.
 

@@ -17,6 +17,7 @@ from stellaorch.engine.app import Orchestrator
 from stellaorch.engine.health import QueueStats, StoreHealth
 from stellaorch.observability.exposition import (
     CONTENT_TYPE,
+    queue_age_family,
     queue_depth_family,
     render,
     store_runs_family,
@@ -217,10 +218,13 @@ async def _exposition(request: Request, caller: Caller) -> Response:
     """The metrics the caller may see: its own tenant's, or all for a "*" token."""
     visible = None if "*" in caller.principal.tenants else caller.tenant
     orch = orchestrator(request)
-    depths = await orch.health.queue_depths(visible)
+    queues = await orch.health.queue_depths(visible)
     store = await orch.store_figures.figures()
     extra = [
-        queue_depth_family(depths),
+        queue_depth_family({t: q.depth for t, q in queues.items()}),
+        queue_age_family(
+            {t: q.oldest_enqueued_us for t, q in queues.items()}, orch.env.clock.now_us()
+        ),
         store_runs_family(store.runs),
         *worker_families(store.workers_live, store.worker_slots, store.worker_slots_in_use),
     ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import json
@@ -23,6 +24,7 @@ from stellaorch.engine.kit_verify import read_kit, verify_kit, verify_kit_path
 from stellaorch.plugins.base import PluginResult, StepContext
 from stellaorch.security.keys import generate_key, newest_ed25519_key
 from stellaorch.security.trust import key_id
+from stellaorch.store import blobs
 
 if TYPE_CHECKING:
     from conftest import Harness, MakeHarness
@@ -46,7 +48,7 @@ async def harness(make_harness: MakeHarness, tmp_path: Path) -> Harness:
     """Finished runs with logs, a checkpoint and an audit entry, signed by the server's key."""
     keys = tmp_path / "keys"
     generate_key(keys)
-    h = await make_harness(keys_dir=keys)
+    h = await make_harness(keys_dir=keys, trace_file=tmp_path / "traces.ndjson")
     h.orchestrator.plugins.register(Chatty())
     steps = [{"id": "fetch", "plugin": "chatty"}, {"id": "load", "plugin": "noop"}]
     await h.publish(h.spec("feed", steps, [("fetch", "load")]))
@@ -55,7 +57,32 @@ async def harness(make_harness: MakeHarness, tmp_path: Path) -> Harness:
         for c in created:
             await h.wait_done(c.run.run_id)
     await h.orchestrator.checkpoints.on_demand("acme", Operator("ops", "kit test"))
+    await add_usage_and_spans(h, [c.run.run_id for c in created], tmp_path / "traces.ndjson")
     return h
+
+
+async def add_usage_and_spans(h: Harness, run_ids: list[str], trace_file: Path) -> None:
+    """A span file with spans of the runs, of another tenant, of no run, and a torn line."""
+    spans = [
+        span("orchestrator.step", 20, {"tenant": "acme", "runId": run_ids[1]}),
+        span("orchestrator.run", 10, {"tenant": "acme", "runId": run_ids[0]}),
+        span("orchestrator.run", 15, {"tenant": "globex", "runId": run_ids[0]}),
+        span("orchestrator.run", 16, {"tenant": "acme", "runId": "not-exported"}),
+        span("http.request", 17, {}),
+    ]
+    lines = [json.dumps(s) for s in spans]
+    text = "\n".join([*lines[:2], '{"cut short', *lines[2:]]) + "\n"
+    await asyncio.to_thread(trace_file.write_text, text)
+
+
+def span(name: str, start: int, attributes: dict[str, str]) -> dict[str, Any]:
+    """A span line as the span file holds it."""
+    return {
+        "name": name,
+        "spanId": f"{start:016x}",
+        "startUnixNano": start,
+        "attributes": attributes,
+    }
 
 
 def trusted(h: Harness) -> dict[str, Ed25519PublicKey]:
@@ -97,6 +124,8 @@ async def test_a_kit_holds_ledger_checkpoints_audit_and_logs_and_verifies(
         "checkpoints.ndjson",
         "ledger.ndjson",
         "logs.ndjson",
+        "metrics.ndjson",
+        "traces.ndjson",
     ]
     assert {(m.mtime, m.uid, m.gid, m.uname) for m in members} == {(0, 0, 0, "")}
 
@@ -108,9 +137,17 @@ async def test_a_kit_holds_ledger_checkpoints_audit_and_logs_and_verifies(
         "checkpoints.ndjson": 1,
         "ledger.ndjson": 2,
         "logs.ndjson": 2,
+        "metrics.ndjson": 4,  # every attempt's usage
+        "traces.ndjson": 2,
     }
-    logs = [json.loads(line) for line in read_kit(archive)["logs.ndjson"].splitlines()]
+    files = read_kit(archive)
+    logs = [json.loads(line) for line in files["logs.ndjson"].splitlines()]
     assert {log["text"] for log in logs} == {LOG_TEXT}
+    usage = [json.loads(line) for line in files["metrics.ndjson"].splitlines()]
+    assert {(u["stepId"], u["attempt"]) for u in usage} == {("fetch", 1), ("load", 1)}
+    assert all(blobs.blob_ref(u["text"].encode()) == u["metricsRef"] for u in usage)
+    spans = [json.loads(line) for line in files["traces.ndjson"].splitlines()]
+    assert [s["startUnixNano"] for s in spans] == [10, 20]  # the kit's tenant and runs, in order
 
 
 async def test_a_kit_unpacked_into_a_directory_verifies_too(
@@ -161,7 +198,15 @@ def resigned(files: dict[str, bytes], name: str, content: bytes) -> dict[str, by
 
 
 @pytest.mark.parametrize(
-    "name", ["ledger.ndjson", "checkpoints.ndjson", "audit.ndjson", "logs.ndjson"]
+    "name",
+    [
+        "ledger.ndjson",
+        "checkpoints.ndjson",
+        "audit.ndjson",
+        "logs.ndjson",
+        "metrics.ndjson",
+        "traces.ndjson",
+    ],
 )
 async def test_a_tampered_file_is_named(harness: Harness, tmp_path: Path, name: str) -> None:
     files = await kit_files(harness, tmp_path)
@@ -178,6 +223,12 @@ async def test_a_tampered_file_is_named(harness: Harness, tmp_path: Path, name: 
         ("ledger.ndjson", lambda d: d.update(status="failed"), "ledger.ndjson: line 1: "),
         ("audit.ndjson", lambda d: d.update(tenant="globex"), "audit.ndjson: line 1: "),
         ("logs.ndjson", lambda d: d.update(text="nothing here"), "logs.ndjson: line 1: "),
+        ("metrics.ndjson", lambda d: d.update(text="{}"), "metrics.ndjson: line 1: "),
+        (
+            "traces.ndjson",
+            lambda d: d["attributes"].update(tenant="globex"),
+            "traces.ndjson: line 1: ",
+        ),
         (
             "checkpoints.ndjson",
             lambda d: d.update(payload=base64.b64encode(b"{}").decode()),

@@ -22,7 +22,7 @@ from stellaorch.cli.ledger_commands import KeyFiles, TrustDir
 from stellaorch.cli.render import OutputFormat, Printer
 
 export_app = typer.Typer(
-    help="Export a window as a signed offline kit (ledger, checkpoints, audit, step logs).",
+    help="Export a window as a signed offline kit (ledger, audit, logs, metrics, spans).",
     invoke_without_command=True,
     no_args_is_help=True,
     pretty_exceptions_enable=False,

@@ -1,4 +1,5 @@
-"""The offline kit: a window of one tenant's ledger, checkpoints, audit and step logs, signed.
+"""The offline kit: a window of one tenant's ledger, checkpoints, audit, step logs, step
+metrics and trace spans, signed.
 
 `stella orch export` writes it as a deterministic .tgz (or its files into a directory):
 `manifest.json` (each file's `count`, `sha256` and `size`, and a `rootHash` over them),
@@ -9,6 +10,7 @@ docs/ledger-export.md#the-offline-kit.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from collections.abc import AsyncIterator
@@ -33,13 +35,16 @@ KIT_FORMAT = "stella.export/v1"
 KIT_MANIFEST = "manifest.json"
 KIT_SIGNATURE = "manifest.dsse.json"
 KIT_MANIFEST_TYPE = "application/vnd.stella.export.manifest+json"
-LEDGER, CHECKPOINTS, AUDIT, LOGS = (
+LEDGER, CHECKPOINTS, AUDIT, LOGS, METRICS, TRACES = (
     "ledger.ndjson",
     "checkpoints.ndjson",
     "audit.ndjson",
     "logs.ndjson",
+    "metrics.ndjson",
+    "traces.ndjson",
 )
-KIT_FILES = (AUDIT, CHECKPOINTS, LEDGER, LOGS)  # sorted: the archive's order after the manifest
+# Sorted: the archive's order after the manifest.
+KIT_FILES = (AUDIT, CHECKPOINTS, LEDGER, LOGS, METRICS, TRACES)
 AUDIT_CHUNK = 500
 
 
@@ -126,10 +131,17 @@ class OfflineKit:
         )
 
     async def _gather(self, window: ExportWindow, builder: KitBuilder) -> None:
+        runs: set[str] = set()
         async for line in run_lines(self.env.db, window):
             builder.add_line(LEDGER, line)
-            for log in await self._logs_of(window.tenant, json.loads(line)):
+            run = json.loads(line)
+            runs.add(run["runId"])
+            for log in await self._logs_of(window.tenant, run):
                 builder.add(LOGS, log)
+            for usage in await self._metrics_of(window.tenant, run):
+                builder.add(METRICS, usage)
+        for span in await asyncio.to_thread(self._spans_of, window.tenant, runs):
+            builder.add(TRACES, span)
         async for line in checkpoint_lines(self.env.db, window):
             builder.add(CHECKPOINTS, json.loads(line)["checkpoint"])
         async for entry in self._audit(window):
@@ -156,6 +168,60 @@ class OfflineKit:
 
         return await self.env.db.read(read)
 
+    async def _metrics_of(self, tenant: str, run: dict[str, Any]) -> list[dict[str, Any]]:
+        """Every attempt's resource metrics document of a run, as stored (it hashes to its ref)."""
+        wanted = [
+            (step["stepId"], attempt["attempt"], attempt["metricsRef"])
+            for step in run.get("steps") or []
+            for attempt in step.get("attempts") or []
+            if attempt.get("metricsRef")
+        ]
+        if not wanted:
+            return []
+
+        def read(conn: Any) -> list[dict[str, Any]]:
+            found = []
+            for step_id, attempt, ref in wanted:
+                blob = blobs.get_blob(conn, tenant, ref)
+                text = blob[0].decode("utf-8", "replace") if blob else None
+                found.append(
+                    {
+                        "runId": run["runId"],
+                        "stepId": step_id,
+                        "attempt": attempt,
+                        "metricsRef": ref,
+                        "text": text,
+                    }
+                )
+            return found
+
+        return await self.env.db.read(read)
+
+    def _spans_of(self, tenant: str, runs: set[str]) -> list[dict[str, Any]]:
+        """The spans of the exported runs found in this process's span file, in start order.
+
+        The file is local to the process (docs/observability.md): a kit made by another
+        replica holds the spans that replica wrote. Lines that are not span objects (a write
+        cut short by a crash) are skipped.
+        """
+        path = self.env.settings.trace_file
+        spans: list[dict[str, Any]] = []
+        if not runs or not path.is_file():
+            return spans
+        with path.open("rb") as handle:
+            for raw in handle:
+                try:
+                    span = json.loads(raw)
+                except ValueError:
+                    continue
+                attributes = span.get("attributes") if isinstance(span, dict) else None
+                if not isinstance(attributes, dict) or attributes.get("tenant") != tenant:
+                    continue
+                if attributes.get("runId") in runs:
+                    spans.append(span)
+        spans.sort(key=_span_order)
+        return spans
+
     async def _audit(self, window: ExportWindow) -> AsyncIterator[dict[str, Any]]:
         """The tenant's audit entries made in the window, by id, a chunk per transaction."""
         after, span = 0, (window.from_us, window.to_us)
@@ -181,3 +247,9 @@ def _log_line(
 ) -> dict[str, Any]:
     """One attempt's log; `text` is null when the store no longer holds it."""
     return {"runId": run_id, "stepId": step_id, "attempt": attempt, "logsRef": ref, "text": text}
+
+
+def _span_order(span: dict[str, Any]) -> tuple[int, str]:
+    """Spans by start time, then id: the same file gives the same order."""
+    start = span.get("startUnixNano")
+    return (start if isinstance(start, int) else 0, str(span.get("spanId")))

@@ -34,6 +34,8 @@ from stellaorch.engine.kit import (
     KIT_SIGNATURE,
     LEDGER,
     LOGS,
+    METRICS,
+    TRACES,
 )
 from stellaorch.security import dsse
 from stellaorch.store.blobs import blob_ref
@@ -127,6 +129,10 @@ def _verify(files: Mapping[str, bytes], trusted: Trusted, progress: Progress) ->
     _audit(files.get(AUDIT, b""), manifest)
     progress(LOGS)
     _logs(files.get(LOGS, b""), files.get(LEDGER, b""))
+    progress(METRICS)
+    _metrics(files.get(METRICS, b""), files.get(LEDGER, b""))
+    progress(TRACES)
+    _traces(files.get(TRACES, b""), files.get(LEDGER, b""), manifest)
     return KitReport(True, None, counts, signed_by)
 
 
@@ -242,6 +248,36 @@ def _logs(data: bytes, ledger: bytes) -> None:
         text = log.get("text")
         if isinstance(text, str) and blob_ref(text.encode("utf-8")) != log["logsRef"]:
             raise KitProblem(f"{LOGS}: line {number}: the text does not hash to its logsRef")
+
+
+def _metrics(data: bytes, ledger: bytes) -> None:
+    """Each attempt's metrics belong to an exported attempt and hash to its metricsRef."""
+    attempts = {
+        (run["runId"], step["stepId"], attempt["attempt"], attempt.get("metricsRef"))
+        for run in (json.loads(line) for line in ledger.splitlines())
+        for step in run.get("steps") or []
+        for attempt in step.get("attempts") or []
+    }
+    for number, line in enumerate(data.splitlines(), start=1):
+        usage = _object(METRICS, number, line)
+        key = (usage.get("runId"), usage.get("stepId"), usage.get("attempt"))
+        if (*key, usage.get("metricsRef")) not in attempts:
+            raise KitProblem(f"{METRICS}: line {number}: not the metrics of an exported attempt")
+        text = usage.get("text")
+        if isinstance(text, str) and blob_ref(text.encode("utf-8")) != usage["metricsRef"]:
+            raise KitProblem(f"{METRICS}: line {number}: the text does not hash to its metricsRef")
+
+
+def _traces(data: bytes, ledger: bytes, manifest: dict[str, Any]) -> None:
+    """Each span is one of the manifest's tenant, of an exported run."""
+    runs = {json.loads(line)["runId"] for line in ledger.splitlines()}
+    for number, line in enumerate(data.splitlines(), start=1):
+        span = _object(TRACES, number, line)
+        attributes = span.get("attributes")
+        if not isinstance(attributes, dict) or attributes.get("tenant") != manifest.get("tenant"):
+            raise KitProblem(f"{TRACES}: line {number}: a span of another tenant than the kit's")
+        if attributes.get("runId") not in runs:
+            raise KitProblem(f"{TRACES}: line {number}: not a span of an exported run")
 
 
 def _object(name: str, number: int, line: bytes) -> dict[str, Any]:

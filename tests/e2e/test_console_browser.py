@@ -181,6 +181,16 @@ def test_start_a_run_and_watch_it_complete(page: Page, server: Server) -> None:
     page.screenshot(path=str(SHOTS / "run.png"), full_page=True)
 
 
+def test_a_run_started_after_the_list_opened_appears_without_a_reload(
+    page: Page, server: Server
+) -> None:
+    page.goto(f"{server.url}/console/runs")
+    page.evaluate("window.__notReloaded = true")  # a full reload would drop this mark
+    run = server.api("POST", "/runs", {"dagId": "hello"})
+    expect(page.locator("#runs-live")).to_contain_text(run["runId"], timeout=8_000)
+    assert page.evaluate("window.__notReloaded === true"), "the page reloaded"
+
+
 def test_cancel_with_a_rationale_shows_in_the_audit_view(page: Page, server: Server) -> None:
     server.api("POST", f"/queues/{TENANT}:pause")  # the run waits in the queue to be cancelled
     try:

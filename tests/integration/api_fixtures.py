@@ -21,7 +21,7 @@ from fastapi import FastAPI
 from sqlalchemy import text
 
 from stellaorch.api.app import create_app
-from stellaorch.console.web import mount as mount_console
+from stellaorch.console.site import mount as mount_console
 from stellaorch.engine.app import Orchestrator
 from stellaorch.security.keys import generate_key
 from stellaorch.security.tokens import issue_token

@@ -8,15 +8,13 @@ them except the ledger verification, which runs only after the API has shown the
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass
 from typing import Annotated, Any
 from urllib.parse import parse_qs, quote, urlencode
 
 import httpx
-from fastapi import APIRouter, FastAPI, Query, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
-from fastapi.staticfiles import StaticFiles
 from markupsafe import Markup
 
 from stellaorch.api.auth import READ, Authenticator, ReadCaller
@@ -63,18 +61,6 @@ class ApiFailure(Exception):
 
 class Refused(Exception):
     """A console form that cannot be acted on (bad CSRF field, bad input)."""
-
-
-def mount(app: FastAPI) -> FastAPI:
-    """Add the console (pages, static files, the link route) to an API app."""
-    app.state.console_sessions = SessionStore(time.time)
-    transport = httpx.ASGITransport(app=app)
-    app.state.console_client = httpx.AsyncClient(transport=transport, base_url="http://console")
-    app.include_router(links_router, prefix=BASE)
-    app.include_router(router)
-    static = StaticFiles(packages=[("stellaorch.console", "static")])
-    app.mount(f"{PREFIX}/static", static, name="console-static")
-    return app
 
 
 # -- the link route of the API (for `stella orch console url`) ------------------------------
@@ -156,6 +142,23 @@ def _page(
         **context,
     )
     return HTMLResponse(page, status_code=status, headers=SECURITY_HEADERS)
+
+
+console_page = _page  # the page renderer, for the console's other route modules
+
+
+def signed_session(request: Request) -> Signed | None:
+    """The signed-in session of a request, or None."""
+    return _signed(request)
+
+
+def run_list_query(
+    dag_id: str | None, status: str | None, from_utc: str | None, to_utc: str | None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The GET /runs filters of the run list and the values its form shows (one place)."""
+    params = {"dagId": dag_id, "status": status, "from": from_utc, "to": to_utc}
+    shown = {"dagId": dag_id, "status": status, "from_utc": from_utc, "to_utc": to_utc}
+    return params, shown
 
 
 def _to(path: str, **params: Any) -> RedirectResponse:
@@ -335,9 +338,8 @@ async def runs_page(
     page_token: str | None = None,
 ) -> Response:
     """Runs of the tenant, newest first, filtered and paged like GET /runs."""
-    filters = {"dagId": dagId, "status": status, "from": from_utc, "to": to_utc}
+    filters, shown = run_list_query(dagId, status, from_utc, to_utc)
     params = {**filters, "page_size": PAGE_SIZE, "page_token": page_token}
-    shown = {"dagId": dagId, "status": status, "from_utc": from_utc, "to_utc": to_utc}
     return await _view(
         request, "runs", "/runs", params, filters=shown, statuses=RUN_STATUSES, start_error=None
     )
@@ -408,6 +410,9 @@ async def _graph(request: Request, session: Session, run: dict[str, Any]) -> Mar
         return None
     # run_graph escapes every text and attribute it writes, so its output is markup.
     return Markup(run_graph(run, version.get("spec") or {}))  # noqa: S704
+
+
+graph_markup = _graph  # the run page's graph, for its live fragment
 
 
 @router.get("/runs/{run_id}/diff")

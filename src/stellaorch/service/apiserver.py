@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 import uvicorn
 
 from stellaorch.api.app import create_app, create_metrics_app
-from stellaorch.console.web import mount as mount_console
+from stellaorch.console.site import mount as mount_console
 from stellaorch.domain.errors import ServiceFailed
 from stellaorch.engine.app import Orchestrator
 from stellaorch.observability.redaction import redact_server_loggers

@@ -10,7 +10,8 @@ machine's cores. Scenarios:
 - burst: one run of M independent queue steps; steps/s over the same wall time.
 - latency: per step of the chain run (one step at a time, so no queueing behind others), the
   handler's entry time (time.time() in the handler) minus the step's `step.queued` ledger
-  timestamp (read from the SQLite file: the API's timestamps stop at ms; both wall clock on this machine); p50 and p99.
+  timestamp (read from the SQLite file, as the API's timestamps stop at ms; both are wall
+  clock on this machine); p50 and p99.
 Targets (issue 14): <= 3 ms per chained step, >= 3,000 steps/s, latency p50 <= 2 ms, p99 <= 10 ms.
 """
 

@@ -120,7 +120,7 @@ async def main(args: argparse.Namespace) -> int:
             token=server.token,
             tenant=TENANT,
             concurrency=args.concurrency,
-            wait_seconds=5.0,
+            wait_seconds=1.0,  # a stop waits for the open claim at most this long
         )
         job = asyncio.create_task(worker.serve())
         try:
@@ -141,6 +141,8 @@ if __name__ == "__main__":
     parser.add_argument("--burst", type=int, default=500)
     parser.add_argument("--concurrency", type=int, default=64)
     parsed = parser.parse_args()
+    if min(parsed.chain, parsed.burst, parsed.concurrency) < 1:
+        parser.error("--chain, --burst and --concurrency must be >= 1")
     if parsed.quick:
         parsed.chain, parsed.burst = min(parsed.chain, 20), min(parsed.burst, 50)
     sys.exit(asyncio.run(main(parsed)))

@@ -31,7 +31,7 @@ from stellaorch.engine.requests import RunRequest  # noqa: E402
 from stellaorch.security.tokens import issue_token  # noqa: E402
 
 TENANT = "acme"
-EXAMPLES_PER_OPERATION = 25
+EXAMPLES_PER_OPERATION = 15
 # PostgreSQL answers each request several times slower here; the route logic is the same on
 # both stores, so fewer examples there still exercise its SQL (and CI keeps its time budget).
 EXAMPLES_ON_POSTGRESQL = 8

@@ -20,6 +20,10 @@ from api_fixtures import Api, MakeApi, spec  # noqa: E402
 from stellaorch.console import downloads  # noqa: E402
 from stellaorch.plugins.base import PluginResult, StepContext  # noqa: E402
 
+# The console reads everything through the API, whose store tests run on both stores:
+# one store is enough here (and keeps CI within its time budget).
+pytestmark = pytest.mark.parametrize("store_kind", ["sqlite"], indirect=True)
+
 A, B = "tenant-alpha", "tenant-bravo"
 A_DAG = "alpha-reports"
 LOG_TEXT = "fetched 3 feeds\nwrote <b>42</b> rows\n"

@@ -14,6 +14,10 @@ pytest_plugins = ("api_fixtures",)
 
 from api_fixtures import BASE, READ, Api, MakeApi, spec  # noqa: E402
 
+# The console reads everything through the API, whose store tests run on both stores:
+# one store is enough here (and keeps CI within its time budget).
+pytestmark = pytest.mark.parametrize("store_kind", ["sqlite"], indirect=True)
+
 A, B = "tenant-alpha", "tenant-bravo"
 A_DAG = "alpha-ledger"
 A_SECRET = "alpha-secret-input-93f1"

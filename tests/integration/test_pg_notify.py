@@ -7,6 +7,7 @@ NOTIFY sent when engine 1's transaction committed (the engines share no in-proce
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from typing import TYPE_CHECKING
 
@@ -121,9 +122,9 @@ async def test_other_workers_hear_only_of_work_the_completing_worker_left(
     make_harness: MakeHarness,
 ) -> None:
     one, two = await two_slow_engines(make_harness)
-    chain = one.spec(
-        "chain", [{"id": s, "plugin": "noop"} for s in "abcde"], ["ab", "bc", "cd", "de"]
-    )
+    ids = "abcdefghij"
+    links = [a + b for a, b in itertools.pairwise(ids)]
+    chain = one.spec("chain", [{"id": s, "plugin": "noop"} for s in ids], links)
     fan = one.spec("fan", [{"id": s, "plugin": "noop"} for s in "abcd"], ["ab", "ac", "ad"])
     await one.publish(chain)
     await one.publish(fan)
@@ -132,8 +133,10 @@ async def test_other_workers_hear_only_of_work_the_completing_worker_left(
     one.start_worker(concurrency=2)
     await one.wait_done((await one.create("chain")).run.run_id)
     await asyncio.sleep(0.3)
-    # The create announces step a; b to e are each leased by the transaction that queued them.
-    assert heard[0] == 1
+    # The create announces step a; b to j are each leased by the transaction that queued them,
+    # so announcing every successor would be 10 wakes. A loaded machine may add a stray one
+    # (a wake that lands late, a slow claim), never one per step.
+    assert 1 <= heard[0] <= 3, heard
 
     await one.wait_done((await one.create("fan")).run.run_id)
     await asyncio.sleep(0.3)

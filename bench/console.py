@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from api import TENANT, Row, _free_port, _print  # type: ignore[import-not-found]
 
 from stellaorch.api.app import create_app
-from stellaorch.console.web import mount as mount_console
+from stellaorch.console.site import mount as mount_console
 from stellaorch.domain.spec import parse_spec
 from stellaorch.engine.app import Orchestrator
 from stellaorch.engine.requests import RunRequest

@@ -16,9 +16,9 @@ ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
 SAMPLES = 3  # the DAG files in examples/
 
-# Runs inside the namespace: starts serve on a fixed port (the namespace is ours alone, so
-# nothing else can hold it), waits for every sample run's outcome, reads the API and the
-# console over loopback, proves that nothing outside is reachable, then stops serve.
+# Runs inside the namespace: starts serve on a free port of it, waits for every sample run's
+# outcome, reads the API and the console over loopback, proves that nothing outside is
+# reachable, then stops serve.
 DRIVER = textwrap.dedent(
     """
     import fcntl, json, signal, socket, struct, subprocess, sys, time, urllib.request
@@ -32,9 +32,13 @@ DRIVER = textwrap.dedent(
         print("REACHED THE NETWORK"); sys.exit(3)
     except OSError as exc:
         print("no route out:", exc.errno)
+    # A free port of the namespace (nothing else lives in it, but never assume a fixed one).
+    with socket.socket() as spare:
+        spare.bind(("127.0.0.1", 0))
+        port = spare.getsockname()[1]
     proc = subprocess.Popen(
         [sys.executable, "-m", "stellaorch.cli.main", "orch", "serve", "--dags", examples,
-         "--db", f"sqlite:///{workdir}/o.db", "--port", "8440", "--run-samples"],
+         "--db", f"sqlite:///{workdir}/o.db", "--port", str(port), "--run-samples"],
         cwd=workdir, stdout=subprocess.PIPE, text=True)
     outcomes, deadline = [], time.monotonic() + 90
     for line in proc.stdout:
@@ -44,8 +48,8 @@ DRIVER = textwrap.dedent(
             outcomes.append(line)
         if len(outcomes) == %(samples)d or time.monotonic() > deadline:
             break
-    ready = urllib.request.urlopen("http://127.0.0.1:8440/readyz", timeout=10).status
-    console = urllib.request.urlopen("http://127.0.0.1:8440/console/", timeout=10)
+    ready = urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=10).status
+    console = urllib.request.urlopen(f"http://127.0.0.1:{port}/console/", timeout=10)
     page = console.read().decode()
     print("readyz", ready, "console", console.status, "http://" in page.replace(
         "http://127.0.0.1", ""))

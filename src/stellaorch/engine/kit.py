@@ -149,32 +149,22 @@ class OfflineKit:
 
     async def _logs_of(self, tenant: str, run: dict[str, Any]) -> list[dict[str, Any]]:
         """Every attempt's log of a run: steps in DAG order, attempts in order."""
-        wanted = [
-            (step["stepId"], attempt["attempt"], attempt["logsRef"])
-            for step in run.get("steps") or []
-            for attempt in step.get("attempts") or []
-            if attempt.get("logsRef")
-        ]
-        if not wanted:
-            return []
-
-        def read(conn: Any) -> list[dict[str, Any]]:
-            found = []
-            for step_id, attempt, ref in wanted:
-                blob = blobs.get_blob(conn, tenant, ref)
-                text = blob[0].decode("utf-8", "replace") if blob else None
-                found.append(_log_line(run["runId"], step_id, attempt, ref, text))
-            return found
-
-        return await self.env.db.read(read)
+        return await self._attempt_blobs(tenant, run, "logsRef")
 
     async def _metrics_of(self, tenant: str, run: dict[str, Any]) -> list[dict[str, Any]]:
         """Every attempt's resource metrics document of a run, as stored (it hashes to its ref)."""
+        return await self._attempt_blobs(tenant, run, "metricsRef")
+
+    async def _attempt_blobs(
+        self, tenant: str, run: dict[str, Any], ref_key: str
+    ) -> list[dict[str, Any]]:
+        """The blob each attempt of a run names under `ref_key`, one line per attempt; `text`
+        is null when the store no longer holds it."""
         wanted = [
-            (step["stepId"], attempt["attempt"], attempt["metricsRef"])
+            (step["stepId"], attempt["attempt"], attempt[ref_key])
             for step in run.get("steps") or []
             for attempt in step.get("attempts") or []
-            if attempt.get("metricsRef")
+            if attempt.get(ref_key)
         ]
         if not wanted:
             return []
@@ -189,7 +179,7 @@ class OfflineKit:
                         "runId": run["runId"],
                         "stepId": step_id,
                         "attempt": attempt,
-                        "metricsRef": ref,
+                        ref_key: ref,
                         "text": text,
                     }
                 )
@@ -240,13 +230,6 @@ class OfflineKit:
             if len(rows) < AUDIT_CHUNK:
                 return
             after = rows[-1]["id"]
-
-
-def _log_line(
-    run_id: str, step_id: str, attempt: int, ref: str, text: str | None
-) -> dict[str, Any]:
-    """One attempt's log; `text` is null when the store no longer holds it."""
-    return {"runId": run_id, "stepId": step_id, "attempt": attempt, "logsRef": ref, "text": text}
 
 
 def _span_order(span: dict[str, Any]) -> tuple[int, str]:
